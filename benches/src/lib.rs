@@ -1,0 +1,1 @@
+//! Shared helpers for heartgate's side-by-side benchmarks.

@@ -1,0 +1,1 @@
+//! End-to-end tests of heartgate. They arrive with the server issue.
