@@ -1,0 +1,469 @@
+//! Signing and verification keys, each bound to one algorithm when it is loaded.
+//!
+//! Every `ring` signature type stays inside this module. A [`SigningKey`] is a PKCS#8
+//! private key plus its algorithm and `kid`; a [`VerifyingKey`] is public key material plus
+//! its algorithm and `kid`. The algorithm of a token's header never chooses how a key is
+//! used: it must equal the key's own algorithm (J4).
+//!
+//! RSA keys must be at least 2048 bits (J17, FAPI 2.0 §5.4.1); EC keys are P-256 only;
+//! EdDSA keys are Ed25519 only, with small-order and non-canonical points refused.
+
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
+use zeroize::Zeroizing;
+
+use super::{b64, jwk, Algorithm, JoseError, KeyError};
+
+/// Smallest RSA modulus accepted anywhere, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest RSA modulus accepted, in bits (ring's verification limit).
+pub const MAX_RSA_BITS: usize = 8192;
+/// Longest `kid` accepted, in bytes (J5).
+pub const MAX_KID_LEN: usize = 256;
+
+enum Pair {
+    Ecdsa(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// A private signing key bound to one algorithm, with a key id.
+pub struct SigningKey {
+    alg: Algorithm,
+    pair: Pair,
+    pkcs8: Zeroizing<Vec<u8>>,
+    public: VerifyingKey,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.public.kid)
+            .field("private", &"[redacted]")
+            .finish()
+    }
+}
+
+impl SigningKey {
+    /// Generate a new key for `alg`. RSA keys (PS256, RS256) are 2048 bits.
+    pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = match alg {
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| KeyError::Generation)?
+                    .as_ref()
+                    .to_vec()
+            }
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| KeyError::Generation)?
+                .as_ref()
+                .to_vec(),
+            Algorithm::PS256 | Algorithm::RS256 => generate_rsa_pkcs8(MIN_RSA_BITS)?,
+        };
+        Self::from_pkcs8_der(alg, &pkcs8)
+    }
+
+    /// Load a PKCS#8 DER private key for `alg`. The key id is the RFC 7638 thumbprint.
+    pub fn from_pkcs8_der(alg: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
+        let rng = SystemRandom::new();
+        let (pair, material) = match alg {
+            Algorithm::ES256 => {
+                let p = EcdsaKeyPair::from_pkcs8(
+                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    der,
+                    &rng,
+                )
+                .map_err(|_| KeyError::Rejected)?;
+                let point = p.public_key().as_ref().to_vec();
+                (Pair::Ecdsa(p), PublicMaterial::ec(point)?)
+            }
+            Algorithm::PS256 | Algorithm::RS256 => {
+                let p = RsaKeyPair::from_pkcs8(der).map_err(|_| KeyError::Rejected)?;
+                let c: signature::RsaPublicKeyComponents<Vec<u8>> = p.public().into();
+                let material = PublicMaterial::rsa(&c.n, &c.e)?;
+                (Pair::Rsa(p), material)
+            }
+            Algorithm::EdDSA => {
+                // OpenSSL writes PKCS#8 v1 (no public key inside); ring's own is v2. Both
+                // are accepted; "maybe_unchecked" only skips the v2 public-key consistency
+                // check that v1 documents cannot have.
+                let p = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                    .map_err(|_| KeyError::Rejected)?;
+                let x: [u8; 32] = p
+                    .public_key()
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| KeyError::Rejected)?;
+                (Pair::Ed25519(p), PublicMaterial::ed25519(x)?)
+            }
+        };
+        let kid = jwk::thumbprint(&material);
+        Ok(SigningKey {
+            alg,
+            pair,
+            pkcs8: Zeroizing::new(der.to_vec()),
+            public: VerifyingKey { alg, kid, material },
+            rng,
+        })
+    }
+
+    /// Load a PEM `PRIVATE KEY` (PKCS#8) for `alg`.
+    pub fn from_pkcs8_pem(alg: Algorithm, pem_text: &str) -> Result<Self, KeyError> {
+        let block = pem::parse(pem_text).map_err(|_| KeyError::Pem)?;
+        if block.tag() != "PRIVATE KEY" {
+            return Err(KeyError::Pem);
+        }
+        let der = Zeroizing::new(block.into_contents());
+        Self::from_pkcs8_der(alg, &der)
+    }
+
+    /// Replace the key id (the default is the RFC 7638 thumbprint).
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        self.public.kid = kid;
+        Ok(self)
+    }
+
+    /// The PKCS#8 DER encoding of the private key.
+    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        self.pkcs8.clone()
+    }
+
+    /// The PKCS#8 PEM encoding (`-----BEGIN PRIVATE KEY-----`).
+    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+        let block = pem::Pem::new("PRIVATE KEY", self.pkcs8.to_vec());
+        Zeroizing::new(pem::encode(&block))
+    }
+
+    /// The algorithm this key signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.public.kid
+    }
+
+    /// The public half, for verification and publication.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.public
+    }
+
+    /// Sign `msg` with this key's algorithm. ES256 signatures are fixed-length r‖s.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JoseError> {
+        match &self.pair {
+            Pair::Ecdsa(p) => p
+                .sign(&self.rng, msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| JoseError::SigningFailed),
+            Pair::Ed25519(p) => Ok(p.sign(msg).as_ref().to_vec()),
+            Pair::Rsa(p) => {
+                let padding: &dyn signature::RsaEncoding = match self.alg {
+                    Algorithm::PS256 => &signature::RSA_PSS_SHA256,
+                    _ => &signature::RSA_PKCS1_SHA256,
+                };
+                let mut sig = vec![0; p.public().modulus_len()];
+                p.sign(padding, &self.rng, msg, &mut sig)
+                    .map_err(|_| JoseError::SigningFailed)?;
+                Ok(sig)
+            }
+        }
+    }
+}
+
+/// Public key material of one of the supported key types.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum PublicMaterial {
+    /// Uncompressed P-256 point, 65 bytes (0x04 ‖ x ‖ y).
+    Ec(Box<[u8]>),
+    /// RSA modulus and exponent, big-endian without leading zeros.
+    Rsa { n: Box<[u8]>, e: Box<[u8]> },
+    /// Ed25519 public key.
+    Ed25519([u8; 32]),
+}
+
+impl PublicMaterial {
+    pub(crate) fn ec(point: Vec<u8>) -> Result<Self, KeyError> {
+        if point.len() != 65 || point[0] != 4 {
+            return Err(KeyError::InvalidJwk("EC point"));
+        }
+        Ok(PublicMaterial::Ec(point.into_boxed_slice()))
+    }
+
+    pub(crate) fn rsa(n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
+        let n = strip_leading_zeros(n);
+        let e = strip_leading_zeros(e);
+        let bits = bit_len(n);
+        if bits < MIN_RSA_BITS {
+            return Err(KeyError::RsaTooSmall);
+        }
+        if bits > MAX_RSA_BITS {
+            return Err(KeyError::InvalidJwk("RSA modulus too large"));
+        }
+        // ring accepts odd public exponents from 3 up to 2^33 - 1.
+        if e.is_empty() || e.len() > 5 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3) {
+            return Err(KeyError::InvalidJwk("RSA exponent"));
+        }
+        Ok(PublicMaterial::Rsa {
+            n: n.into(),
+            e: e.into(),
+        })
+    }
+
+    pub(crate) fn ed25519(x: [u8; 32]) -> Result<Self, KeyError> {
+        if ed25519_is_weak(&x) {
+            return Err(KeyError::WeakKey);
+        }
+        Ok(PublicMaterial::Ed25519(x))
+    }
+
+    /// The algorithms this material can verify.
+    fn fits(&self, alg: Algorithm) -> bool {
+        matches!(
+            (self, alg),
+            (PublicMaterial::Ec(_), Algorithm::ES256)
+                | (
+                    PublicMaterial::Rsa { .. },
+                    Algorithm::PS256 | Algorithm::RS256
+                )
+                | (PublicMaterial::Ed25519(_), Algorithm::EdDSA)
+        )
+    }
+}
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let first = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+    &b[first..]
+}
+
+fn bit_len(b: &[u8]) -> usize {
+    match b.first() {
+        None => 0,
+        Some(top) => (b.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+    }
+}
+
+/// Ed25519 public keys that must never be accepted (J17): points of small order, in
+/// either sign, and encodings of y that are not reduced modulo p = 2^255 - 19.
+/// The list is the one libsodium checks in `ge25519_has_small_order`.
+fn ed25519_is_weak(x: &[u8; 32]) -> bool {
+    const SMALL_ORDER: [[u8; 32]; 7] = [
+        // 0 (order 4)
+        [0; 32],
+        // 1 (order 1)
+        [
+            1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0,
+        ],
+        // order 8
+        [
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef,
+            0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88,
+            0x6d, 0x53, 0xfc, 0x05,
+        ],
+        // order 8
+        [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0x7a,
+        ],
+        // p - 1 (order 2)
+        [
+            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0x7f,
+        ],
+        // p (non-canonical 0)
+        [
+            0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0x7f,
+        ],
+        // p + 1 (non-canonical 1)
+        [
+            0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0x7f,
+        ],
+    ];
+    let small = SMALL_ORDER
+        .iter()
+        .any(|bad| bad[..31] == x[..31] && (bad[31] & 0x7f) == (x[31] & 0x7f));
+    // y (the low 255 bits) must be < p: reject 2^255-19 ..= 2^255-1.
+    let non_canonical =
+        (x[31] & 0x7f) == 0x7f && x[1..31].iter().all(|b| *b == 0xff) && x[0] >= 0xed;
+    small || non_canonical
+}
+
+/// Generate an RSA key with the `rsa` crate (ring cannot generate RSA keys) and hand
+/// its PKCS#8 encoding to ring. The randomness is ring's `SystemRandom`.
+fn generate_rsa_pkcs8(bits: usize) -> Result<Vec<u8>, KeyError> {
+    use rsa::pkcs8::EncodePrivateKey as _;
+    struct RingRng(SystemRandom);
+    impl rand_core::RngCore for RingRng {
+        fn next_u32(&mut self) -> u32 {
+            let mut b = [0u8; 4];
+            self.fill_bytes(&mut b);
+            u32::from_le_bytes(b)
+        }
+        fn next_u64(&mut self) -> u64 {
+            let mut b = [0u8; 8];
+            self.fill_bytes(&mut b);
+            u64::from_le_bytes(b)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            // SystemRandom only fails if the OS has no entropy source; there is no way to
+            // continue without randomness, and rand_core's infallible API has no error.
+            #[allow(clippy::expect_used)] // reason: no OS randomness is unrecoverable
+            ring::rand::SecureRandom::fill(&self.0, dest).expect("OS randomness");
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            ring::rand::SecureRandom::fill(&self.0, dest)
+                .map_err(|_| rand_core::Error::from(std::num::NonZeroU32::MIN))
+        }
+    }
+    impl rand_core::CryptoRng for RingRng {}
+    let key = rsa::RsaPrivateKey::new(&mut RingRng(SystemRandom::new()), bits)
+        .map_err(|_| KeyError::Generation)?;
+    let doc = key.to_pkcs8_der().map_err(|_| KeyError::Generation)?;
+    Ok(doc.as_bytes().to_vec())
+}
+
+pub(crate) fn check_kid(kid: &str) -> Result<(), KeyError> {
+    if kid.is_empty() || kid.len() > MAX_KID_LEN || kid.contains('\0') {
+        return Err(KeyError::InvalidJwk("kid"));
+    }
+    Ok(())
+}
+
+/// A public verification key bound to one algorithm, with a key id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    alg: Algorithm,
+    kid: String,
+    material: PublicMaterial,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    pub(crate) fn new(
+        alg: Algorithm,
+        kid: String,
+        material: PublicMaterial,
+    ) -> Result<Self, KeyError> {
+        if !material.fits(alg) {
+            return Err(KeyError::AlgorithmMismatch);
+        }
+        check_kid(&kid)?;
+        Ok(VerifyingKey { alg, kid, material })
+    }
+
+    pub(crate) fn material(&self) -> &PublicMaterial {
+        &self.material
+    }
+
+    /// The algorithm this key verifies.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The RFC 7638 JWK thumbprint (SHA-256, base64url).
+    pub fn thumbprint(&self) -> String {
+        jwk::thumbprint(&self.material)
+    }
+
+    /// Verify `sig` over `msg`. `alg` is the algorithm the message claims; it must be
+    /// this key's own algorithm (J4), otherwise nothing is verified.
+    pub fn verify(&self, alg: Algorithm, msg: &[u8], sig: &[u8]) -> Result<(), JoseError> {
+        if alg != self.alg {
+            return Err(JoseError::AlgorithmKeyMismatch);
+        }
+        let ok = match (&self.material, self.alg) {
+            (PublicMaterial::Ec(point), Algorithm::ES256) => {
+                // FIXED: exactly 64 bytes r‖s; DER, r = s = 0, r or s ≥ n fail (J15).
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(msg, sig)
+            }
+            (PublicMaterial::Ed25519(x), Algorithm::EdDSA) => {
+                signature::UnparsedPublicKey::new(&signature::ED25519, x).verify(msg, sig)
+            }
+            (PublicMaterial::Rsa { n, e }, Algorithm::PS256) => {
+                signature::RsaPublicKeyComponents { n: &**n, e: &**e }.verify(
+                    &signature::RSA_PSS_2048_8192_SHA256,
+                    msg,
+                    sig,
+                )
+            }
+            (PublicMaterial::Rsa { n, e }, Algorithm::RS256) => {
+                signature::RsaPublicKeyComponents { n: &**n, e: &**e }.verify(
+                    &signature::RSA_PKCS1_2048_8192_SHA256,
+                    msg,
+                    sig,
+                )
+            }
+            _ => return Err(JoseError::AlgorithmKeyMismatch),
+        };
+        ok.map_err(|_| JoseError::BadSignature)
+    }
+
+    /// The public key as JWK JSON members (kty, crv/x/y or n/e, kid, alg, use).
+    pub fn to_jwk(&self) -> serde_json::Map<String, serde_json::Value> {
+        jwk::to_jwk(self)
+    }
+
+    /// Encode a raw public key (uncompressed P-256 point, or Ed25519 bytes, or RSA n/e)
+    /// for `alg`. For keys from certificates and hardware signers.
+    pub fn from_ec_point(kid: String, point: &[u8]) -> Result<Self, KeyError> {
+        VerifyingKey::new(Algorithm::ES256, kid, PublicMaterial::ec(point.to_vec())?)
+    }
+
+    /// An Ed25519 verification key from its 32 public bytes.
+    pub fn from_ed25519(kid: String, x: [u8; 32]) -> Result<Self, KeyError> {
+        VerifyingKey::new(Algorithm::EdDSA, kid, PublicMaterial::ed25519(x)?)
+    }
+
+    /// An RSA verification key for `alg` (PS256 or RS256) from modulus and exponent.
+    pub fn from_rsa(alg: Algorithm, kid: String, n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
+        VerifyingKey::new(alg, kid, PublicMaterial::rsa(n, e)?)
+    }
+
+    /// The raw public key bytes: the uncompressed P-256 point, the Ed25519 key, or, for
+    /// RSA, the big-endian modulus.
+    pub fn public_key_bytes(&self) -> &[u8] {
+        match &self.material {
+            PublicMaterial::Ec(p) => p,
+            PublicMaterial::Rsa { n, .. } => n,
+            PublicMaterial::Ed25519(x) => x,
+        }
+    }
+
+    /// The RSA public exponent (big-endian, no leading zeros), for RSA keys.
+    pub fn rsa_exponent(&self) -> Option<&[u8]> {
+        match &self.material {
+            PublicMaterial::Rsa { e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn b64_field(bytes: &[u8]) -> serde_json::Value {
+    serde_json::Value::String(b64::encode(bytes))
+}
