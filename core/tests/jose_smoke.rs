@@ -1,4 +1,5 @@
 //! Round trips through the public JOSE API for every algorithm.
+#![allow(clippy::unwrap_used)] // reason: test code; a failed unwrap is a failed test
 
 use heartgate_core::clock::UnixTime;
 use heartgate_core::jose::*;
