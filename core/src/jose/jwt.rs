@@ -254,16 +254,6 @@ impl<T> Verified<T> {
     pub fn into_inner(self) -> T {
         self.value
     }
-
-    /// Carry the proof over to a value derived from the verified one.
-    #[allow(dead_code)] // reason: used by the token module, which lands next
-    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Verified<U> {
-        Verified {
-            value: f(self.value),
-            header: self.header,
-            kid: self.kid,
-        }
-    }
 }
 
 impl<T> Deref for Verified<T> {

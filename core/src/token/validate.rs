@@ -1,0 +1,392 @@
+//! Resource-server validation of access tokens in all three formats.
+//!
+//! JWT access tokens are checked as RFC 9068 §4 says: `typ` must be `at+jwt`, `iss`
+//! exact, `aud` must name this resource server, the signature must verify with a key of
+//! an allowed algorithm, `exp` enforced, and the token must not be revoked (FAPI 2.0
+//! §5.3.4). Wrapper tokens get the same offline check under their own `typ`; their full
+//! claims need introspection of the reference, and [`check_wrapper_against_record`] then
+//! makes sure wrapper and reference agree (J30, M8). Opaque tokens cannot be checked
+//! offline at all: the validator only recognises them and hands back their hash.
+//!
+//! Revocation is looked up by (iss, jti), never by the token string (J16, J32).
+
+use dashmap::DashMap;
+use ring::digest;
+
+use super::record::{RecordKind, TokenRecord};
+use super::{
+    has_opaque_shape, SecretToken, TokenError, TokenHash, ACCESS_TOKEN_TYP, OPAQUE_PREFIX,
+    REFERENCE_PREFIX, WRAPPER_REF_CLAIM, WRAPPER_TOKEN_TYP,
+};
+use crate::clock::UnixTime;
+use crate::jose::{
+    parse_compact, typ_matches, validate_claims, AlgorithmSet, AudienceRule, Claims, JoseError,
+    KeyResolver, TypRule, Validation, Verified, ACCESS_TOKEN_MAX_LEN,
+};
+use crate::mtls::Confirmation;
+
+/// Whether a token id has been revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationStatus {
+    /// No revocation is known.
+    NotRevoked,
+    /// The token was revoked.
+    Revoked,
+}
+
+/// A source of revocations, keyed by (issuer, jti).
+pub trait RevocationList: Send + Sync {
+    /// The status of the token `jti` of issuer `iss`.
+    fn status(&self, iss: &str, jti: &str) -> RevocationStatus;
+}
+
+/// An in-memory revocation list: (iss, jti) → the token's expiry, after which the entry
+/// is useless and [`RevokedJtis::purge`] drops it.
+#[derive(Debug, Default)]
+pub struct RevokedJtis {
+    entries: DashMap<[u8; 32], i64>,
+}
+
+fn revocation_key(iss: &str, jti: &str) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(&(iss.len() as u64).to_be_bytes());
+    ctx.update(iss.as_bytes());
+    ctx.update(jti.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+impl RevokedJtis {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record that token `jti` of `iss`, valid until `exp`, is revoked.
+    pub fn revoke(&self, iss: &str, jti: &str, exp: UnixTime) {
+        self.entries.insert(revocation_key(iss, jti), exp.secs());
+    }
+
+    /// Drop entries of tokens that have expired by `now` (they fail on `exp` anyway).
+    pub fn purge(&self, now: UnixTime) {
+        self.entries.retain(|_, exp| *exp > now.secs());
+    }
+
+    /// How many revocations are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no revocation is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl RevocationList for RevokedJtis {
+    fn status(&self, iss: &str, jti: &str) -> RevocationStatus {
+        if self.entries.contains_key(&revocation_key(iss, jti)) {
+            RevocationStatus::Revoked
+        } else {
+            RevocationStatus::NotRevoked
+        }
+    }
+}
+
+/// The claims of a verified RFC 9068 access token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: String,
+    /// Audiences.
+    pub aud: Vec<String>,
+    /// Expiry.
+    pub exp: UnixTime,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Token id.
+    pub jti: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Granted scopes, space-separated, if any.
+    pub scope: Option<String>,
+    /// Certificate binding.
+    pub cnf: Option<Confirmation>,
+    /// Every claim, including profile claims (`patient`, `fhirUser`...).
+    pub claims: Claims,
+}
+
+/// The claims of a verified wrapper token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrapperClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audiences.
+    pub aud: Vec<String>,
+    /// Expiry.
+    pub exp: UnixTime,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Token id.
+    pub jti: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Granted scopes, space-separated, if any.
+    pub scope: Option<String>,
+    /// Certificate binding.
+    pub cnf: Option<Confirmation>,
+    /// Pairwise pseudonym of the subject, if any.
+    pub sub: Option<String>,
+    /// The wrapped opaque reference (introspect it for the full claims).
+    pub reference: SecretToken,
+}
+
+impl WrapperClaims {
+    /// The store and cache key of the wrapped reference.
+    pub fn reference_hash(&self) -> TokenHash {
+        self.reference.hash()
+    }
+}
+
+/// An access token that passed the offline checks its format allows.
+#[derive(Debug, Clone)]
+pub enum ValidatedToken {
+    /// A JWT access token: fully checked offline.
+    Jwt(Verified<AccessTokenClaims>),
+    /// A wrapper token: checked offline; introspect the reference for the full claims.
+    Wrapper(Verified<WrapperClaims>),
+    /// An opaque token: nothing can be checked offline; introspect it by this hash.
+    Opaque(TokenHash),
+}
+
+impl ValidatedToken {
+    /// The certificate binding the token carries, if known offline.
+    pub fn cnf(&self) -> Option<&Confirmation> {
+        match self {
+            ValidatedToken::Jwt(v) => v.cnf.as_ref(),
+            ValidatedToken::Wrapper(v) => v.cnf.as_ref(),
+            ValidatedToken::Opaque(_) => None,
+        }
+    }
+}
+
+/// Validates access tokens for one resource server.
+#[derive(Debug, Clone)]
+pub struct AccessTokenValidator {
+    issuer: String,
+    audience: String,
+    algorithms: AlgorithmSet,
+    leeway: u32,
+    max_lifetime: Option<u32>,
+    max_len: usize,
+}
+
+fn audience_list(claims: &Claims) -> Result<Vec<String>, TokenError> {
+    match claims.audience()? {
+        Some(a) => Ok(match a {
+            crate::jose::Audience::One(s) => vec![s.to_owned()],
+            crate::jose::Audience::Many(v) => v.into_iter().map(str::to_owned).collect(),
+        }),
+        None => Err(JoseError::MissingClaim("aud").into()),
+    }
+}
+
+fn cnf_of(claims: &Claims) -> Result<Option<Confirmation>, TokenError> {
+    match claims.get("cnf") {
+        None => Ok(None),
+        Some(v) => {
+            let obj = v.as_object().ok_or(TokenError::Claims("cnf"))?;
+            let t = obj
+                .get("x5t#S256")
+                .and_then(|t| t.as_str())
+                .ok_or(TokenError::Claims("cnf"))?;
+            Ok(Some(Confirmation {
+                x5t_s256: t.to_owned(),
+            }))
+        }
+    }
+}
+
+fn required_date(claims: &Claims, name: &'static str) -> Result<UnixTime, TokenError> {
+    Ok(claims
+        .numeric_date(name)?
+        .ok_or(JoseError::MissingClaim(name))?)
+}
+
+impl AccessTokenValidator {
+    /// A validator for tokens of `issuer` meant for `audience`, accepting every
+    /// implemented algorithm (restrict with [`AccessTokenValidator::algorithms`]).
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        AccessTokenValidator {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            algorithms: AlgorithmSet::ALL,
+            leeway: crate::jose::DEFAULT_LEEWAY,
+            max_lifetime: Some(super::MAX_ACCESS_TOKEN_LIFETIME),
+            max_len: ACCESS_TOKEN_MAX_LEN,
+        }
+    }
+
+    /// Restrict the accepted algorithms (e.g. [`AlgorithmSet::FAPI2`]).
+    pub fn algorithms(mut self, algs: AlgorithmSet) -> Self {
+        self.algorithms = algs;
+        self
+    }
+
+    /// Set the clock-skew leeway in seconds.
+    pub fn leeway(mut self, secs: u32) -> Self {
+        self.leeway = secs;
+        self
+    }
+
+    /// Refuse tokens whose lifetime exceeds `secs` (J24).
+    pub fn max_lifetime(mut self, secs: u32) -> Self {
+        self.max_lifetime = Some(secs);
+        self
+    }
+
+    /// Set the size limit (default 8 KiB).
+    pub fn max_len(mut self, len: usize) -> Self {
+        self.max_len = len;
+        self
+    }
+
+    fn validation(&self, typ: &'static str) -> Validation {
+        let mut v = Validation::new(
+            self.algorithms,
+            TypRule::Required(typ),
+            AudienceRule::Contains(self.audience.clone()),
+        )
+        .issuer(self.issuer.clone())
+        .leeway(self.leeway)
+        .max_len(self.max_len);
+        v.max_lifetime = self.max_lifetime;
+        v
+    }
+
+    /// Validate `token` at `now` with keys from `keys` and revocations from `revoked`.
+    pub fn validate(
+        &self,
+        token: &str,
+        keys: &dyn KeyResolver,
+        revoked: &dyn RevocationList,
+        now: UnixTime,
+    ) -> Result<ValidatedToken, TokenError> {
+        if token.len() > self.max_len {
+            return Err(JoseError::TooLarge.into());
+        }
+        if token.starts_with(OPAQUE_PREFIX) {
+            return if has_opaque_shape(token, OPAQUE_PREFIX) {
+                Ok(ValidatedToken::Opaque(TokenHash::of(token)))
+            } else {
+                Err(TokenError::UnknownFormat)
+            };
+        }
+        let jws = parse_compact(token, self.max_len)?;
+        let typ = jws.header().typ().ok_or(JoseError::WrongType)?;
+        let wrapper = if typ_matches(typ, ACCESS_TOKEN_TYP) {
+            false
+        } else if typ_matches(typ, WRAPPER_TOKEN_TYP) {
+            true
+        } else {
+            return Err(JoseError::WrongType.into());
+        };
+        let (header, payload, kid) = jws.verify(keys, self.algorithms)?.into_parts();
+        let claims = Claims::from_json(&payload)?;
+        let v = self.validation(if wrapper {
+            WRAPPER_TOKEN_TYP
+        } else {
+            ACCESS_TOKEN_TYP
+        });
+        validate_claims(&claims, &v, now)?;
+
+        let iss = claims.required_string("iss")?.to_owned();
+        let jti = claims.required_string("jti")?.to_owned();
+        let client_id = claims.required_string("client_id")?.to_owned();
+        let scope = claims.string("scope")?.map(str::to_owned);
+        let exp = required_date(&claims, "exp")?;
+        let iat = required_date(&claims, "iat")?;
+        let aud = audience_list(&claims)?;
+        let cnf = cnf_of(&claims)?;
+        if revoked.status(&iss, &jti) == RevocationStatus::Revoked {
+            return Err(TokenError::Revoked);
+        }
+        if wrapper {
+            let reference = claims.required_string(WRAPPER_REF_CLAIM)?;
+            if !has_opaque_shape(reference, REFERENCE_PREFIX) {
+                return Err(TokenError::Claims("ref"));
+            }
+            let value = WrapperClaims {
+                iss,
+                aud,
+                exp,
+                iat,
+                jti,
+                client_id,
+                scope,
+                cnf,
+                sub: claims.string("sub")?.map(str::to_owned),
+                reference: SecretToken::new(reference),
+            };
+            Ok(ValidatedToken::Wrapper(Verified::new(value, header, kid)))
+        } else {
+            let sub = claims.required_string("sub")?.to_owned();
+            let value = AccessTokenClaims {
+                iss,
+                sub,
+                aud,
+                exp,
+                iat,
+                jti,
+                client_id,
+                scope,
+                cnf,
+                claims,
+            };
+            Ok(ValidatedToken::Jwt(Verified::new(value, header, kid)))
+        }
+    }
+}
+
+/// Check that a wrapper token agrees with the stored record of its reference (J30, M8):
+/// same kind, issuer, jti, client, audiences, scope and `cnf`; the wrapper does not
+/// outlive the record; the record is live at `now`.
+pub fn check_wrapper_against_record(
+    wrapper: &WrapperClaims,
+    record: &TokenRecord,
+    now: UnixTime,
+) -> Result<(), TokenError> {
+    let mismatch = TokenError::WrapperMismatch;
+    if record.kind != RecordKind::AccessWrapper {
+        return Err(mismatch("kind"));
+    }
+    if record.iss != wrapper.iss || record.jti != wrapper.jti {
+        return Err(mismatch("iss/jti"));
+    }
+    if record.client_id != wrapper.client_id {
+        return Err(mismatch("client_id"));
+    }
+    let mut a = record.aud.clone();
+    let mut b = wrapper.aud.clone();
+    a.sort();
+    b.sort();
+    if a != b {
+        return Err(mismatch("aud"));
+    }
+    if record.scope != wrapper.scope.clone().unwrap_or_default() {
+        return Err(mismatch("scope"));
+    }
+    if record.cnf != wrapper.cnf {
+        return Err(mismatch("cnf"));
+    }
+    if wrapper.exp.secs() > record.exp {
+        return Err(mismatch("exp"));
+    }
+    if !record.is_live(now) {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
