@@ -14,6 +14,7 @@ mod jws;
 mod jwt;
 mod key;
 mod keyring;
+mod refetch;
 
 pub use alg::{Algorithm, AlgorithmSet};
 pub use json::JsonError;
@@ -28,6 +29,7 @@ pub use jwt::{
 };
 pub use key::{SigningKey, VerifyingKey, MAX_KID_LEN, MAX_RSA_BITS, MIN_RSA_BITS};
 pub use keyring::{KeyRing, KeyRingState};
+pub use refetch::{RefetchLimiter, RefetchPermit, DEFAULT_REFETCH_INTERVAL};
 
 /// Finds the verification key for a JWS: by `kid` when the header has one, otherwise the
 /// single key of the header's algorithm (several candidates are ambiguous and refused).
