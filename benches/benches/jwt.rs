@@ -43,7 +43,10 @@ fn grant(format: TokenFormat) -> AccessTokenGrant {
 enum RawRing {
     Ecdsa(signature::EcdsaKeyPair, Vec<u8>),
     Ed(signature::Ed25519KeyPair, Vec<u8>),
-    Rsa(signature::RsaKeyPair, signature::RsaPublicKeyComponents<Vec<u8>>),
+    Rsa(
+        signature::RsaKeyPair,
+        signature::RsaPublicKeyComponents<Vec<u8>>,
+    ),
 }
 
 impl RawRing {
@@ -51,7 +54,12 @@ impl RawRing {
         let rng = SystemRandom::new();
         match alg {
             Algorithm::ES256 => {
-                let k = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng).unwrap();
+                let k = signature::EcdsaKeyPair::from_pkcs8(
+                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8,
+                    &rng,
+                )
+                .unwrap();
                 let p = k.public_key().as_ref().to_vec();
                 RawRing::Ecdsa(k, p)
             }
@@ -74,7 +82,8 @@ impl RawRing {
             RawRing::Ed(k, _) => k.sign(msg).as_ref().to_vec(),
             RawRing::Rsa(k, _) => {
                 let mut sig = vec![0; k.public().modulus_len()];
-                k.sign(&signature::RSA_PSS_SHA256, rng, msg, &mut sig).unwrap();
+                k.sign(&signature::RSA_PSS_SHA256, rng, msg, &mut sig)
+                    .unwrap();
                 sig
             }
         }
@@ -82,11 +91,17 @@ impl RawRing {
 
     fn verify(&self, msg: &[u8], sig: &[u8]) {
         match self {
-            RawRing::Ecdsa(_, p) => signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, p)
+            RawRing::Ecdsa(_, p) => {
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, p)
+                    .verify(msg, sig)
+                    .unwrap()
+            }
+            RawRing::Ed(_, p) => signature::UnparsedPublicKey::new(&signature::ED25519, p)
                 .verify(msg, sig)
                 .unwrap(),
-            RawRing::Ed(_, p) => signature::UnparsedPublicKey::new(&signature::ED25519, p).verify(msg, sig).unwrap(),
-            RawRing::Rsa(_, p) => p.verify(&signature::RSA_PSS_2048_8192_SHA256, msg, sig).unwrap(),
+            RawRing::Rsa(_, p) => p
+                .verify(&signature::RSA_PSS_2048_8192_SHA256, msg, sig)
+                .unwrap(),
         }
     }
 }
@@ -99,7 +114,10 @@ fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
     }
 }
 
-fn jwt_keys(alg: Algorithm, key: &SigningKey) -> (jsonwebtoken::EncodingKey, jsonwebtoken::DecodingKey) {
+fn jwt_keys(
+    alg: Algorithm,
+    key: &SigningKey,
+) -> (jsonwebtoken::EncodingKey, jsonwebtoken::DecodingKey) {
     let pem = key.to_pkcs8_pem();
     let jwk = key.verifying_key().to_jwk();
     let s = |n: &str| jwk[n].as_str().unwrap().to_owned();
@@ -129,7 +147,9 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
     let token = sample.token.expose().to_owned();
     let (signing_input, sig_b64) = token.rsplit_once('.').unwrap();
     let sig = b64::decode(sig_b64).unwrap();
-    let claims: Value = serde_json::from_slice(&b64::decode(signing_input.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&b64::decode(signing_input.split('.').nth(1).unwrap()).unwrap())
+            .unwrap();
     let rng = SystemRandom::new();
 
     let name = alg.as_str();
@@ -218,7 +238,9 @@ fn opaque_and_wrapper(c: &mut Criterion) {
     let msg = json!({"iss": ISS, "aud": RS, "exp": 1, "iat": 1, "jti": "x".repeat(22), "client_id": "client-1",
         "scope": "patient/Observation.rs openid", "ref": format!("hgref_{}", "x".repeat(43))})
     .to_string();
-    group.bench_function(BenchmarkId::new("ring", "raw_sign"), |b| b.iter(|| raw.sign(&rng, msg.as_bytes())));
+    group.bench_function(BenchmarkId::new("ring", "raw_sign"), |b| {
+        b.iter(|| raw.sign(&rng, msg.as_bytes()))
+    });
     group.finish();
 }
 

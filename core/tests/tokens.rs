@@ -737,3 +737,82 @@ fn tokens_of_the_previous_key_verify_after_rotation() {
         .validate(new.token.expose(), &*keys, &RevokedJtis::new(), NOW)
         .is_ok());
 }
+
+fn cert(name: &str) -> Vec<u8> {
+    rcgen::generate_simple_self_signed(vec![name.to_owned()])
+        .unwrap()
+        .cert
+        .der()
+        .to_vec()
+}
+
+#[test]
+fn m1_m2_bound_jwt_requires_the_same_certificate() {
+    use heartgate_core::mtls::{Binding, MtlsError};
+    let iss = issuer(Algorithm::ES256);
+    let mine = cert("client.example");
+    let theirs = cert("attacker.example");
+    let mut g = grant(TokenFormat::Jwt);
+    g.cnf = Some(Confirmation::for_certificate(&mine).unwrap());
+    let t = iss.issue_access_token(&g, NOW).unwrap();
+    let ValidatedToken::Jwt(v) = validator()
+        .validate(
+            t.token.expose(),
+            &*iss.keys().snapshot(),
+            &RevokedJtis::new(),
+            NOW,
+        )
+        .unwrap()
+    else {
+        panic!("not a JWT")
+    };
+    assert!(matches!(
+        v.check_binding(Some(&mine)).unwrap().binding(),
+        Binding::Certificate(_)
+    ));
+    assert_eq!(
+        v.check_binding(Some(&theirs)).unwrap_err(),
+        MtlsError::ThumbprintMismatch
+    );
+    assert_eq!(
+        v.check_binding(None).unwrap_err(),
+        MtlsError::CertificateMissing
+    );
+}
+
+#[test]
+fn m1_m8_bound_wrapper_requires_the_same_certificate() {
+    use heartgate_core::mtls::MtlsError;
+    let iss = issuer(Algorithm::ES256);
+    let mine = cert("client.example");
+    let mut g = grant(TokenFormat::Wrapper);
+    g.cnf = Some(Confirmation::for_certificate(&mine).unwrap());
+    let (w, record) = validated_wrapper(&iss, &g);
+    assert!(w.check_binding(Some(&mine)).is_ok());
+    assert_eq!(
+        w.check_binding(Some(&cert("other"))).unwrap_err(),
+        MtlsError::ThumbprintMismatch
+    );
+    check_wrapper_against_record(&w, &record, NOW).unwrap();
+}
+
+#[test]
+fn unbound_token_reports_not_bound() {
+    use heartgate_core::mtls::Binding;
+    let iss = issuer(Algorithm::ES256);
+    let mut g = grant(TokenFormat::Jwt);
+    g.cnf = None;
+    let t = iss.issue_access_token(&g, NOW).unwrap();
+    let ValidatedToken::Jwt(v) = validator()
+        .validate(
+            t.token.expose(),
+            &*iss.keys().snapshot(),
+            &RevokedJtis::new(),
+            NOW,
+        )
+        .unwrap()
+    else {
+        panic!("not a JWT")
+    };
+    assert_eq!(v.check_binding(None).unwrap().binding(), Binding::NotBound);
+}

@@ -464,6 +464,21 @@ impl VerifyingKey {
     }
 }
 
+/// RFC 8705 §2.2: the form in which a certificate's public key is compared with a
+/// registered key.
+impl From<&VerifyingKey> for crate::mtls::CertPublicKey {
+    fn from(k: &VerifyingKey) -> Self {
+        match &k.material {
+            PublicMaterial::Ec(p) => crate::mtls::CertPublicKey::EcP256 { point: p.to_vec() },
+            PublicMaterial::Rsa { n, e } => crate::mtls::CertPublicKey::Rsa {
+                n: n.to_vec(),
+                e: e.to_vec(),
+            },
+            PublicMaterial::Ed25519(x) => crate::mtls::CertPublicKey::Ed25519(*x),
+        }
+    }
+}
+
 pub(crate) fn b64_field(bytes: &[u8]) -> serde_json::Value {
     serde_json::Value::String(b64::encode(bytes))
 }

@@ -34,7 +34,8 @@ impl RefetchLimiter {
     /// concurrent callers exactly one wins.
     pub fn try_acquire(&self, now: UnixTime) -> Option<RefetchPermit> {
         let last = self.last.load(Ordering::Acquire);
-        if last != i64::MIN && now.secs() < last.saturating_add(self.interval) && now.secs() >= last {
+        if last != i64::MIN && now.secs() < last.saturating_add(self.interval) && now.secs() >= last
+        {
             return None;
         }
         // A clock that jumped backwards (S10) is treated as "interval elapsed" once.

@@ -23,7 +23,7 @@ use crate::jose::{
     parse_compact, typ_matches, validate_claims, AlgorithmSet, AudienceRule, Claims, JoseError,
     KeyResolver, TypRule, Validation, Verified, ACCESS_TOKEN_MAX_LEN,
 };
-use crate::mtls::Confirmation;
+use crate::mtls::{check_binding, Bound, Confirmation, MtlsError};
 
 /// Whether a token id has been revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,14 +144,30 @@ pub struct WrapperClaims {
     pub reference: SecretToken,
 }
 
+impl AccessTokenClaims {
+    /// RFC 8705 §3.1: the certificate presented on the connection must match the token's
+    /// `cnf`; an unbound token gives [`Binding::NotBound`](crate::mtls::Binding) and the
+    /// caller's profile decides whether that is acceptable.
+    pub fn check_binding(&self, presented_cert_der: Option<&[u8]>) -> Result<Bound, MtlsError> {
+        check_binding(self.cnf.as_ref(), presented_cert_der)
+    }
+}
+
 impl WrapperClaims {
+    /// RFC 8705 §3.1 binding check of the wrapper's `cnf` (M1, M2, M8).
+    pub fn check_binding(&self, presented_cert_der: Option<&[u8]>) -> Result<Bound, MtlsError> {
+        check_binding(self.cnf.as_ref(), presented_cert_der)
+    }
+
     /// The store and cache key of the wrapped reference.
     pub fn reference_hash(&self) -> TokenHash {
         self.reference.hash()
     }
 }
 
-/// An access token that passed the offline checks its format allows.
+/// An access token that passed the offline checks its format allows. An opaque token's
+/// binding is unknown until introspection: there is deliberately no `cnf()` here that
+/// could read "unknown" as "unbound".
 #[derive(Debug, Clone)]
 pub enum ValidatedToken {
     /// A JWT access token: fully checked offline.
@@ -160,17 +176,6 @@ pub enum ValidatedToken {
     Wrapper(Verified<WrapperClaims>),
     /// An opaque token: nothing can be checked offline; introspect it by this hash.
     Opaque(TokenHash),
-}
-
-impl ValidatedToken {
-    /// The certificate binding the token carries, if known offline.
-    pub fn cnf(&self) -> Option<&Confirmation> {
-        match self {
-            ValidatedToken::Jwt(v) => v.cnf.as_ref(),
-            ValidatedToken::Wrapper(v) => v.cnf.as_ref(),
-            ValidatedToken::Opaque(_) => None,
-        }
-    }
 }
 
 /// Validates access tokens for one resource server.
