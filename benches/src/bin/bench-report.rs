@@ -67,7 +67,10 @@ fn main() {
         }
     }
     if groups.is_empty() {
-        eprintln!("no criterion results under {}; run `cargo bench -p heartgate-benches` first", root.display());
+        eprintln!(
+            "no criterion results under {}; run `cargo bench -p heartgate-benches` first",
+            root.display()
+        );
         std::process::exit(1);
     }
     println!(

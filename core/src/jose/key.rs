@@ -177,7 +177,7 @@ impl SigningKey {
 }
 
 /// Public key material of one of the supported key types.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PublicMaterial {
     /// Uncompressed P-256 point, 65 bytes (0x04 ‖ x ‖ y).
     Ec(Box<[u8]>),
@@ -481,4 +481,148 @@ impl From<&VerifyingKey> for crate::mtls::CertPublicKey {
 
 pub(crate) fn b64_field(bytes: &[u8]) -> serde_json::Value {
     serde_json::Value::String(b64::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+
+    /// J17: every canonical entry of the blocklist really is a point of small order (an
+    /// independent implementation says so), in both signs.
+    #[test]
+    fn j17_ed25519_blocklist_entries_are_small_order_points() {
+        let canonical = [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }];
+        let order8_a: [u8; 32] = [
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef,
+            0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88,
+            0x6d, 0x53, 0xfc, 0x05,
+        ];
+        let order8_b: [u8; 32] = [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0x7a,
+        ];
+        let mut minus_one = [0xffu8; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        for enc in canonical.iter().chain([&order8_a, &order8_b, &minus_one]) {
+            for sign in [0u8, 0x80] {
+                let mut e = *enc;
+                e[31] |= sign;
+                assert!(ed25519_is_weak(&e), "{e:02x?} not blocked");
+                if let Some(p) = CompressedEdwardsY(e).decompress() {
+                    assert!(p.is_small_order(), "{e:02x?} is not small order");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn j17_ed25519_non_canonical_y_is_refused() {
+        // y = p + 2 .. 2^255 - 1 (top bit clear) are non-canonical encodings.
+        for low in [0xedu8, 0xef, 0xff] {
+            let mut e = [0xffu8; 32];
+            e[0] = low;
+            e[31] = 0x7f;
+            assert!(ed25519_is_weak(&e));
+        }
+    }
+
+    #[test]
+    fn j17_random_ed25519_keys_are_not_weak() {
+        for _ in 0..32 {
+            let k = SigningKey::generate(Algorithm::EdDSA).unwrap();
+            let x: [u8; 32] = k.verifying_key().public_key_bytes().try_into().unwrap();
+            assert!(!ed25519_is_weak(&x));
+            let p = CompressedEdwardsY(x).decompress().unwrap();
+            assert!(!p.is_small_order());
+        }
+    }
+
+    #[test]
+    fn j17_rsa_modulus_under_2048_bits_is_refused() {
+        let n = [0xffu8; 255]; // 2040 bits
+        assert_eq!(
+            PublicMaterial::rsa(&n, &[1, 0, 1]),
+            Err(KeyError::RsaTooSmall)
+        );
+        let n = [0xffu8; 256];
+        assert!(PublicMaterial::rsa(&n, &[1, 0, 1]).is_ok());
+        let mut n = [0u8; 257]; // leading zero does not count
+        n[1] = 0x7f;
+        assert_eq!(
+            PublicMaterial::rsa(&n, &[1, 0, 1]),
+            Err(KeyError::RsaTooSmall)
+        );
+    }
+
+    #[test]
+    fn rsa_exponent_must_be_odd_and_at_least_3() {
+        let n = [0xffu8; 256];
+        for e in [&[][..], &[1], &[2], &[1, 0, 0], &[1, 0, 0, 0, 0, 1]] {
+            assert!(PublicMaterial::rsa(&n, e).is_err(), "{e:?}");
+        }
+        assert!(PublicMaterial::rsa(&n, &[3]).is_ok());
+    }
+
+    #[test]
+    fn signing_key_debug_is_redacted() {
+        let k = SigningKey::generate(Algorithm::ES256).unwrap();
+        let d = format!("{k:?}");
+        assert!(d.contains("[redacted]"));
+        assert!(!d.contains(&format!("{:?}", &k.to_pkcs8_der()[..8])));
+    }
+
+    #[test]
+    fn key_loaded_for_one_algorithm_cannot_verify_another() {
+        let k = SigningKey::generate(Algorithm::ES256).unwrap();
+        let sig = k.sign(b"m").unwrap();
+        assert_eq!(
+            k.verifying_key().verify(Algorithm::PS256, b"m", &sig),
+            Err(JoseError::AlgorithmKeyMismatch)
+        );
+        assert_eq!(
+            k.verifying_key().verify(Algorithm::ES256, b"m", &sig),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn pkcs8_of_one_algorithm_does_not_load_as_another() {
+        let ec = SigningKey::generate(Algorithm::ES256).unwrap();
+        let ed = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        assert_eq!(
+            SigningKey::from_pkcs8_der(Algorithm::EdDSA, &ec.to_pkcs8_der()).unwrap_err(),
+            KeyError::Rejected
+        );
+        assert_eq!(
+            SigningKey::from_pkcs8_der(Algorithm::PS256, &ed.to_pkcs8_der()).unwrap_err(),
+            KeyError::Rejected
+        );
+        assert_eq!(
+            SigningKey::from_pkcs8_pem(Algorithm::ES256, "not pem").unwrap_err(),
+            KeyError::Pem
+        );
+        let wrong_tag = pem::encode(&pem::Pem::new("CERTIFICATE", ec.to_pkcs8_der().to_vec()));
+        assert_eq!(
+            SigningKey::from_pkcs8_pem(Algorithm::ES256, &wrong_tag).unwrap_err(),
+            KeyError::Pem
+        );
+    }
+
+    #[test]
+    fn kid_override_is_bounded() {
+        let k = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let k = k.with_kid("2026-11").unwrap();
+        assert_eq!(k.kid(), "2026-11");
+        let k2 = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        assert!(k2.with_kid("x".repeat(257)).is_err());
+        let k3 = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        assert!(k3.with_kid("").is_err());
+    }
 }
