@@ -13,6 +13,7 @@ pub mod error;
 pub mod introspect;
 pub mod jose;
 pub mod mtls;
+pub mod store;
 pub mod token;
 
 pub use error::Error;
