@@ -2,10 +2,10 @@
 //! accept losing state on restart. One `DashMap` per namespace; each key's operations
 //! run under that key's shard lock, which makes them atomic.
 
-use dashmap::mapref::entry::Entry;
+use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use super::{check_sizes, Inserted, Namespace, Store, StoreError, Swapped};
+use super::{check_sizes, Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped};
 use crate::clock::UnixTime;
 
 #[derive(Debug, Clone)]
@@ -83,11 +83,11 @@ impl Store for MemoryStore {
         };
         // An expired entry that was not swept yet counts as absent.
         match self.table(ns)?.entry(key.to_vec()) {
-            Entry::Vacant(v) => {
+            MapEntry::Vacant(v) => {
                 v.insert(item);
                 Ok(Inserted::New)
             }
-            Entry::Occupied(mut o) => {
+            MapEntry::Occupied(mut o) => {
                 if !o.get().live(now) {
                     o.insert(item);
                     Ok(Inserted::New)
@@ -131,7 +131,7 @@ impl Store for MemoryStore {
             check_sizes(key, v)?;
         }
         match self.table(ns)?.entry(key.to_vec()) {
-            Entry::Occupied(mut o) if o.get().live(now) && o.get().value == expected => {
+            MapEntry::Occupied(mut o) if o.get().live(now) && o.get().value == expected => {
                 match new {
                     Some((v, exp)) => {
                         o.insert(Item {
@@ -160,8 +160,8 @@ impl Store for MemoryStore {
         prefix: &[u8],
         limit: usize,
         now: UnixTime,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = self
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut out: Vec<Entry> = self
             .table(ns)?
             .iter()
             .filter(|e| e.key().starts_with(prefix) && e.value().live(now))
@@ -182,7 +182,7 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
-    fn snapshot(&self, now: UnixTime) -> Result<Vec<(Namespace, Vec<u8>, Vec<u8>)>, StoreError> {
+    fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError> {
         let mut out = Vec::new();
         for (ns, t) in Namespace::ALL.iter().zip(&self.tables) {
             for e in t.iter().filter(|e| e.value().live(now)) {

@@ -135,6 +135,11 @@ pub enum Swapped {
     Conflict,
 }
 
+/// A (key, value) pair returned by [`Store::scan_prefix`].
+pub type Entry = (Vec<u8>, Vec<u8>);
+/// A (namespace, key, value) triple of [`Store::snapshot`].
+pub type SnapshotEntry = (Namespace, Vec<u8>, Vec<u8>);
+
 /// Largest key accepted by every backend, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 /// Largest value accepted by every backend, in bytes.
@@ -194,14 +199,14 @@ pub trait Store: Send + Sync {
         prefix: &[u8],
         limit: usize,
         now: UnixTime,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Entry>, StoreError>;
 
     /// Drop every entry expired at `now`; returns how many were dropped.
     fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError>;
 
     /// A point-in-time copy of every live entry, for tests that assert a rejected request
     /// left the store unchanged (THREATS §2 conventions).
-    fn snapshot(&self, now: UnixTime) -> Result<Vec<(Namespace, Vec<u8>, Vec<u8>)>, StoreError>;
+    fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError>;
 }
 
 pub(crate) fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
