@@ -13,6 +13,7 @@ pub mod error;
 pub mod introspect;
 pub mod jose;
 pub mod mtls;
+pub mod profile;
 pub mod store;
 pub mod token;
 
