@@ -8,7 +8,10 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Seconds since the Unix epoch (a JWT NumericDate, RFC 7519 §2, restricted to integers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct UnixTime(pub i64);
 
 impl UnixTime {

@@ -8,6 +8,7 @@
 //! clock, spawn threads, or keep global state. Time comes from a [`clock::Clock`],
 //! randomness from `ring::rand::SystemRandom`, and state from the caller.
 
+pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod introspect;

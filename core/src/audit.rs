@@ -1,0 +1,193 @@
+//! Audit events: every decision the core makes about a client or a token, as a value.
+//!
+//! Who acted, which client, which certificate thumbprint, which scopes, which patient
+//! context (as a salted hash, never the identifier), the outcome and a reason code. An
+//! event never carries a token, a secret, an assertion, or a claim value that identifies
+//! a person: the types here cannot hold one (no free-form `String` for claim values), and
+//! the server's audit writer hash-chains the JSON lines (DESIGN.md "Audit").
+
+use serde::Serialize;
+
+use crate::clock::UnixTime;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A client authenticated (or failed to).
+    ClientAuthentication,
+    /// A client was registered, read, updated or deleted.
+    Registration,
+    /// A pushed authorization request was accepted or refused.
+    PushedAuthorizationRequest,
+    /// An authorization code was issued.
+    CodeIssued,
+    /// An authorization code was redeemed (or the attempt failed).
+    CodeRedeemed,
+    /// A token was issued.
+    TokenIssued,
+    /// A token was introspected.
+    Introspection,
+    /// A token was revoked.
+    Revocation,
+    /// A refresh token was used.
+    Refresh,
+    /// A CIBA request changed state.
+    Ciba,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Allowed / done.
+    Success,
+    /// Refused.
+    Failure,
+}
+
+/// One audit event. Identifiers are those of clients and keys, never of persons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// When.
+    pub at: UnixTime,
+    /// What.
+    pub kind: EventKind,
+    /// Result.
+    pub outcome: Outcome,
+    /// A stable machine-readable reason (an RFC error code or a variant name).
+    pub reason: &'static str,
+    /// The client concerned, if known (client ids are not personal data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// base64url `x5t#S256` of the client certificate, if one was presented.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_thumbprint: Option<String>,
+    /// Granted or requested scopes (scope strings name resource types, not persons).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// A pseudonymous reference to the subject / patient context (a keyed hash chosen by
+    /// the caller), never the identifier itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_ref: Option<String>,
+    /// The token id concerned (`jti`), or a short prefix of a token hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ref: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event with only the mandatory fields set.
+    pub fn new(at: UnixTime, kind: EventKind, outcome: Outcome, reason: &'static str) -> Self {
+        AuditEvent {
+            at,
+            kind,
+            outcome,
+            reason,
+            client_id: None,
+            cert_thumbprint: None,
+            scope: None,
+            subject_ref: None,
+            token_ref: None,
+        }
+    }
+
+    /// Set the client.
+    pub fn client(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Set the certificate thumbprint.
+    pub fn cert(mut self, x5t_s256: impl Into<String>) -> Self {
+        self.cert_thumbprint = Some(x5t_s256.into());
+        self
+    }
+
+    /// Set the scopes.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Set the pseudonymous subject reference.
+    pub fn subject_ref(mut self, r: impl Into<String>) -> Self {
+        self.subject_ref = Some(r.into());
+        self
+    }
+
+    /// Set the token reference.
+    pub fn token_ref(mut self, r: impl Into<String>) -> Self {
+        self.token_ref = Some(r.into());
+        self
+    }
+}
+
+/// Where audit events go. Implementations must not block for long; the server's writer
+/// appends hash-chained JSON lines.
+pub trait AuditSink: Send + Sync {
+    /// Record one event.
+    fn record(&self, event: AuditEvent);
+}
+
+/// A sink that keeps events in memory, for tests.
+#[derive(Debug, Default)]
+pub struct MemoryAuditSink {
+    events: parking_lot::Mutex<Vec<AuditEvent>>,
+}
+
+impl MemoryAuditSink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every event recorded so far.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.events.lock().clone()
+    }
+}
+
+impl AuditSink for MemoryAuditSink {
+    fn record(&self, event: AuditEvent) {
+        self.events.lock().push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_without_absent_fields() {
+        let e = AuditEvent::new(UnixTime(5), EventKind::TokenIssued, Outcome::Success, "ok")
+            .client("c1")
+            .scope("patient/Observation.rs");
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"at":5,"kind":"token_issued","outcome":"success","reason":"ok",
+                "client_id":"c1","scope":"patient/Observation.rs"})
+        );
+    }
+
+    #[test]
+    fn memory_sink_keeps_events_in_order() {
+        let s = MemoryAuditSink::new();
+        s.record(AuditEvent::new(
+            UnixTime(1),
+            EventKind::Revocation,
+            Outcome::Success,
+            "ok",
+        ));
+        s.record(AuditEvent::new(
+            UnixTime(2),
+            EventKind::Introspection,
+            Outcome::Failure,
+            "x",
+        ));
+        let ev = s.events();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[1].kind, EventKind::Introspection);
+    }
+}
