@@ -4,9 +4,11 @@
 //! The variants say precisely what went wrong, for tests and the audit log; what a
 //! remote party is told is only the coarse RFC code (a bad token is just *invalid*).
 
-use crate::introspect::CacheError;
+use crate::introspect::IntrospectError;
 use crate::jose::JoseError;
+use crate::jose::KeyError;
 use crate::mtls::MtlsError;
+use crate::store::StoreError;
 use crate::token::TokenError;
 
 /// Any error heartgate-core can return.
@@ -22,7 +24,13 @@ pub enum Error {
     /// Certificate binding and mTLS client authentication.
     #[error(transparent)]
     Mtls(#[from] MtlsError),
-    /// The introspection cache.
+    /// Keys and key sets.
     #[error(transparent)]
-    Cache(#[from] CacheError),
+    Key(#[from] KeyError),
+    /// Introspection responses and the introspection cache.
+    #[error(transparent)]
+    Introspect(#[from] IntrospectError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

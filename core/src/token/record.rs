@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::TokenError;
 use crate::clock::UnixTime;
+use crate::introspect::{Audience, IntrospectError, IntrospectionResponse};
 use crate::mtls::Confirmation;
 
 /// Format version of the records this build writes.
@@ -85,6 +86,49 @@ impl TokenRecord {
     /// Whether the token is within its lifetime at `now` (`iat ≤ now < exp`).
     pub fn is_live(&self, now: UnixTime) -> bool {
         now.secs() < self.exp
+    }
+
+    /// The RFC 7662 response for this record at `now`: inactive (and nothing else) once
+    /// expired; otherwise every member, with the profile context (SMART `patient`,
+    /// `fhirUser`, `fhirContext`...) and `auth_time`/`acr` as extensions. Revocation is
+    /// the caller's to check first: a revoked token's record is deleted or marked.
+    pub fn introspection_response(
+        &self,
+        now: UnixTime,
+    ) -> Result<IntrospectionResponse, IntrospectError> {
+        if !self.is_live(now) {
+            return Ok(IntrospectionResponse::inactive());
+        }
+        let aud = match self.aud.as_slice() {
+            [one] => Audience::Single(one.clone()),
+            many => Audience::Multiple(many.to_vec()),
+        };
+        let mut b = IntrospectionResponse::builder()
+            .active(true)
+            .client_id(self.client_id.clone())
+            .token_type("Bearer")
+            .exp(UnixTime(self.exp))
+            .iat(UnixTime(self.iat))
+            .sub(self.sub.clone())
+            .aud(aud)
+            .iss(self.iss.clone())
+            .jti(self.jti.clone());
+        if !self.scope.is_empty() {
+            b = b.scope(self.scope.clone());
+        }
+        if let Some(cnf) = &self.cnf {
+            b = b.cnf(cnf.clone());
+        }
+        if let Some(t) = self.auth_time {
+            b = b.extension("auth_time", Value::from(t));
+        }
+        if let Some(acr) = &self.acr {
+            b = b.extension("acr", Value::from(acr.clone()));
+        }
+        for (k, v) in &self.context {
+            b = b.extension(k.clone(), v.clone());
+        }
+        b.build()
     }
 }
 
