@@ -181,12 +181,11 @@ pub enum ValidatedToken {
 /// Validates access tokens for one resource server.
 #[derive(Debug, Clone)]
 pub struct AccessTokenValidator {
-    issuer: String,
-    audience: String,
     algorithms: AlgorithmSet,
-    leeway: u32,
-    max_lifetime: Option<u32>,
     max_len: usize,
+    /// The claim policies, built once (not per token) for `at+jwt` and wrapper tokens.
+    jwt: Validation,
+    wrapper: Validation,
 }
 
 fn audience_list(claims: &Claims) -> Result<Vec<String>, TokenError> {
@@ -225,51 +224,52 @@ impl AccessTokenValidator {
     /// A validator for tokens of `issuer` meant for `audience`, accepting every
     /// implemented algorithm (restrict with [`AccessTokenValidator::algorithms`]).
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        let issuer = issuer.into();
+        let audience = audience.into();
+        let policy = |typ| {
+            let mut v = Validation::new(
+                AlgorithmSet::ALL,
+                TypRule::Required(typ),
+                AudienceRule::Contains(audience.clone()),
+            )
+            .issuer(issuer.clone());
+            v.max_lifetime = Some(super::MAX_ACCESS_TOKEN_LIFETIME);
+            v
+        };
         AccessTokenValidator {
-            issuer: issuer.into(),
-            audience: audience.into(),
             algorithms: AlgorithmSet::ALL,
-            leeway: crate::jose::DEFAULT_LEEWAY,
-            max_lifetime: Some(super::MAX_ACCESS_TOKEN_LIFETIME),
             max_len: ACCESS_TOKEN_MAX_LEN,
+            jwt: policy(ACCESS_TOKEN_TYP),
+            wrapper: policy(WRAPPER_TOKEN_TYP),
         }
+    }
+
+    fn each(mut self, f: impl Fn(&mut Validation)) -> Self {
+        f(&mut self.jwt);
+        f(&mut self.wrapper);
+        self
     }
 
     /// Restrict the accepted algorithms (e.g. [`AlgorithmSet::FAPI2`]).
     pub fn algorithms(mut self, algs: AlgorithmSet) -> Self {
         self.algorithms = algs;
-        self
+        self.each(|v| v.algorithms = algs)
     }
 
-    /// Set the clock-skew leeway in seconds.
-    pub fn leeway(mut self, secs: u32) -> Self {
-        self.leeway = secs;
-        self
+    /// Set the clock-skew leeway in seconds (at most [`crate::jose::MAX_LEEWAY`]).
+    pub fn leeway(self, secs: u32) -> Self {
+        self.each(|v| v.leeway = secs.min(crate::jose::MAX_LEEWAY))
     }
 
     /// Refuse tokens whose lifetime exceeds `secs` (J24).
-    pub fn max_lifetime(mut self, secs: u32) -> Self {
-        self.max_lifetime = Some(secs);
-        self
+    pub fn max_lifetime(self, secs: u32) -> Self {
+        self.each(|v| v.max_lifetime = Some(secs))
     }
 
     /// Set the size limit (default 8 KiB).
     pub fn max_len(mut self, len: usize) -> Self {
         self.max_len = len;
-        self
-    }
-
-    fn validation(&self, typ: &'static str) -> Validation {
-        let mut v = Validation::new(
-            self.algorithms,
-            TypRule::Required(typ),
-            AudienceRule::Contains(self.audience.clone()),
-        )
-        .issuer(self.issuer.clone())
-        .leeway(self.leeway)
-        .max_len(self.max_len);
-        v.max_lifetime = self.max_lifetime;
-        v
+        self.each(|v| v.max_len = len)
     }
 
     /// Validate `token` at `now` with keys from `keys` and revocations from `revoked`.
@@ -301,12 +301,8 @@ impl AccessTokenValidator {
         };
         let (header, payload, kid) = jws.verify(keys, self.algorithms)?.into_parts();
         let claims = Claims::from_json(&payload)?;
-        let v = self.validation(if wrapper {
-            WRAPPER_TOKEN_TYP
-        } else {
-            ACCESS_TOKEN_TYP
-        });
-        validate_claims(&claims, &v, now)?;
+        let policy = if wrapper { &self.wrapper } else { &self.jwt };
+        validate_claims(&claims, policy, now)?;
 
         let iss = claims.required_string("iss")?.to_owned();
         let jti = claims.required_string("jti")?.to_owned();
