@@ -70,3 +70,12 @@ fn exported_jwk_thumbprint_matches_rfc7638_computation_for_every_algorithm() {
         assert_eq!(parsed.algorithm(), alg);
     }
 }
+
+#[test]
+fn rfc7517_a1_public_key_set_keeps_the_signature_key_and_skips_the_encryption_key() {
+    let set = JwkSet::from_json(include_bytes!("data/jose/rfc7517_a1_public_keys.json"), &JwkSetOptions::default()).unwrap();
+    assert_eq!(set.keys().len(), 1, "the `use: enc` EC key is never a verification key");
+    assert_eq!(set.keys()[0].kid(), "2011-04-29");
+    assert_eq!(set.keys()[0].algorithm(), Algorithm::RS256);
+    assert!(set.get("1").is_none());
+}
