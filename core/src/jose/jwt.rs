@@ -295,7 +295,9 @@ pub fn validate_claims(claims: &Claims, v: &Validation, now: UnixTime) -> Result
     let nbf = claims.numeric_date("nbf")?;
     let iat = claims.numeric_date("iat")?;
     let now = now.secs();
-    // Bounded dates and leeway: none of these can overflow.
+    // Dates and leeway are bounded, so `exp + leeway` cannot overflow, and `now + leeway`
+    // is only reached once `now <= exp + leeway`. `now` itself is not bounded (a faulty
+    // clock, S10): the lifetime measured from it saturates instead of overflowing (J23).
     if now > exp.secs() + leeway {
         return Err(JoseError::Expired);
     }
@@ -311,7 +313,7 @@ pub fn validate_claims(claims: &Claims, v: &Validation, now: UnixTime) -> Result
     }
     if let Some(max) = v.max_lifetime {
         let start = iat.map(UnixTime::secs).unwrap_or(now);
-        if exp.secs() - start > i64::from(max) {
+        if exp.secs().saturating_sub(start) > i64::from(max) {
             return Err(JoseError::LifetimeTooLong);
         }
     }
