@@ -9,7 +9,7 @@
 //! case-insensitively with an optional `application/` prefix (J25, RFC 7515 §4.1.9).
 //!
 //! NOTE: RFC 7519 §2 allows non-integer NumericDates; we refuse them. Pinned by
-//! `tests::j20_integral_float_is_refused`.
+//! `core/tests/jose_threats.rs::j20_integral_float_is_refused`.
 
 use std::ops::Deref;
 
@@ -285,7 +285,9 @@ pub fn validate_claims(claims: &Claims, v: &Validation, now: UnixTime) -> Result
     let nbf = claims.numeric_date("nbf")?;
     let iat = claims.numeric_date("iat")?;
     let now = now.secs();
-    // Bounded dates and leeway: none of these can overflow.
+    // Dates and leeway are bounded, so `exp + leeway` cannot overflow, and `now + leeway`
+    // is only reached once `now <= exp + leeway`. `now` itself is not bounded (a faulty
+    // clock, S10): the lifetime measured from it saturates instead of overflowing (J23).
     if now > exp.secs() + leeway {
         return Err(JoseError::Expired);
     }
@@ -301,7 +303,7 @@ pub fn validate_claims(claims: &Claims, v: &Validation, now: UnixTime) -> Result
     }
     if let Some(max) = v.max_lifetime {
         let start = iat.map(UnixTime::secs).unwrap_or(now);
-        if exp.secs() - start > i64::from(max) {
+        if exp.secs().saturating_sub(start) > i64::from(max) {
             return Err(JoseError::LifetimeTooLong);
         }
     }

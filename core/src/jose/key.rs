@@ -206,7 +206,8 @@ impl PublicMaterial {
             return Err(KeyError::InvalidJwk("RSA modulus too large"));
         }
         // ring accepts odd public exponents from 3 up to 2^33 - 1.
-        if e.is_empty() || e.len() > 5 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3) {
+        if e.is_empty() || bit_len(e) > 33 || e[e.len() - 1] & 1 == 0 || (e.len() == 1 && e[0] < 3)
+        {
             return Err(KeyError::InvalidJwk("RSA exponent"));
         }
         Ok(PublicMaterial::Rsa {

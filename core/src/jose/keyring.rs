@@ -27,7 +27,10 @@ impl KeyRingState {
     fn build(active: Arc<SigningKey>, others: Vec<VerifyingKey>) -> Result<Self, KeyError> {
         let mut keys = Vec::with_capacity(others.len() + 1);
         keys.push(active.verifying_key().clone());
-        keys.extend(others.into_iter().filter(|k| k.kid() != active.kid()));
+        // Drop only the active key itself (re-published, or published ahead of rotation); a
+        // different key under the active key's kid is a duplicate and refused below.
+        let active_public = active.verifying_key();
+        keys.extend(others.into_iter().filter(|k| k != active_public));
         let published = JwkSet::new(keys)?;
         let jwks_json = published.to_json().into();
         Ok(KeyRingState {
