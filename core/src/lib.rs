@@ -15,6 +15,7 @@ pub mod introspect;
 pub mod jose;
 pub mod mtls;
 pub mod profile;
+pub mod scope;
 pub mod store;
 pub mod token;
 

@@ -39,7 +39,8 @@ pub trait KeyResolver {
     fn resolve(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, JoseError>;
 }
 
-impl KeyResolver for [VerifyingKey] {
+/// (A slice cannot become a `&dyn KeyResolver`; a `Vec` can.)
+impl KeyResolver for Vec<VerifyingKey> {
     fn resolve(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, JoseError> {
         resolve_in(self, kid, alg)
     }
