@@ -9,6 +9,7 @@
 //! randomness from `ring::rand::SystemRandom`, and state from the caller.
 
 pub mod audit;
+pub mod authorize;
 pub mod clock;
 pub mod error;
 pub mod introspect;
