@@ -3,8 +3,8 @@
 //! (43 characters); the verifier is 43–128 characters of `[A-Za-z0-9-._~]` (§4.1).
 //! Comparison is constant time.
 
-use ring::constant_time::verify_slices_are_equal;
 use ring::digest;
+use subtle::ConstantTimeEq;
 
 use crate::jose::b64;
 
@@ -70,8 +70,11 @@ impl CodeChallenge {
         let verifier = verifier.ok_or(PkceError::MissingVerifier)?;
         check_verifier(verifier)?;
         let computed = b64::encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
-        verify_slices_are_equal(computed.as_bytes(), self.0.as_bytes())
-            .map_err(|_| PkceError::Mismatch)
+        if bool::from(computed.as_bytes().ct_eq(self.0.as_bytes())) {
+            Ok(())
+        } else {
+            Err(PkceError::Mismatch)
+        }
     }
 }
 
