@@ -125,6 +125,13 @@ impl CompactJws<'_> {
         &self.header
     }
 
+    /// The payload's claims BEFORE verification, for one purpose only: finding which
+    /// client's keys to verify a client assertion with (RFC 7523 §3: `sub` names the
+    /// client). Nothing read here may be trusted until [`CompactJws::verify`] succeeds.
+    pub(crate) fn unverified_claims(&self) -> Result<super::Claims, JoseError> {
+        super::Claims::from_json(&b64::decode(self.payload_b64)?)
+    }
+
     /// Verify the signature with a key from `keys`, if the header's algorithm is in
     /// `allowed`. Only then is the payload decoded and returned.
     pub fn verify(

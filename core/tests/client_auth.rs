@@ -1,0 +1,538 @@
+//! Client authentication (THREATS C1-C19) through the public API, with the in-memory
+//! store: every rejection is asserted together with an unchanged store.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use heartgate_core::client::*;
+use heartgate_core::clock::UnixTime;
+use heartgate_core::jose::{b64, Algorithm, JwkSet, SigningKey};
+use heartgate_core::store::{MemoryStore, Store};
+use serde_json::{json, Value};
+
+const ISS: &str = "https://as.example";
+const TOKEN: &str = "https://as.example/token";
+const PAR: &str = "https://as.example/par";
+const NOW: UnixTime = UnixTime(1_700_000_000);
+
+struct Dir(HashMap<String, Arc<ValidatedClient>>);
+
+impl ClientDirectory for Dir {
+    fn client(&self, id: &str) -> Option<Arc<ValidatedClient>> {
+        self.0.get(id).cloned()
+    }
+    fn keys(&self, c: &ValidatedClient) -> Option<Arc<JwkSet>> {
+        c.jwks().cloned().map(Arc::new)
+    }
+}
+
+fn endpoints() -> Endpoints {
+    Endpoints {
+        issuer: ISS.into(),
+        token: TOKEN.into(),
+        par: PAR.into(),
+    }
+}
+
+struct Fixture {
+    dir: Dir,
+    store: MemoryStore,
+    fapi_key: SigningKey,
+    heart_key: SigningKey,
+    other_key: SigningKey,
+    mtls_cert: Vec<u8>,
+    self_signed: Vec<u8>,
+}
+
+fn cert_with_dn(cn: &str) -> Vec<u8> {
+    let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "Clinic");
+    dn.push(rcgen::DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    let kp = rcgen::KeyPair::generate().unwrap();
+    p.self_signed(&kp).unwrap().der().to_vec()
+}
+
+fn client(v: Value) -> Arc<ValidatedClient> {
+    Arc::new(
+        ClientMetadata::from_json(v.to_string().as_bytes())
+            .unwrap()
+            .validate()
+            .unwrap(),
+    )
+}
+
+fn fixture() -> Fixture {
+    let fapi_key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let heart_key = SigningKey::generate(Algorithm::RS256).unwrap();
+    let other_key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let ss = rcgen::generate_simple_self_signed(vec!["device.example".into()]).unwrap();
+    let ss_point = ss.signing_key.public_key_raw().to_vec();
+    let ss_jwk = heartgate_core::jose::VerifyingKey::from_ec_point("dev".into(), &ss_point)
+        .unwrap()
+        .to_jwk();
+    let mut m = HashMap::new();
+    m.insert("fapi".to_owned(), client(json!({"client_id": "fapi", "profile": "fapi2-security",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [fapi_key.verifying_key().to_jwk()]}, "require_pushed_authorization_requests": true,
+        "tls_client_certificate_bound_access_tokens": true})));
+    m.insert("heart".to_owned(), client(json!({"client_id": "heart", "profile": "heart",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [heart_key.verifying_key().to_jwk()]}})));
+    m.insert("other".to_owned(), client(json!({"client_id": "other", "profile": "heart",
+        "redirect_uris": ["https://other.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [other_key.verifying_key().to_jwk()]}})));
+    m.insert("mtls".to_owned(), client(json!({"client_id": "mtls", "profile": "fapi2-security",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "tls_client_auth",
+        "tls_client_auth_subject_dn": "CN=client,O=Clinic", "require_pushed_authorization_requests": true,
+        "tls_client_certificate_bound_access_tokens": true})));
+    m.insert("selfsigned".to_owned(), client(json!({"client_id": "selfsigned", "profile": "heart",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "self_signed_tls_client_auth",
+        "jwks": {"keys": [ss_jwk]}})));
+    m.insert(
+        "public".to_owned(),
+        client(json!({"client_id": "public", "profile": "smart",
+        "redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "none"})),
+    );
+    Fixture {
+        dir: Dir(m),
+        store: MemoryStore::new(),
+        fapi_key,
+        heart_key,
+        other_key,
+        mtls_cert: cert_with_dn("client"),
+        self_signed: ss.cert.der().to_vec(),
+    }
+}
+
+fn assertion(k: &SigningKey, claims: Value) -> String {
+    heartgate_core::jose::sign_jwt(k, None, claims.as_object().unwrap()).unwrap()
+}
+
+fn claims(client: &str, aud: Value) -> Value {
+    json!({"iss": client, "sub": client, "aud": aud, "exp": NOW.0 + 60, "iat": NOW.0,
+        "jti": b64::encode(NOW.0.to_be_bytes()) + client + &aud.to_string()})
+}
+
+fn pkjwt(token: &str) -> ClientCredentials<'_> {
+    ClientCredentials {
+        client_assertion_type: Some(JWT_BEARER_ASSERTION_TYPE),
+        client_assertion: Some(token),
+        ..Default::default()
+    }
+}
+
+impl Fixture {
+    fn auth(&self, c: &ClientCredentials<'_>) -> Result<AuthenticatedClient, ClientAuthError> {
+        authenticate(c, &self.dir, &endpoints(), &self.store, NOW)
+    }
+
+    /// Assert a rejection and that it left the store untouched.
+    fn refused(&self, c: &ClientCredentials<'_>) -> ClientAuthError {
+        let before = self.store.snapshot(NOW).unwrap();
+        let err = self.auth(c).unwrap_err();
+        assert_eq!(
+            self.store.snapshot(NOW).unwrap(),
+            before,
+            "store changed by a rejected request"
+        );
+        err
+    }
+}
+
+fn is_invalid_client(e: &ClientAuthError) -> bool {
+    matches!(e, ClientAuthError::InvalidClient(_))
+}
+
+#[test]
+fn private_key_jwt_authenticates_and_consumes_the_jti() {
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    let ok = f.auth(&pkjwt(&t)).unwrap();
+    assert_eq!(ok.client_id(), "fapi");
+    assert_eq!(ok.method(), AuthMethod::PrivateKeyJwt);
+    assert_eq!(f.store.snapshot(NOW).unwrap().len(), 1, "jti recorded");
+}
+
+#[test]
+fn c1_replayed_assertion_is_refused() {
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    f.auth(&pkjwt(&t)).unwrap();
+    assert!(is_invalid_client(&f.refused(&pkjwt(&t))));
+}
+
+#[test]
+fn c1_sixty_four_concurrent_copies_authenticate_once() {
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    let wins = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..64)
+            .map(|_| s.spawn(|| f.auth(&pkjwt(&t)).is_ok()))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|w| *w)
+            .count()
+    });
+    assert_eq!(wins, 1);
+}
+
+#[test]
+fn c2_fapi_accepts_only_the_issuer_as_a_string() {
+    let f = fixture();
+    for aud in [
+        json!(TOKEN),
+        json!(PAR),
+        json!([ISS]),
+        json!("https://other-as.example"),
+    ] {
+        let t = assertion(&f.fapi_key, claims("fapi", aud.clone()));
+        assert!(is_invalid_client(&f.refused(&pkjwt(&t))), "{aud}");
+    }
+}
+
+#[test]
+fn c2_non_fapi_accepts_issuer_token_and_par_endpoint() {
+    let f = fixture();
+    for aud in [json!(ISS), json!(TOKEN), json!(PAR), json!([ISS, "x"])] {
+        let t = assertion(&f.heart_key, claims("heart", aud.clone()));
+        assert!(f.auth(&pkjwt(&t)).is_ok(), "{aud}");
+    }
+    let t = assertion(
+        &f.heart_key,
+        claims("heart", json!("https://other-as.example")),
+    );
+    assert!(is_invalid_client(&f.refused(&pkjwt(&t))));
+}
+
+#[test]
+fn c3_expired_missing_or_far_exp_is_refused() {
+    let f = fixture();
+    for (exp, iat) in [
+        (Some(NOW.0 - 300), NOW.0 - 360),
+        (Some(NOW.0 - 11), NOW.0 - 60),
+        (None, NOW.0),
+        (Some(NOW.0 + 48 * 3600), NOW.0),
+    ] {
+        let mut c = claims("fapi", json!(ISS));
+        c["iat"] = json!(iat);
+        match exp {
+            Some(e) => c["exp"] = json!(e),
+            None => {
+                c.as_object_mut().unwrap().remove("exp");
+            }
+        }
+        let t = assertion(&f.fapi_key, c);
+        assert!(is_invalid_client(&f.refused(&pkjwt(&t))), "{exp:?}");
+    }
+}
+
+#[test]
+fn c4_iat_and_nbf_8s_ahead_are_accepted_70s_ahead_refused() {
+    let f = fixture();
+    let mut c = claims("fapi", json!(ISS));
+    c["iat"] = json!(NOW.0 + 8);
+    c["nbf"] = json!(NOW.0 + 8);
+    assert!(f.auth(&pkjwt(&assertion(&f.fapi_key, c))).is_ok());
+    let mut c = claims("fapi", json!(ISS));
+    c["jti"] = json!("later");
+    c["nbf"] = json!(NOW.0 + 70);
+    assert!(is_invalid_client(
+        &f.refused(&pkjwt(&assertion(&f.fapi_key, c)))
+    ));
+}
+
+#[test]
+fn c5_iss_sub_mismatch_or_missing_sub_is_refused() {
+    let f = fixture();
+    let mut c = claims("fapi", json!(ISS));
+    c["iss"] = json!("other");
+    assert!(is_invalid_client(
+        &f.refused(&pkjwt(&assertion(&f.fapi_key, c)))
+    ));
+    let mut c = claims("fapi", json!(ISS));
+    c.as_object_mut().unwrap().remove("sub");
+    assert!(is_invalid_client(
+        &f.refused(&pkjwt(&assertion(&f.fapi_key, c)))
+    ));
+    let mut c = claims("fapi", json!(ISS));
+    c.as_object_mut().unwrap().remove("jti");
+    assert!(is_invalid_client(
+        &f.refused(&pkjwt(&assertion(&f.fapi_key, c)))
+    ));
+}
+
+#[test]
+fn c6_body_client_id_differing_from_the_assertion_is_refused() {
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    let creds = ClientCredentials {
+        client_id: Some("heart"),
+        ..pkjwt(&t)
+    };
+    assert!(is_invalid_client(&f.refused(&creds)));
+}
+
+#[test]
+fn c7_missing_or_wrong_assertion_type_is_invalid_request() {
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    for ty in [
+        None,
+        Some("urn:ietf:params:oauth:client-assertion-type:saml2-bearer"),
+    ] {
+        let creds = ClientCredentials {
+            client_assertion_type: ty,
+            ..pkjwt(&t)
+        };
+        assert!(
+            matches!(f.refused(&creds), ClientAuthError::InvalidRequest(_)),
+            "{ty:?}"
+        );
+    }
+}
+
+#[test]
+fn c8_two_methods_at_once_are_invalid_request() {
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    let with_secret = ClientCredentials {
+        client_secret: Some("s"),
+        ..pkjwt(&t)
+    };
+    assert!(matches!(
+        f.refused(&with_secret),
+        ClientAuthError::InvalidRequest(_)
+    ));
+    let with_basic = ClientCredentials {
+        basic_authorization: true,
+        ..pkjwt(&t)
+    };
+    assert!(matches!(
+        f.refused(&with_basic),
+        ClientAuthError::InvalidRequest(_)
+    ));
+}
+
+#[test]
+fn assertion_with_binding_certificate_is_one_method() {
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    let creds = ClientCredentials {
+        certificate: Some(&f.mtls_cert),
+        ..pkjwt(&t)
+    };
+    let ok = f.auth(&creds).unwrap();
+    assert!(
+        ok.certificate().is_some(),
+        "the certificate is kept for token binding"
+    );
+}
+
+#[test]
+fn c9_assertion_signed_with_another_clients_key_is_refused() {
+    let f = fixture();
+    let t = assertion(&f.other_key, claims("heart", json!(ISS)));
+    assert!(is_invalid_client(&f.refused(&pkjwt(&t))));
+}
+
+#[test]
+fn fapi_assertion_signed_with_rs256_is_refused() {
+    let f = fixture();
+    // The heart client's RS256 key, but claiming to be the FAPI client: wrong key and alg.
+    let t = assertion(&f.heart_key, claims("fapi", json!(ISS)));
+    assert!(is_invalid_client(&f.refused(&pkjwt(&t))));
+}
+
+#[test]
+fn c10_c18_client_secrets_are_never_accepted() {
+    let f = fixture();
+    for creds in [
+        ClientCredentials {
+            client_id: Some("public"),
+            client_secret: Some("s"),
+            ..Default::default()
+        },
+        ClientCredentials {
+            client_id: Some("fapi"),
+            basic_authorization: true,
+            ..Default::default()
+        },
+    ] {
+        assert!(is_invalid_client(&f.refused(&creds)));
+    }
+}
+
+#[test]
+fn c12_unknown_client_gets_the_same_error_kind_as_a_bad_credential() {
+    let f = fixture();
+    let unknown = f.refused(&ClientCredentials {
+        client_id: Some("nobody"),
+        ..Default::default()
+    });
+    let t = assertion(&f.fapi_key, claims("nobody", json!(ISS)));
+    let unknown_pkjwt = f.refused(&pkjwt(&t));
+    let wrong = f.refused(&pkjwt(&assertion(&f.other_key, claims("fapi", json!(ISS)))));
+    for e in [unknown, unknown_pkjwt, wrong] {
+        assert!(is_invalid_client(&e));
+    }
+}
+
+#[test]
+fn c13_c14_tls_client_auth_needs_the_matching_certificate() {
+    let f = fixture();
+    let ok = f
+        .auth(&ClientCredentials {
+            client_id: Some("mtls"),
+            certificate: Some(&f.mtls_cert),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ok.method(), AuthMethod::TlsClientAuth);
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        client_id: Some("mtls"),
+        ..Default::default()
+    })));
+    let other = cert_with_dn("intruder");
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        client_id: Some("mtls"),
+        certificate: Some(&other),
+        ..Default::default()
+    })));
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        certificate: Some(&f.mtls_cert),
+        ..Default::default()
+    })));
+}
+
+#[test]
+fn c16_self_signed_client_needs_its_registered_key() {
+    let f = fixture();
+    assert!(f
+        .auth(&ClientCredentials {
+            client_id: Some("selfsigned"),
+            certificate: Some(&f.self_signed),
+            ..Default::default()
+        })
+        .is_ok());
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        client_id: Some("selfsigned"),
+        certificate: Some(&f.mtls_cert),
+        ..Default::default()
+    })));
+}
+
+#[test]
+fn public_clients_authenticate_by_id_and_confidential_ones_cannot() {
+    let f = fixture();
+    assert_eq!(
+        f.auth(&ClientCredentials {
+            client_id: Some("public"),
+            ..Default::default()
+        })
+        .unwrap()
+        .method(),
+        AuthMethod::None
+    );
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        client_id: Some("fapi"),
+        ..Default::default()
+    })));
+}
+
+#[test]
+fn c19_a_client_removed_between_calls_is_refused() {
+    let mut f = fixture();
+    f.dir.0.remove("public");
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        client_id: Some("public"),
+        ..Default::default()
+    })));
+}
+
+#[test]
+fn a_store_failure_fails_closed() {
+    struct Down;
+    impl Store for Down {
+        fn put(
+            &self,
+            _: heartgate_core::store::Namespace,
+            _: &[u8],
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<(), heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn insert_new(
+            &self,
+            _: heartgate_core::store::Namespace,
+            _: &[u8],
+            _: &[u8],
+            _: UnixTime,
+            _: UnixTime,
+        ) -> Result<heartgate_core::store::Inserted, heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn get(
+            &self,
+            _: heartgate_core::store::Namespace,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<Option<Vec<u8>>, heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn take(
+            &self,
+            _: heartgate_core::store::Namespace,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<Option<Vec<u8>>, heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn compare_and_swap(
+            &self,
+            _: heartgate_core::store::Namespace,
+            _: &[u8],
+            _: &[u8],
+            _: Option<(&[u8], UnixTime)>,
+            _: UnixTime,
+        ) -> Result<heartgate_core::store::Swapped, heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn delete(
+            &self,
+            _: heartgate_core::store::Namespace,
+            _: &[u8],
+        ) -> Result<(), heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn scan_prefix(
+            &self,
+            _: heartgate_core::store::Namespace,
+            _: &[u8],
+            _: usize,
+            _: UnixTime,
+        ) -> Result<Vec<heartgate_core::store::Entry>, heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn purge_expired(&self, _: UnixTime) -> Result<usize, heartgate_core::store::StoreError> {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+        fn snapshot(
+            &self,
+            _: UnixTime,
+        ) -> Result<Vec<heartgate_core::store::SnapshotEntry>, heartgate_core::store::StoreError>
+        {
+            Err(heartgate_core::store::StoreError::Unavailable)
+        }
+    }
+    let f = fixture();
+    let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    assert_eq!(
+        authenticate(&pkjwt(&t), &f.dir, &endpoints(), &Down, NOW).unwrap_err(),
+        ClientAuthError::Unavailable
+    );
+}
