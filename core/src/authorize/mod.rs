@@ -2,5 +2,6 @@
 //! redirect URIs (RFC 6749 §3.1.2, RFC 8252 §7.3, RFC 9700 §4.1). PAR, JAR, the
 //! interaction step and JARM build on these.
 
+pub mod par;
 pub mod pkce;
 pub mod redirect_uri;
