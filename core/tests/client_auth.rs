@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use heartgate_core::client::*;
 use heartgate_core::clock::UnixTime;
-use heartgate_core::jose::{b64, Algorithm, JwkSet, SigningKey};
+use heartgate_core::jose::{b64, Algorithm, SigningKey};
 use heartgate_core::store::{MemoryStore, Store};
 use serde_json::{json, Value};
 
@@ -16,16 +16,8 @@ const TOKEN: &str = "https://as.example/token";
 const PAR: &str = "https://as.example/par";
 const NOW: UnixTime = UnixTime(1_700_000_000);
 
-struct Dir(HashMap<String, Arc<ValidatedClient>>);
-
-impl ClientDirectory for Dir {
-    fn client(&self, id: &str) -> Option<Arc<ValidatedClient>> {
-        self.0.get(id).cloned()
-    }
-    fn keys(&self, c: &ValidatedClient) -> Option<Arc<JwkSet>> {
-        c.jwks().cloned().map(Arc::new)
-    }
-}
+mod common;
+use common::Dir;
 
 fn endpoints() -> Endpoints {
     Endpoints {

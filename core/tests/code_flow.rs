@@ -19,16 +19,8 @@ const ISS: &str = "https://as.example";
 const NOW: UnixTime = UnixTime(1_700_000_000);
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
-struct Dir(HashMap<String, Arc<ValidatedClient>>);
-
-impl ClientDirectory for Dir {
-    fn client(&self, id: &str) -> Option<Arc<ValidatedClient>> {
-        self.0.get(id).cloned()
-    }
-    fn keys(&self, c: &ValidatedClient) -> Option<Arc<JwkSet>> {
-        c.jwks().cloned().map(Arc::new)
-    }
-}
+mod common;
+use common::Dir;
 
 struct F {
     dir: Dir,
