@@ -13,8 +13,7 @@
 //! must match; of concurrent redemptions exactly one wins, and a later reuse returns the
 //! grant id so that every token issued from the code can be revoked (A1).
 
-use ring::digest;
-use ring::rand::{SecureRandom, SystemRandom};
+use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -22,7 +21,7 @@ use super::par::{consume, AuthorizationRequest, RequestUriError, ResponseMode};
 use super::pkce::verify_for_code;
 use crate::client::AuthenticatedClient;
 use crate::clock::UnixTime;
-use crate::jose::{b64, sign_jwt, Algorithm, KeyRing};
+use crate::jose::{sign_jwt, Algorithm, KeyRing};
 use crate::profile::Profile;
 use crate::scope::ScopeSet;
 use crate::store::{Namespace, Store, Swapped};
@@ -122,17 +121,13 @@ pub enum CodeError {
 }
 
 fn hash(code: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, code.as_bytes()).as_ref());
-    out
+    crate::token::TokenHash::of(code).0
 }
 
 fn random(prefix: &str) -> Result<String, CodeError> {
-    let mut b = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| CodeError::Unavailable)?;
-    Ok(format!("{prefix}{}", b64::encode(b)))
+    crate::token::random_secret(&SystemRandom::new(), prefix)
+        .map(|s| s.expose().to_owned())
+        .map_err(|_| CodeError::Unavailable)
 }
 
 /// An authorization response, before encoding for the redirect.

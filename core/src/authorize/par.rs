@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 
-use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
@@ -174,9 +173,7 @@ pub struct ParConfig {
 
 /// The store key of a request_uri: SHA-256 of the full string.
 pub fn request_uri_key(request_uri: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, request_uri.as_bytes()).as_ref());
-    out
+    crate::token::TokenHash::of(request_uri).0
 }
 
 fn param<'p>(p: &'p Params, name: &str) -> Option<&'p str> {
