@@ -13,6 +13,7 @@ pub mod authorize;
 pub mod client;
 pub mod clock;
 pub mod error;
+pub mod grant;
 pub mod introspect;
 pub mod jose;
 pub mod mtls;

@@ -28,14 +28,7 @@ struct As {
 }
 
 fn store_key(k: &RecordKey) -> Vec<u8> {
-    match k {
-        RecordKey::Hash(h) => h.0.to_vec(),
-        RecordKey::Jti { iss, jti } => format!("{}\u{0}{jti}", iss.len())
-            .into_bytes()
-            .into_iter()
-            .chain(iss.bytes())
-            .collect(),
-    }
+    k.store_key()
 }
 
 impl As {

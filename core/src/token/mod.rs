@@ -185,6 +185,29 @@ pub enum RecordKey {
     Hash(TokenHash),
 }
 
+impl RecordKey {
+    /// The key bytes in the store: a tag byte (`0x00` hash, `0xff` jti) so that the two
+    /// kinds can never collide, then the 32-byte hash or a length-prefixed (iss, jti).
+    pub fn store_key(&self) -> Vec<u8> {
+        match self {
+            RecordKey::Hash(h) => {
+                let mut k = Vec::with_capacity(33);
+                k.push(0x00);
+                k.extend_from_slice(&h.0);
+                k
+            }
+            RecordKey::Jti { iss, jti } => {
+                let mut k = Vec::with_capacity(1 + 8 + iss.len() + jti.len());
+                k.push(0xff);
+                k.extend_from_slice(&(iss.len() as u64).to_be_bytes());
+                k.extend_from_slice(iss.as_bytes());
+                k.extend_from_slice(jti.as_bytes());
+                k
+            }
+        }
+    }
+}
+
 pub(crate) fn random_id(rng: &SystemRandom, bytes: usize) -> Result<String, TokenError> {
     let mut buf = [0u8; OPAQUE_RANDOM_BYTES];
     let buf = &mut buf[..bytes.min(OPAQUE_RANDOM_BYTES)];

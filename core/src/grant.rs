@@ -1,0 +1,270 @@
+//! Token-endpoint grants (RFC 6749 §4.1.3, §4.4): authorization_code and
+//! client_credentials, turning an authenticated client into tokens whose records are
+//! stored before the response exists (no token without its record; a store failure is
+//! `Unavailable` → 503, never a token).
+//!
+//! Sender constraint (RFC 8705 §3): a client registered with
+//! `tls_client_certificate_bound_access_tokens` (always under FAPI 2.0) gets `cnf` with
+//! the thumbprint of the certificate it presented on this request, and is refused
+//! without one (OIDF `ensure-holder-of-key-required`).
+
+use serde_json::Map;
+
+use crate::authorize::code::{redeem, CodeError};
+use crate::client::{AuthenticatedClient, GrantType};
+use crate::clock::UnixTime;
+use crate::mtls::Confirmation;
+use crate::scope::{Scope, ScopeSet};
+use crate::store::{Namespace, Store};
+use crate::token::{
+    AccessTokenGrant, IssuedAccessToken, RefreshTokenGrant, SecretToken, TokenIssuer,
+};
+
+/// Why a grant was refused, by RFC 6749 §5.2 error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantError {
+    /// 400 `invalid_request`.
+    #[error("invalid_request ({0})")]
+    InvalidRequest(&'static str),
+    /// 400 `invalid_grant`.
+    #[error("invalid_grant ({0})")]
+    InvalidGrant(&'static str),
+    /// 400 `unauthorized_client`: the client may not use this grant type.
+    #[error("unauthorized_client")]
+    UnauthorizedClient,
+    /// 400 `invalid_scope`.
+    #[error("invalid_scope")]
+    InvalidScope,
+    /// 503: store or signing failed; nothing was issued.
+    #[error("unavailable")]
+    Unavailable,
+}
+
+/// A successful token response (RFC 6749 §5.1, SMART launch context).
+#[derive(Debug)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: SecretToken,
+    /// `Bearer` (RFC 8705-bound tokens are still Bearer tokens).
+    pub token_type: &'static str,
+    /// Lifetime in seconds.
+    pub expires_in: u32,
+    /// Granted scopes.
+    pub scope: String,
+    /// The refresh token, if the grant includes one.
+    pub refresh_token: Option<SecretToken>,
+    /// SMART launch context for the response (`patient`, `encounter`...).
+    pub context: Map<String, serde_json::Value>,
+    /// The issued access token's id.
+    pub jti: String,
+}
+
+/// What a grant needs besides the client.
+pub struct GrantContext<'a> {
+    /// Issues and signs tokens.
+    pub issuer: &'a TokenIssuer,
+    /// Where records go.
+    pub store: &'a dyn Store,
+    /// The audience of tokens when the request named no resource.
+    pub default_audience: &'a str,
+    /// The time.
+    pub now: UnixTime,
+}
+
+fn binding(client: &AuthenticatedClient) -> Result<Option<Confirmation>, GrantError> {
+    let md = client.client().metadata();
+    if md.tls_client_certificate_bound_access_tokens
+        || md.profile.policy().sender_constraint_required
+    {
+        let t = client.certificate().ok_or(GrantError::InvalidRequest(
+            "a client certificate is required for bound tokens",
+        ))?;
+        Ok(Some(Confirmation::from_thumbprint(t)))
+    } else {
+        Ok(None)
+    }
+}
+
+fn store_access_token(ctx: &GrantContext<'_>, t: &IssuedAccessToken) -> Result<(), GrantError> {
+    let bytes = t.record.to_bytes().map_err(|_| GrantError::Unavailable)?;
+    ctx.store
+        .put(
+            Namespace::AccessToken,
+            &t.record_key.store_key(),
+            &bytes,
+            t.expires_at,
+        )
+        .map_err(|_| GrantError::Unavailable)
+}
+
+/// `grant_type=client_credentials` (SMART Backend Services: `system/` scopes, ≤ 300 s).
+pub fn client_credentials(
+    client: &AuthenticatedClient,
+    scope: Option<&str>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let md = client.client().metadata();
+    if !md.grant_types.contains(&GrantType::ClientCredentials) {
+        return Err(GrantError::UnauthorizedClient);
+    }
+    let allowed =
+        ScopeSet::parse(md.scope.as_deref().unwrap_or("")).map_err(|_| GrantError::InvalidScope)?;
+    let granted = allowed
+        .narrow(scope)
+        .map_err(|_| GrantError::InvalidScope)?;
+    // A client acting on its own has no user: only system/ resource scopes make sense.
+    if granted.iter().any(
+        |s| !matches!(s, Scope::Resource(r) if r.compartment == crate::scope::Compartment::System),
+    ) {
+        return Err(GrantError::InvalidScope);
+    }
+    let policy = md.profile.policy();
+    let grant = AccessTokenGrant {
+        client_id: md.client_id.clone(),
+        sub: md.client_id.clone(),
+        pairwise_sub: None,
+        scope: granted.to_string(),
+        aud: vec![ctx.default_audience.to_owned()],
+        cnf: binding(client)?,
+        lifetime: policy
+            .default_access_token_lifetime
+            .min(policy.max_access_token_lifetime),
+        format: md.access_token_format,
+        auth_time: None,
+        acr: None,
+        family_id: None,
+        context: Map::new(),
+    };
+    let t = ctx
+        .issuer
+        .issue_access_token(&grant, ctx.now)
+        .map_err(|_| GrantError::Unavailable)?;
+    store_access_token(ctx, &t)?;
+    Ok(TokenResponse {
+        token_type: "Bearer",
+        expires_in: t.expires_in,
+        scope: grant.scope,
+        refresh_token: None,
+        context: Map::new(),
+        jti: t.jti.clone(),
+        access_token: t.token,
+    })
+}
+
+/// `grant_type=authorization_code` (RFC 6749 §4.1.3 with PKCE, RFC 7636 §4.6).
+pub fn authorization_code(
+    client: &AuthenticatedClient,
+    code: Option<&str>,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let md = client.client().metadata();
+    if !md.grant_types.contains(&GrantType::AuthorizationCode) {
+        return Err(GrantError::UnauthorizedClient);
+    }
+    let code = code.ok_or(GrantError::InvalidRequest("code missing"))?;
+    let cnf = binding(client)?;
+    let grant = match redeem(
+        code,
+        client,
+        redirect_uri,
+        code_verifier,
+        ctx.store,
+        ctx.now,
+    ) {
+        Ok(g) => g.record,
+        Err(CodeError::Reused { grant_id }) => {
+            // A1: revoke the family of every token issued from this code. The marker
+            // outlives any token of the family (refresh lifetime is capped at a year).
+            let until = UnixTime(ctx.now.secs() + 366 * 24 * 3600);
+            ctx.store
+                .put(
+                    Namespace::RefreshFamily,
+                    grant_id.as_bytes(),
+                    b"revoked",
+                    until,
+                )
+                .map_err(|_| GrantError::Unavailable)?;
+            return Err(GrantError::InvalidGrant("code reused"));
+        }
+        Err(CodeError::Unavailable) => return Err(GrantError::Unavailable),
+        Err(_) => return Err(GrantError::InvalidGrant("code")),
+    };
+    let policy = md.profile.policy();
+    let scope = ScopeSet::parse(&grant.scope).map_err(|_| GrantError::InvalidScope)?;
+    let aud = if grant.request.resource.is_empty() {
+        vec![ctx.default_audience.to_owned()]
+    } else {
+        grant.request.resource.clone()
+    };
+    let access = AccessTokenGrant {
+        client_id: md.client_id.clone(),
+        sub: grant.subject.clone(),
+        pairwise_sub: None,
+        scope: grant.scope.clone(),
+        aud: aud.clone(),
+        cnf: cnf.clone(),
+        lifetime: policy
+            .default_access_token_lifetime
+            .min(policy.max_access_token_lifetime),
+        format: md.access_token_format,
+        auth_time: Some(UnixTime(grant.auth_time)),
+        acr: grant.acr.clone(),
+        family_id: Some(grant.grant_id.clone()),
+        context: grant.context.clone(),
+    };
+    let t = ctx
+        .issuer
+        .issue_access_token(&access, ctx.now)
+        .map_err(|_| GrantError::Unavailable)?;
+    let wants_refresh =
+        scope.contains(&Scope::OfflineAccess) || scope.contains(&Scope::OnlineAccess);
+    let refresh = match policy.refresh_token_lifetime {
+        Some(lifetime) if wants_refresh && md.grant_types.contains(&GrantType::RefreshToken) => {
+            Some(
+                ctx.issuer
+                    .issue_refresh_token(
+                        &RefreshTokenGrant {
+                            client_id: md.client_id.clone(),
+                            sub: grant.subject.clone(),
+                            scope: grant.scope.clone(),
+                            aud,
+                            cnf,
+                            lifetime,
+                            family_id: Some(grant.grant_id.clone()),
+                            generation: 0,
+                            auth_time: Some(UnixTime(grant.auth_time)),
+                            acr: grant.acr.clone(),
+                            context: grant.context.clone(),
+                        },
+                        ctx.now,
+                    )
+                    .map_err(|_| GrantError::Unavailable)?,
+            )
+        }
+        _ => None,
+    };
+    store_access_token(ctx, &t)?;
+    if let Some(r) = &refresh {
+        let bytes = r.record.to_bytes().map_err(|_| GrantError::Unavailable)?;
+        ctx.store
+            .put(
+                Namespace::RefreshToken,
+                &r.hash.0,
+                &bytes,
+                UnixTime(r.record.exp),
+            )
+            .map_err(|_| GrantError::Unavailable)?;
+    }
+    Ok(TokenResponse {
+        token_type: "Bearer",
+        expires_in: t.expires_in,
+        scope: grant.scope,
+        refresh_token: refresh.map(|r| r.token),
+        context: grant.context,
+        jti: t.jti.clone(),
+        access_token: t.token,
+    })
+}

@@ -1,0 +1,379 @@
+//! Token-endpoint grants: authorization_code (A1, A3-A5 at the grant level, binding,
+//! refresh issuance) and client_credentials (SMART Backend Services, scopes, binding).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{client, Dir};
+use heartgate_core::authorize::code::{complete, Approval};
+use heartgate_core::authorize::par::{push, ParConfig, Params};
+use heartgate_core::authorize::pkce::CodeChallenge;
+use heartgate_core::client::*;
+use heartgate_core::clock::UnixTime;
+use heartgate_core::grant::*;
+use heartgate_core::jose::{sign_jwt, Algorithm, KeyRing, SigningKey};
+use heartgate_core::mtls::Confirmation;
+use heartgate_core::profile::Profile;
+use heartgate_core::scope::ScopeSet;
+use heartgate_core::store::{MemoryStore, Namespace, Store};
+use heartgate_core::token::{
+    AccessTokenValidator, RevokedJtis, TokenIssuer, TokenRecord, ValidatedToken,
+};
+use serde_json::{json, Map};
+
+const ISS: &str = "https://as.example";
+const RS: &str = "https://fhir.example";
+const NOW: UnixTime = UnixTime(1_700_000_000);
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+struct F {
+    dir: Dir,
+    store: MemoryStore,
+    issuer: TokenIssuer,
+    backend_key: SigningKey,
+    cert: Vec<u8>,
+}
+
+fn fixture() -> F {
+    let backend_key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut m = HashMap::new();
+    m.insert(
+        "app".to_owned(),
+        client(json!({"client_id": "app", "profile": "smart",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"]})),
+    );
+    m.insert(
+        "bound".to_owned(),
+        client(json!({"client_id": "bound", "profile": "smart",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none",
+        "tls_client_certificate_bound_access_tokens": true, "access_token_format": "wrapper"})),
+    );
+    m.insert("backend".to_owned(), client(json!({"client_id": "backend", "profile": "smart-backend",
+        "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+        "jwks": {"keys": [backend_key.verifying_key().to_jwk()]}, "scope": "system/Observation.rs system/Patient.r",
+        "tls_client_certificate_bound_access_tokens": true})));
+    F {
+        dir: Dir(m),
+        store: MemoryStore::new(),
+        issuer: TokenIssuer::new(
+            ISS,
+            Arc::new(KeyRing::new(
+                SigningKey::generate(Algorithm::ES256).unwrap(),
+            )),
+        ),
+        backend_key,
+        cert: rcgen::generate_simple_self_signed(vec!["client.example".into()])
+            .unwrap()
+            .cert
+            .der()
+            .to_vec(),
+    }
+}
+
+impl F {
+    fn ctx(&self) -> GrantContext<'_> {
+        GrantContext {
+            issuer: &self.issuer,
+            store: &self.store,
+            default_audience: RS,
+            now: NOW,
+        }
+    }
+
+    fn endpoints() -> Endpoints {
+        Endpoints {
+            issuer: ISS.into(),
+            token: format!("{ISS}/token"),
+            par: format!("{ISS}/par"),
+        }
+    }
+
+    fn public(&self, id: &str, cert: bool) -> AuthenticatedClient {
+        let creds = ClientCredentials {
+            client_id: Some(id),
+            certificate: cert.then_some(self.cert.as_slice()),
+            ..Default::default()
+        };
+        authenticate(&creds, &self.dir, &Self::endpoints(), &self.store, NOW).unwrap()
+    }
+
+    fn backend(&self, jti: &str, cert: bool) -> AuthenticatedClient {
+        let a = sign_jwt(&self.backend_key, None, json!({"iss": "backend", "sub": "backend", "aud": format!("{ISS}/token"), "exp": NOW.0 + 60, "jti": jti}).as_object().unwrap()).unwrap();
+        let creds = ClientCredentials {
+            client_assertion_type: Some(JWT_BEARER_ASSERTION_TYPE),
+            client_assertion: Some(&a),
+            certificate: cert.then_some(self.cert.as_slice()),
+            ..Default::default()
+        };
+        authenticate(&creds, &self.dir, &Self::endpoints(), &self.store, NOW).unwrap()
+    }
+
+    fn code(&self, id: &str, scope: &str) -> String {
+        let mut p = Params::new();
+        for (k, v) in [
+            ("response_type", "code"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("scope", scope),
+            ("code_challenge_method", "S256"),
+        ] {
+            p.insert(k.into(), v.into());
+        }
+        p.insert(
+            "code_challenge".into(),
+            CodeChallenge::for_verifier(VERIFIER).as_str().into(),
+        );
+        let ru = push(
+            &self.public(id, false),
+            &p,
+            &self.dir,
+            &ParConfig {
+                issuer: ISS.into(),
+                lifetime: 60,
+            },
+            &self.store,
+            NOW,
+        )
+        .unwrap()
+        .request_uri;
+        let mut context = Map::new();
+        context.insert("patient".into(), json!("123"));
+        let approval = Approval {
+            subject: "user-1".into(),
+            auth_time: NOW,
+            acr: None,
+            granted_scope: ScopeSet::parse(scope).unwrap(),
+            context,
+        };
+        complete(ISS, id, &ru, Profile::Smart, &approval, &self.store, NOW)
+            .unwrap()
+            .0
+    }
+}
+
+const CB: Option<&str> = Some("https://app.example/cb");
+
+#[test]
+fn code_grant_issues_a_validating_token_with_launch_context_and_a_refresh_token() {
+    let f = fixture();
+    let code = f.code("app", "openid offline_access patient/Observation.rs");
+    let r = authorization_code(
+        &f.public("app", false),
+        Some(&code),
+        CB,
+        Some(VERIFIER),
+        &f.ctx(),
+    )
+    .unwrap();
+    assert_eq!(r.token_type, "Bearer");
+    assert_eq!(
+        r.context["patient"], "123",
+        "SMART: patient in the token response"
+    );
+    assert!(r
+        .refresh_token
+        .as_ref()
+        .unwrap()
+        .expose()
+        .starts_with("hgrt_"));
+    let v = AccessTokenValidator::new(ISS, RS)
+        .validate(
+            r.access_token.expose(),
+            &*f.issuer.keys().snapshot(),
+            &RevokedJtis::new(),
+            NOW,
+        )
+        .unwrap();
+    let ValidatedToken::Jwt(c) = v else {
+        panic!("jwt expected")
+    };
+    assert_eq!(c.sub, "user-1");
+    assert_eq!(c.claims.get("patient"), Some(&json!("123")));
+    // The record exists before the response: introspection can find it.
+    let key = heartgate_core::token::RecordKey::Jti {
+        iss: ISS.into(),
+        jti: r.jti.clone(),
+    };
+    let rec = TokenRecord::from_bytes(
+        &f.store
+            .get(Namespace::AccessToken, &key.store_key(), NOW)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(rec.introspection_response(NOW).unwrap().is_active());
+}
+
+#[test]
+fn no_refresh_token_without_offline_access() {
+    let f = fixture();
+    let code = f.code("app", "openid patient/Observation.rs");
+    let r = authorization_code(
+        &f.public("app", false),
+        Some(&code),
+        CB,
+        Some(VERIFIER),
+        &f.ctx(),
+    )
+    .unwrap();
+    assert!(r.refresh_token.is_none());
+}
+
+#[test]
+fn a1_code_reuse_is_refused_and_revokes_the_family() {
+    let f = fixture();
+    let code = f.code("app", "openid offline_access");
+    authorization_code(
+        &f.public("app", false),
+        Some(&code),
+        CB,
+        Some(VERIFIER),
+        &f.ctx(),
+    )
+    .unwrap();
+    assert_eq!(
+        authorization_code(
+            &f.public("app", false),
+            Some(&code),
+            CB,
+            Some(VERIFIER),
+            &f.ctx()
+        )
+        .unwrap_err(),
+        GrantError::InvalidGrant("code reused")
+    );
+    let revoked: Vec<_> = f
+        .store
+        .snapshot(NOW)
+        .unwrap()
+        .into_iter()
+        .filter(|(ns, _, _)| *ns == Namespace::RefreshFamily)
+        .collect();
+    assert_eq!(revoked.len(), 1, "the grant's family is marked revoked");
+}
+
+#[test]
+fn code_errors_are_invalid_grant_or_invalid_request() {
+    let f = fixture();
+    let code = f.code("app", "openid");
+    let c = f.public("app", false);
+    assert_eq!(
+        authorization_code(&c, None, CB, Some(VERIFIER), &f.ctx()).unwrap_err(),
+        GrantError::InvalidRequest("code missing")
+    );
+    assert_eq!(
+        authorization_code(&c, Some(&code), CB, Some("x".repeat(43).as_str()), &f.ctx())
+            .unwrap_err(),
+        GrantError::InvalidGrant("code")
+    );
+    assert_eq!(
+        authorization_code(&c, Some(&code), None, Some(VERIFIER), &f.ctx()).unwrap_err(),
+        GrantError::InvalidGrant("code")
+    );
+    assert_eq!(
+        authorization_code(&c, Some("hgc_unknown"), CB, Some(VERIFIER), &f.ctx()).unwrap_err(),
+        GrantError::InvalidGrant("code")
+    );
+    assert!(
+        authorization_code(&c, Some(&code), CB, Some(VERIFIER), &f.ctx()).is_ok(),
+        "failures did not consume the code"
+    );
+}
+
+#[test]
+fn clients_without_the_grant_type_are_unauthorized() {
+    let f = fixture();
+    assert_eq!(
+        authorization_code(&f.backend("j1", true), Some("x"), CB, None, &f.ctx()).unwrap_err(),
+        GrantError::UnauthorizedClient
+    );
+    assert_eq!(
+        client_credentials(&f.public("app", false), None, &f.ctx()).unwrap_err(),
+        GrantError::UnauthorizedClient
+    );
+}
+
+#[test]
+fn bound_client_gets_cnf_and_is_refused_without_a_certificate() {
+    let f = fixture();
+    let code = f.code("bound", "openid");
+    assert_eq!(
+        authorization_code(
+            &f.public("bound", false),
+            Some(&code),
+            CB,
+            Some(VERIFIER),
+            &f.ctx()
+        )
+        .unwrap_err(),
+        GrantError::InvalidRequest("a client certificate is required for bound tokens")
+    );
+    let r = authorization_code(
+        &f.public("bound", true),
+        Some(&code),
+        CB,
+        Some(VERIFIER),
+        &f.ctx(),
+    )
+    .unwrap();
+    assert!(
+        r.access_token.expose().split('.').count() == 3,
+        "wrapper format"
+    );
+    let v = AccessTokenValidator::new(ISS, RS)
+        .validate(
+            r.access_token.expose(),
+            &*f.issuer.keys().snapshot(),
+            &RevokedJtis::new(),
+            NOW,
+        )
+        .unwrap();
+    let ValidatedToken::Wrapper(w) = v else {
+        panic!("wrapper expected")
+    };
+    assert_eq!(w.cnf, Some(Confirmation::for_certificate(&f.cert).unwrap()));
+    assert!(w.check_binding(Some(&f.cert)).is_ok());
+}
+
+#[test]
+fn smart_backend_client_credentials_are_short_lived_system_scoped_and_bound() {
+    let f = fixture();
+    let r = client_credentials(
+        &f.backend("j2", true),
+        Some("system/Observation.rs"),
+        &f.ctx(),
+    )
+    .unwrap();
+    assert_eq!(r.expires_in, 300);
+    assert_eq!(r.scope, "system/Observation.rs");
+    assert!(r.refresh_token.is_none());
+    let all = client_credentials(&f.backend("j3", true), None, &f.ctx()).unwrap();
+    assert_eq!(
+        ScopeSet::parse(&all.scope).unwrap(),
+        ScopeSet::parse("system/Observation.rs system/Patient.r").unwrap()
+    );
+}
+
+#[test]
+fn client_credentials_refuse_wider_or_user_scopes_and_unbound_requests() {
+    let f = fixture();
+    for s in [
+        "system/Observation.cruds",
+        "system/*.rs",
+        "patient/Observation.rs",
+        "openid",
+    ] {
+        assert_eq!(
+            client_credentials(&f.backend(s, true), Some(s), &f.ctx()).unwrap_err(),
+            GrantError::InvalidScope,
+            "{s}"
+        );
+    }
+    assert!(matches!(
+        client_credentials(&f.backend("nocert", false), None, &f.ctx()).unwrap_err(),
+        GrantError::InvalidRequest(_)
+    ));
+}
