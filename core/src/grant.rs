@@ -268,3 +268,177 @@ pub fn authorization_code(
         access_token: t.token,
     })
 }
+
+fn family_revoked(ctx: &GrantContext<'_>, family: &str) -> Result<bool, GrantError> {
+    Ok(ctx
+        .store
+        .get(Namespace::RefreshFamily, family.as_bytes(), ctx.now)
+        .map_err(|_| GrantError::Unavailable)?
+        .is_some())
+}
+
+fn revoke_family(ctx: &GrantContext<'_>, family: &str) -> Result<(), GrantError> {
+    let until = UnixTime(ctx.now.secs() + 366 * 24 * 3600);
+    ctx.store
+        .put(
+            Namespace::RefreshFamily,
+            family.as_bytes(),
+            b"revoked",
+            until,
+        )
+        .map_err(|_| GrantError::Unavailable)
+}
+
+/// `grant_type=refresh_token` (RFC 6749 §6) under the client's [`RefreshPolicy`]:
+/// rotation with reuse detection for public clients, none (or a grace window) for
+/// sender-constrained confidential clients (FAPI 2.0 §5.3.2.1). Refused: another
+/// client's token (R1), a bound token without its certificate (R3), reuse of a
+/// superseded token — which revokes the family (R4) —, a wider scope (R6), an expired
+/// token or a revoked family.
+///
+/// [`RefreshPolicy`]: crate::token::RefreshPolicy
+pub fn refresh_token(
+    client: &AuthenticatedClient,
+    refresh_token: Option<&str>,
+    scope: Option<&str>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    use crate::token::{RefreshPlan, RefreshRecord, RefreshState, TokenError, TokenHash};
+    let md = client.client().metadata();
+    if !md.grant_types.contains(&GrantType::RefreshToken) {
+        return Err(GrantError::UnauthorizedClient);
+    }
+    let token = refresh_token.ok_or(GrantError::InvalidRequest("refresh_token missing"))?;
+    let key = TokenHash::of(token).0;
+    let bytes = ctx
+        .store
+        .get(Namespace::RefreshToken, &key, ctx.now)
+        .map_err(|_| GrantError::Unavailable)?
+        .ok_or(GrantError::InvalidGrant("unknown refresh token"))?;
+    let record = RefreshRecord::from_bytes(&bytes)
+        .map_err(|_| GrantError::InvalidGrant("unknown refresh token"))?;
+    if record.client_id != md.client_id {
+        return Err(GrantError::InvalidGrant("refresh token of another client"));
+    }
+    if family_revoked(ctx, &record.family_id)? {
+        return Err(GrantError::InvalidGrant("family revoked"));
+    }
+    if let Some(cnf) = &record.cnf {
+        let presented = client.certificate().map(Confirmation::from_thumbprint);
+        if presented.as_ref() != Some(cnf) {
+            return Err(GrantError::InvalidGrant(
+                "certificate does not match the refresh token",
+            ));
+        }
+    }
+    let policy = md.profile.policy();
+    let rotation = if md.token_endpoint_auth_method == crate::client::AuthMethod::None {
+        policy.public_refresh
+    } else {
+        policy.confidential_refresh
+    };
+    let plan = match rotation.plan(&record, &md.client_id, ctx.now) {
+        Ok(p) => p,
+        Err(TokenError::RefreshReuse) => {
+            revoke_family(ctx, &record.family_id)?;
+            return Err(GrantError::InvalidGrant("refresh token reuse"));
+        }
+        Err(_) => return Err(GrantError::InvalidGrant("refresh token")),
+    };
+    let granted = ScopeSet::parse(&record.scope).map_err(|_| GrantError::InvalidScope)?;
+    let scope = granted
+        .narrow(scope)
+        .map_err(|_| GrantError::InvalidScope)?
+        .to_string();
+
+    let next = match plan {
+        RefreshPlan::Keep => None,
+        RefreshPlan::Rotate { next_generation } | RefreshPlan::GraceRetry { next_generation } => {
+            if matches!(plan, RefreshPlan::Rotate { .. }) {
+                let mut superseded = record.clone();
+                superseded.state = RefreshState::Superseded { at: ctx.now.secs() };
+                let new_bytes = superseded.to_bytes().map_err(|_| GrantError::Unavailable)?;
+                match ctx
+                    .store
+                    .compare_and_swap(
+                        Namespace::RefreshToken,
+                        &key,
+                        &bytes,
+                        Some((&new_bytes, UnixTime(record.exp))),
+                        ctx.now,
+                    )
+                    .map_err(|_| GrantError::Unavailable)?
+                {
+                    crate::store::Swapped::Done => {}
+                    // R5: a parallel use won; this one is a reuse.
+                    crate::store::Swapped::Conflict => {
+                        return Err(GrantError::InvalidGrant("refresh token already used"))
+                    }
+                }
+            }
+            let remaining = u32::try_from(record.exp - ctx.now.secs())
+                .map_err(|_| GrantError::InvalidGrant("refresh token"))?;
+            let rt = ctx
+                .issuer
+                .issue_refresh_token(
+                    &RefreshTokenGrant {
+                        client_id: record.client_id.clone(),
+                        sub: record.sub.clone(),
+                        scope: record.scope.clone(),
+                        aud: record.aud.clone(),
+                        cnf: record.cnf.clone(),
+                        lifetime: remaining,
+                        family_id: Some(record.family_id.clone()),
+                        generation: next_generation,
+                        auth_time: record.auth_time.map(UnixTime),
+                        acr: record.acr.clone(),
+                        context: record.context.clone(),
+                    },
+                    ctx.now,
+                )
+                .map_err(|_| GrantError::Unavailable)?;
+            Some(rt)
+        }
+    };
+    let access = AccessTokenGrant {
+        client_id: md.client_id.clone(),
+        sub: record.sub.clone(),
+        pairwise_sub: None,
+        scope: scope.clone(),
+        aud: record.aud.clone(),
+        cnf: record.cnf.clone(),
+        lifetime: policy
+            .default_access_token_lifetime
+            .min(policy.max_access_token_lifetime),
+        format: md.access_token_format,
+        auth_time: record.auth_time.map(UnixTime),
+        acr: record.acr.clone(),
+        family_id: Some(record.family_id.clone()),
+        context: record.context.clone(),
+    };
+    let t = ctx
+        .issuer
+        .issue_access_token(&access, ctx.now)
+        .map_err(|_| GrantError::Unavailable)?;
+    store_access_token(ctx, &t)?;
+    if let Some(r) = &next {
+        let b = r.record.to_bytes().map_err(|_| GrantError::Unavailable)?;
+        ctx.store
+            .put(
+                Namespace::RefreshToken,
+                &r.hash.0,
+                &b,
+                UnixTime(r.record.exp),
+            )
+            .map_err(|_| GrantError::Unavailable)?;
+    }
+    Ok(TokenResponse {
+        token_type: "Bearer",
+        expires_in: t.expires_in,
+        scope,
+        refresh_token: next.map(|r| r.token),
+        context: record.context,
+        jti: t.jti.clone(),
+        access_token: t.token,
+    })
+}

@@ -34,12 +34,18 @@ struct F {
     store: MemoryStore,
     issuer: TokenIssuer,
     backend_key: SigningKey,
+    fapi_key: SigningKey,
     cert: Vec<u8>,
 }
 
 fn fixture() -> F {
     let backend_key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let fapi_key = SigningKey::generate(Algorithm::ES256).unwrap();
     let mut m = HashMap::new();
+    m.insert("fapi".to_owned(), client(json!({"client_id": "fapi", "profile": "fapi2-security",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [fapi_key.verifying_key().to_jwk()]}, "require_pushed_authorization_requests": true,
+        "tls_client_certificate_bound_access_tokens": true, "grant_types": ["authorization_code", "refresh_token"]})));
     m.insert(
         "app".to_owned(),
         client(json!({"client_id": "app", "profile": "smart",
@@ -66,6 +72,7 @@ fn fixture() -> F {
             )),
         ),
         backend_key,
+        fapi_key,
         cert: rcgen::generate_simple_self_signed(vec!["client.example".into()])
             .unwrap()
             .cert
@@ -102,7 +109,27 @@ impl F {
     }
 
     fn backend(&self, jti: &str, cert: bool) -> AuthenticatedClient {
-        let a = sign_jwt(&self.backend_key, None, json!({"iss": "backend", "sub": "backend", "aud": format!("{ISS}/token"), "exp": NOW.0 + 60, "jti": jti}).as_object().unwrap()).unwrap();
+        self.signed("backend", &self.backend_key, jti, cert)
+    }
+
+    fn fapi(&self, jti: &str, cert: bool) -> AuthenticatedClient {
+        self.signed("fapi", &self.fapi_key, jti, cert)
+    }
+
+    fn signed(&self, id: &str, key: &SigningKey, jti: &str, cert: bool) -> AuthenticatedClient {
+        let aud = if id == "fapi" {
+            ISS.to_owned()
+        } else {
+            format!("{ISS}/token")
+        };
+        let a = sign_jwt(
+            key,
+            None,
+            json!({"iss": id, "sub": id, "aud": aud, "exp": NOW.0 + 60, "jti": jti})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
         let creds = ClientCredentials {
             client_assertion_type: Some(JWT_BEARER_ASSERTION_TYPE),
             client_assertion: Some(&a),
@@ -113,6 +140,12 @@ impl F {
     }
 
     fn code(&self, id: &str, scope: &str) -> String {
+        self.code_for(&self.public(id, false), scope)
+    }
+
+    fn code_for(&self, who: &AuthenticatedClient, scope: &str) -> String {
+        let id = who.client_id().to_owned();
+        let id = id.as_str();
         let mut p = Params::new();
         for (k, v) in [
             ("response_type", "code"),
@@ -127,7 +160,7 @@ impl F {
             CodeChallenge::for_verifier(VERIFIER).as_str().into(),
         );
         let ru = push(
-            &self.public(id, false),
+            who,
             &p,
             &self.dir,
             &ParConfig {
@@ -375,5 +408,152 @@ fn client_credentials_refuse_wider_or_user_scopes_and_unbound_requests() {
     assert!(matches!(
         client_credentials(&f.backend("nocert", false), None, &f.ctx()).unwrap_err(),
         GrantError::InvalidRequest(_)
+    ));
+}
+
+fn refresh_of(r: &TokenResponse) -> String {
+    r.refresh_token.as_ref().unwrap().expose().to_owned()
+}
+
+#[test]
+fn public_client_refresh_rotates_and_reuse_revokes_the_family_r4() {
+    let f = fixture();
+    let code = f.code("app", "openid offline_access patient/Observation.rs");
+    let first = authorization_code(
+        &f.public("app", false),
+        Some(&code),
+        CB,
+        Some(VERIFIER),
+        &f.ctx(),
+    )
+    .unwrap();
+    let rt1 = refresh_of(&first);
+    let second = refresh_token(&f.public("app", false), Some(&rt1), None, &f.ctx()).unwrap();
+    let rt2 = refresh_of(&second);
+    assert_ne!(rt1, rt2, "rotated");
+    assert_eq!(
+        second.context["patient"], "123",
+        "launch context carried over"
+    );
+    // Reuse of the superseded token: refused, and the whole family with it.
+    assert_eq!(
+        refresh_token(&f.public("app", false), Some(&rt1), None, &f.ctx()).unwrap_err(),
+        GrantError::InvalidGrant("refresh token reuse")
+    );
+    assert_eq!(
+        refresh_token(&f.public("app", false), Some(&rt2), None, &f.ctx()).unwrap_err(),
+        GrantError::InvalidGrant("family revoked")
+    );
+}
+
+#[test]
+fn r5_parallel_uses_of_one_refresh_token_never_fork_the_family() {
+    let f = fixture();
+    let code = f.code("app", "openid offline_access");
+    let rt = refresh_of(
+        &authorization_code(
+            &f.public("app", false),
+            Some(&code),
+            CB,
+            Some(VERIFIER),
+            &f.ctx(),
+        )
+        .unwrap(),
+    );
+    let c = f.public("app", false);
+    let wins = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..16)
+            .map(|_| s.spawn(|| refresh_token(&c, Some(&rt), None, &f.ctx()).is_ok()))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|w| *w)
+            .count()
+    });
+    assert_eq!(wins, 1);
+}
+
+#[test]
+fn fapi_refresh_does_not_rotate_and_is_bound_to_the_certificate_r3() {
+    let f = fixture();
+    let code = f.code_for(&f.fapi("par", true), "openid offline_access");
+    let first = authorization_code(
+        &f.fapi("t1", true),
+        Some(&code),
+        CB,
+        Some(VERIFIER),
+        &f.ctx(),
+    )
+    .unwrap();
+    let rt = refresh_of(&first);
+    for i in 0..3 {
+        let r = refresh_token(&f.fapi(&format!("r{i}"), true), Some(&rt), None, &f.ctx()).unwrap();
+        assert!(
+            r.refresh_token.is_none(),
+            "FAPI 2.0: the same refresh token keeps working"
+        );
+    }
+    assert!(matches!(
+        refresh_token(&f.fapi("nocert", false), Some(&rt), None, &f.ctx()).unwrap_err(),
+        GrantError::InvalidGrant(_)
+    ));
+}
+
+#[test]
+fn r1_r6_refresh_of_another_client_or_with_wider_scope_is_refused() {
+    let f = fixture();
+    let code = f.code("app", "openid offline_access patient/Observation.rs");
+    let rt = refresh_of(
+        &authorization_code(
+            &f.public("app", false),
+            Some(&code),
+            CB,
+            Some(VERIFIER),
+            &f.ctx(),
+        )
+        .unwrap(),
+    );
+    let other = f.fapi("x", true);
+    let before = f.store.snapshot(NOW).unwrap();
+    assert!(matches!(
+        refresh_token(&other, Some(&rt), None, &f.ctx()).unwrap_err(),
+        GrantError::InvalidGrant(_)
+    ));
+    assert_eq!(
+        refresh_token(
+            &f.public("app", false),
+            Some(&rt),
+            Some("patient/Observation.cruds"),
+            &f.ctx()
+        )
+        .unwrap_err(),
+        GrantError::InvalidScope
+    );
+    assert_eq!(
+        f.store.snapshot(NOW).unwrap(),
+        before,
+        "refused refreshes changed nothing"
+    );
+    let narrowed = refresh_token(
+        &f.public("app", false),
+        Some(&rt),
+        Some("patient/Observation.r"),
+        &f.ctx(),
+    )
+    .unwrap();
+    assert_eq!(narrowed.scope, "patient/Observation.r");
+    assert_eq!(
+        refresh_token(&f.public("app", false), None, None, &f.ctx()).unwrap_err(),
+        GrantError::InvalidRequest("refresh_token missing")
+    );
+    assert!(matches!(
+        refresh_token(
+            &f.public("app", false),
+            Some("hgrt_unknown"),
+            None,
+            &f.ctx()
+        )
+        .unwrap_err(),
+        GrantError::InvalidGrant(_)
     ));
 }
