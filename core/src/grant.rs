@@ -176,17 +176,8 @@ pub fn authorization_code(
     ) {
         Ok(g) => g.record,
         Err(CodeError::Reused { grant_id }) => {
-            // A1: revoke the family of every token issued from this code. The marker
-            // outlives any token of the family (refresh lifetime is capped at a year).
-            let until = UnixTime(ctx.now.secs() + 366 * 24 * 3600);
-            ctx.store
-                .put(
-                    Namespace::RefreshFamily,
-                    grant_id.as_bytes(),
-                    b"revoked",
-                    until,
-                )
-                .map_err(|_| GrantError::Unavailable)?;
+            // A1: revoke the family of every token issued from this code.
+            revoke_family(ctx, &grant_id)?;
             return Err(GrantError::InvalidGrant("code reused"));
         }
         Err(CodeError::Unavailable) => return Err(GrantError::Unavailable),
@@ -277,6 +268,8 @@ fn family_revoked(ctx: &GrantContext<'_>, family: &str) -> Result<bool, GrantErr
         .is_some())
 }
 
+/// Mark a refresh family revoked. The marker outlives any token of the family (refresh
+/// lifetime is capped at a year).
 fn revoke_family(ctx: &GrantContext<'_>, family: &str) -> Result<(), GrantError> {
     let until = UnixTime(ctx.now.secs() + 366 * 24 * 3600);
     ctx.store

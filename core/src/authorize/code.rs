@@ -28,7 +28,6 @@ use crate::store::{Namespace, Store, Swapped};
 
 /// Lifetime of a JARM response JWT, seconds (node-oidc-provider uses 120; JARM ≤ 10 min).
 pub const JARM_LIFETIME: i64 = 120;
-const CODE_RECORD_VERSION: u8 = 1;
 
 /// What the user decided on the consent page.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,14 +81,11 @@ pub struct CodeRecord {
 
 impl CodeRecord {
     fn to_bytes(&self) -> Result<Vec<u8>, CodeError> {
-        cbor4ii::serde::to_vec(vec![CODE_RECORD_VERSION], self).map_err(|_| CodeError::Unavailable)
+        crate::token::record::encode(self).map_err(|_| CodeError::Unavailable)
     }
 
     fn from_bytes(b: &[u8]) -> Option<Self> {
-        match b.split_first() {
-            Some((&CODE_RECORD_VERSION, body)) => cbor4ii::serde::from_slice(body).ok(),
-            _ => None,
-        }
+        crate::token::record::decode(b).ok()
     }
 }
 

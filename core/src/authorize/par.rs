@@ -22,8 +22,8 @@ use super::redirect_uri::match_registered;
 use crate::client::{AuthenticatedClient, ClientDirectory};
 use crate::clock::UnixTime;
 use crate::jose::{
-    b64, check_typ, parse_compact, validate_claims, Algorithm, AlgorithmSet, AudienceRule, Claims,
-    TypRule, Validation, REQUEST_OBJECT_MAX_LEN,
+    b64, check_typ, parse_compact, validate_claims, AudienceRule, Claims, TypRule, Validation,
+    REQUEST_OBJECT_MAX_LEN,
 };
 use crate::scope::ScopeSet;
 use crate::store::{Namespace, Store};
@@ -40,8 +40,6 @@ pub const DEFAULT_PAR_LIFETIME: u32 = 60;
 pub const MAX_STATE_LEN: usize = 4096;
 /// Longest `nonce` accepted.
 pub const MAX_NONCE_LEN: usize = 512;
-/// Record format version.
-const PAR_RECORD_VERSION: u8 = 1;
 
 /// Why a pushed request was refused, by RFC error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,15 +139,12 @@ pub struct AuthorizationRequest {
 impl AuthorizationRequest {
     /// Encode for the store (version byte + CBOR).
     pub fn to_bytes(&self) -> Result<Vec<u8>, ParError> {
-        cbor4ii::serde::to_vec(vec![PAR_RECORD_VERSION], self).map_err(|_| ParError::Unavailable)
+        crate::token::record::encode(self).map_err(|_| ParError::Unavailable)
     }
 
     /// Decode a stored record; anything else is "missing" (S12).
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        match b.split_first() {
-            Some((&PAR_RECORD_VERSION, body)) => cbor4ii::serde::from_slice(body).ok(),
-            _ => None,
-        }
+        crate::token::record::decode(b).ok()
     }
 }
 
@@ -191,15 +186,7 @@ fn request_object_params(
     use ParError::InvalidRequestObject as Bad;
     let md = client.client().metadata();
     let policy = md.profile.policy();
-    let algorithms = match md
-        .request_object_signing_alg
-        .as_deref()
-        .map(Algorithm::from_name)
-    {
-        None => policy.algorithms,
-        Some(Ok(a)) if policy.algorithms.contains(a) => AlgorithmSet::of(&[a]),
-        Some(_) => AlgorithmSet::NONE,
-    };
+    let algorithms = md.algorithms_for(md.request_object_signing_alg.as_deref());
     let jws = parse_compact(token, REQUEST_OBJECT_MAX_LEN).map_err(|_| Bad("malformed"))?;
     let typ = TypRule::OptionalOneOf(&["oauth-authz-req+jwt", "JWT"]);
     check_typ(jws.header(), typ).map_err(|_| Bad("typ"))?;
@@ -348,9 +335,7 @@ pub fn push(
     for name in ["resource", "aud"] {
         if let Some(v) = param(&params, name) {
             for r in v.split(' ') {
-                let ok = url::Url::parse(r)
-                    .is_ok_and(|u| u.scheme() == "https" && u.fragment().is_none());
-                if !ok {
+                if !crate::client::https_url(r) {
                     return Err(Bad("resource"));
                 }
                 resource.push(r.to_owned());

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::metadata::{AuthMethod, ValidatedClient};
 use crate::clock::UnixTime;
 use crate::jose::{
-    parse_compact, validate_claims, AlgorithmSet, AudienceRule, JwkSet, TypRule, Validation,
+    parse_compact, validate_claims, AudienceRule, JwkSet, TypRule, Validation,
     ACCESS_TOKEN_MAX_LEN, DEFAULT_LEEWAY,
 };
 use crate::mtls::{match_self_signed_jwks, match_tls_client_auth, thumbprint, X5tS256};
@@ -207,13 +207,7 @@ fn private_key_jwt(
     }
     let policy = md.profile.policy();
     // The registered assertion algorithm, if any, narrows the profile's set.
-    let algorithms = match md.token_endpoint_auth_signing_alg.as_deref() {
-        None => policy.algorithms,
-        Some(name) => match crate::jose::Algorithm::from_name(name) {
-            Ok(a) if policy.algorithms.contains(a) => AlgorithmSet::of(&[a]),
-            _ => AlgorithmSet::NONE,
-        },
-    };
+    let algorithms = md.algorithms_for(md.token_endpoint_auth_signing_alg.as_deref());
     let keys = directory.keys(&client).ok_or(invalid("no keys"))?;
     let verified = jws
         .verify(&*keys, algorithms)

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::authorize::redirect_uri::{
     validate_for_registration, PrivateUseSchemes, RedirectUriError, MAX_REDIRECT_URIS,
 };
-use crate::jose::{Algorithm, JwkSet, JwkSetOptions, KeyError};
+use crate::jose::{Algorithm, AlgorithmSet, JwkSet, JwkSetOptions, KeyError};
 use crate::mtls::TlsClientAuthRule;
 use crate::profile::Profile;
 use crate::scope::ScopeSet;
@@ -203,7 +203,22 @@ fn alg_allowed(
     }
 }
 
-fn https_url(u: &str) -> bool {
+impl ClientMetadata {
+    /// The algorithms accepted from this client for a JWT whose algorithm it registered
+    /// as `registered` (assertion, request object...): the profile's set, narrowed to the
+    /// registered one; a registered algorithm outside the profile allows nothing.
+    pub fn algorithms_for(&self, registered: Option<&str>) -> AlgorithmSet {
+        let allowed = self.profile.policy().algorithms;
+        match registered.map(Algorithm::from_name) {
+            None => allowed,
+            Some(Ok(a)) if allowed.contains(a) => AlgorithmSet::of(&[a]),
+            Some(_) => AlgorithmSet::NONE,
+        }
+    }
+}
+
+/// An absolute `https` URL with a host and no fragment.
+pub(crate) fn https_url(u: &str) -> bool {
     url::Url::parse(u)
         .is_ok_and(|p| p.scheme() == "https" && p.host_str().is_some() && p.fragment().is_none())
 }

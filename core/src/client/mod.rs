@@ -9,6 +9,7 @@ pub use auth::{
     Endpoints, JWT_BEARER_ASSERTION_TYPE, MAX_JTI_LEN,
 };
 
+pub(crate) use metadata::https_url;
 pub use metadata::{
     AuthMethod, ClientMetadata, DeliveryMode, GrantType, MetadataError, ValidatedClient,
 };

@@ -18,7 +18,7 @@
 //! can have several valid spellings, J16), or put a secret in a `Debug` output.
 
 mod issue;
-mod record;
+pub(crate) mod record;
 mod refresh;
 mod validate;
 

@@ -190,11 +190,11 @@ impl RefreshRecord {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, TokenError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, TokenError> {
     cbor4ii::serde::to_vec(vec![RECORD_VERSION], value).map_err(|_| TokenError::CorruptRecord)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TokenError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TokenError> {
     if bytes.len() > MAX_RECORD_LEN {
         return Err(TokenError::CorruptRecord);
     }

@@ -11,7 +11,6 @@
 //! Revocation is looked up by (iss, jti), never by the token string (J16, J32).
 
 use dashmap::DashMap;
-use ring::digest;
 
 use super::record::{RecordKind, TokenRecord};
 use super::{
@@ -48,13 +47,7 @@ pub struct RevokedJtis {
 }
 
 fn revocation_key(iss: &str, jti: &str) -> [u8; 32] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(&(iss.len() as u64).to_be_bytes());
-    ctx.update(iss.as_bytes());
-    ctx.update(jti.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    *crate::introspect::CacheKey::for_jti(iss, jti).as_bytes()
 }
 
 impl RevokedJtis {
