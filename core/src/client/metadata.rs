@@ -56,6 +56,18 @@ pub enum DeliveryMode {
     Push,
 }
 
+/// OpenID Connect `subject_type` (OIDC Core §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectType {
+    /// The same `sub` for every client.
+    #[default]
+    Public,
+    /// A different `sub` per sector (the host of the client's redirect URIs), so that
+    /// clients of different sectors cannot correlate a patient (OIDC Core §8.1).
+    Pairwise,
+}
+
 /// Registered client metadata. Unknown members are refused at parse time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +145,22 @@ pub struct ClientMetadata {
     /// CIBA `user_code` support.
     #[serde(default)]
     pub backchannel_user_code_parameter: bool,
+    /// OIDC `subject_type`: `public` (default) or `pairwise`.
+    #[serde(default)]
+    pub subject_type: SubjectType,
+    /// Algorithm of the ID tokens for this client (OIDC Registration §2); the AS signs
+    /// with its active key, so it must be that key's algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<String>,
+    /// RFC 9701 §6: answer this client's introspection requests with a signed JWT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_signed_response_alg: Option<String>,
+    /// heartgate extension: the resource-server identifiers (RFC 8707 resource values,
+    /// as they appear in tokens' `aud`) this client serves. A resource server may
+    /// introspect a token only when the token's `aud` names one of these or the
+    /// client's own `client_id` (RFC 7662 §4, THREATS I2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 fn default_grants() -> Vec<GrantType> {
@@ -214,6 +242,25 @@ impl ClientMetadata {
             Some(Ok(a)) if allowed.contains(a) => AlgorithmSet::of(&[a]),
             Some(_) => AlgorithmSet::NONE,
         }
+    }
+}
+
+impl ClientMetadata {
+    /// The pairwise sector of this client (OIDC Core §8.1): the one host shared by all
+    /// its redirect URIs; `None` without redirect URIs or with several hosts.
+    pub fn sector_identifier(&self) -> Option<String> {
+        let mut hosts = self.redirect_uris.iter().map(|u| {
+            url::Url::parse(u)
+                .ok()
+                .and_then(|p| p.host_str().map(str::to_owned))
+        });
+        let first = hosts.next()??;
+        for h in hosts {
+            if h.as_deref() != Some(first.as_str()) {
+                return None;
+            }
+        }
+        Some(first)
     }
 }
 
@@ -302,6 +349,19 @@ impl ClientMetadata {
             &self.backchannel_authentication_request_signing_alg,
             "backchannel_authentication_request_signing_alg",
         )?;
+        alg_allowed(
+            profile,
+            &self.id_token_signed_response_alg,
+            "id_token_signed_response_alg",
+        )?;
+        alg_allowed(
+            profile,
+            &self.introspection_signed_response_alg,
+            "introspection_signed_response_alg",
+        )?;
+        if self.resources.len() > 16 || self.resources.iter().any(|r| !https_url(r)) {
+            return Err(Bad("resources"));
+        }
 
         // The method's own requirements.
         let san = [
@@ -434,6 +494,11 @@ impl ClientMetadata {
         }
         if let Some(s) = &self.scope {
             ScopeSet::parse(s).map_err(|_| Bad("scope"))?;
+        }
+        // OIDC Core §8.1: without a sector_identifier_uri (which heartgate does not
+        // fetch), the sector is the host of the redirect URIs, so they must share one.
+        if self.subject_type == SubjectType::Pairwise && self.sector_identifier().is_none() {
+            return Err(Bad("pairwise subject_type needs redirect_uris on one host"));
         }
         if self.client_name.as_ref().is_some_and(|n| n.len() > 256) {
             return Err(Bad("client_name"));
@@ -719,5 +784,50 @@ mod tests {
             "backchannel_token_delivery_mode",
             json!("push"),
         ));
+    }
+
+    #[test]
+    fn pairwise_subject_needs_one_redirect_host_oidc_core_8_1() {
+        let one = with(fapi(), "subject_type", json!("pairwise"));
+        let c = check(one.clone()).unwrap();
+        assert_eq!(
+            c.metadata().sector_identifier().as_deref(),
+            Some("app.example.com")
+        );
+        bad(with(
+            one,
+            "redirect_uris",
+            json!(["https://app.example.com/cb", "https://other.example.net/cb"]),
+        ));
+        bad(with(fapi(), "subject_type", json!("secret")));
+    }
+
+    #[test]
+    fn signed_response_algorithms_follow_the_profile() {
+        assert!(check(with(
+            fapi(),
+            "introspection_signed_response_alg",
+            json!("ES256")
+        ))
+        .is_ok());
+        bad(with(
+            fapi(),
+            "introspection_signed_response_alg",
+            json!("RS256"),
+        ));
+        bad(with(fapi(), "id_token_signed_response_alg", json!("none")));
+        bad(with(fapi(), "id_token_signed_response_alg", json!("HS256")));
+    }
+
+    #[test]
+    fn i2_resources_must_be_https_identifiers() {
+        assert!(check(with(
+            fapi(),
+            "resources",
+            json!(["https://fhir.example/r4"])
+        ))
+        .is_ok());
+        bad(with(fapi(), "resources", json!(["http://fhir.example/r4"])));
+        bad(with(fapi(), "resources", json!(["fhir"])));
     }
 }

@@ -11,5 +11,6 @@ pub use auth::{
 
 pub(crate) use metadata::https_url;
 pub use metadata::{
-    AuthMethod, ClientMetadata, DeliveryMode, GrantType, MetadataError, ValidatedClient,
+    AuthMethod, ClientMetadata, DeliveryMode, GrantType, MetadataError, SubjectType,
+    ValidatedClient,
 };
