@@ -130,6 +130,14 @@ pub trait AuditSink: Send + Sync {
     fn record(&self, event: AuditEvent);
 }
 
+/// A sink that drops every event (for callers that audit elsewhere, and tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAudit;
+
+impl AuditSink for NoAudit {
+    fn record(&self, _event: AuditEvent) {}
+}
+
 /// A sink that keeps events in memory, for tests.
 #[derive(Debug, Default)]
 pub struct MemoryAuditSink {

@@ -10,14 +10,16 @@
 
 use serde_json::Map;
 
+use crate::audit::{AuditEvent, AuditSink, EventKind, NoAudit, Outcome};
 use crate::authorize::code::{redeem, CodeError};
 use crate::client::{AuthenticatedClient, GrantType};
 use crate::clock::UnixTime;
 use crate::mtls::Confirmation;
+use crate::oidc::{issue_id_token, IdTokenInput, PairwiseSubjects};
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{Namespace, Store};
 use crate::token::{
-    AccessTokenGrant, IssuedAccessToken, RefreshTokenGrant, SecretToken, TokenIssuer,
+    AccessTokenGrant, IssuedAccessToken, RefreshPolicy, RefreshTokenGrant, SecretToken, TokenIssuer,
 };
 
 /// Why a grant was refused, by RFC 6749 §5.2 error code.
@@ -41,6 +43,19 @@ pub enum GrantError {
     Unavailable,
 }
 
+impl GrantError {
+    /// The RFC 6749 §5.2 error code (`temporarily_unavailable` for 503).
+    pub fn code(&self) -> &'static str {
+        match self {
+            GrantError::InvalidRequest(_) => "invalid_request",
+            GrantError::InvalidGrant(_) => "invalid_grant",
+            GrantError::UnauthorizedClient => "unauthorized_client",
+            GrantError::InvalidScope => "invalid_scope",
+            GrantError::Unavailable => "temporarily_unavailable",
+        }
+    }
+}
+
 /// A successful token response (RFC 6749 §5.1, SMART launch context).
 #[derive(Debug)]
 pub struct TokenResponse {
@@ -56,6 +71,8 @@ pub struct TokenResponse {
     pub refresh_token: Option<SecretToken>,
     /// SMART launch context for the response (`patient`, `encounter`...).
     pub context: Map<String, serde_json::Value>,
+    /// The OpenID Connect ID token, for authorization-code grants with `openid`.
+    pub id_token: Option<String>,
     /// The issued access token's id.
     pub jti: String,
 }
@@ -70,6 +87,52 @@ pub struct GrantContext<'a> {
     pub default_audience: &'a str,
     /// The time.
     pub now: UnixTime,
+    /// Where each grant's decision is recorded.
+    pub audit: &'a dyn AuditSink,
+    /// The secret behind pairwise subjects (and the audit's subject pseudonyms).
+    pub pairwise: Option<&'a PairwiseSubjects>,
+    /// The operator's refresh policy for confidential clients, overriding the profile's
+    /// (FAPI 2.0 §5.3.2.1 item 8 allows no rotation or rotation with a grace window).
+    pub confidential_refresh: Option<RefreshPolicy>,
+}
+
+impl<'a> GrantContext<'a> {
+    /// A context with no audit sink, no pairwise secret and the profiles' refresh policies.
+    pub fn new(
+        issuer: &'a TokenIssuer,
+        store: &'a dyn Store,
+        default_audience: &'a str,
+        now: UnixTime,
+    ) -> Self {
+        GrantContext {
+            issuer,
+            store,
+            default_audience,
+            now,
+            audit: &NoAudit,
+            pairwise: None,
+            confidential_refresh: None,
+        }
+    }
+
+    fn record(
+        &self,
+        kind: EventKind,
+        client: &AuthenticatedClient,
+        result: &Result<TokenResponse, GrantError>,
+    ) {
+        let mut e = match result {
+            Ok(r) => AuditEvent::new(self.now, kind, Outcome::Success, "issued")
+                .scope(r.scope.clone())
+                .token_ref(r.jti.clone()),
+            Err(e) => AuditEvent::new(self.now, kind, Outcome::Failure, e.code()),
+        }
+        .client(client.client_id());
+        if let Some(t) = client.certificate() {
+            e = e.cert(Confirmation::from_thumbprint(t).x5t_s256);
+        }
+        self.audit.record(e);
+    }
 }
 
 fn binding(client: &AuthenticatedClient) -> Result<Option<Confirmation>, GrantError> {
@@ -100,6 +163,16 @@ fn store_access_token(ctx: &GrantContext<'_>, t: &IssuedAccessToken) -> Result<(
 
 /// `grant_type=client_credentials` (SMART Backend Services: `system/` scopes, ≤ 300 s).
 pub fn client_credentials(
+    client: &AuthenticatedClient,
+    scope: Option<&str>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let r = client_credentials_inner(client, scope, ctx);
+    ctx.record(EventKind::TokenIssued, client, &r);
+    r
+}
+
+fn client_credentials_inner(
     client: &AuthenticatedClient,
     scope: Option<&str>,
     ctx: &GrantContext<'_>,
@@ -147,6 +220,7 @@ pub fn client_credentials(
         scope: grant.scope,
         refresh_token: None,
         context: Map::new(),
+        id_token: None,
         jti: t.jti.clone(),
         access_token: t.token,
     })
@@ -154,6 +228,18 @@ pub fn client_credentials(
 
 /// `grant_type=authorization_code` (RFC 6749 §4.1.3 with PKCE, RFC 7636 §4.6).
 pub fn authorization_code(
+    client: &AuthenticatedClient,
+    code: Option<&str>,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let r = authorization_code_inner(client, code, redirect_uri, code_verifier, ctx);
+    ctx.record(EventKind::CodeRedeemed, client, &r);
+    r
+}
+
+fn authorization_code_inner(
     client: &AuthenticatedClient,
     code: Option<&str>,
     redirect_uri: Option<&str>,
@@ -190,10 +276,16 @@ pub fn authorization_code(
     } else {
         grant.request.resource.clone()
     };
+    // The `sub` this client sees: pairwise for pairwise clients (OIDC Core §8.1). A
+    // wrapper token shows it; a JWT access token carries the local subject for the
+    // resource server.
+    let visible_sub = PairwiseSubjects::for_client(ctx.pairwise, md, &grant.subject)
+        .map_err(|_| GrantError::Unavailable)?;
+    let pairwise_sub = (visible_sub != grant.subject).then(|| visible_sub.clone());
     let access = AccessTokenGrant {
         client_id: md.client_id.clone(),
         sub: grant.subject.clone(),
-        pairwise_sub: None,
+        pairwise_sub,
         scope: grant.scope.clone(),
         aud: aud.clone(),
         cnf: cnf.clone(),
@@ -237,6 +329,26 @@ pub fn authorization_code(
         }
         _ => None,
     };
+    let id_token = if scope.contains(&Scope::OpenId) {
+        let fhir_user = if scope.contains(&Scope::FhirUser) {
+            grant.context.get("fhirUser").and_then(|v| v.as_str())
+        } else {
+            None
+        };
+        let input = IdTokenInput {
+            sub: &visible_sub,
+            auth_time: UnixTime(grant.auth_time),
+            nonce: grant.request.nonce.as_deref(),
+            acr: grant.acr.as_deref(),
+            fhir_user,
+        };
+        Some(
+            issue_id_token(ctx.issuer.issuer(), ctx.issuer.keys(), md, &input, ctx.now)
+                .map_err(|_| GrantError::Unavailable)?,
+        )
+    } else {
+        None
+    };
     store_access_token(ctx, &t)?;
     if let Some(r) = &refresh {
         let bytes = r.record.to_bytes().map_err(|_| GrantError::Unavailable)?;
@@ -255,6 +367,7 @@ pub fn authorization_code(
         scope: grant.scope,
         refresh_token: refresh.map(|r| r.token),
         context: grant.context,
+        id_token,
         jti: t.jti.clone(),
         access_token: t.token,
     })
@@ -296,6 +409,17 @@ pub fn refresh_token(
     scope: Option<&str>,
     ctx: &GrantContext<'_>,
 ) -> Result<TokenResponse, GrantError> {
+    let r = refresh_token_inner(client, refresh_token, scope, ctx);
+    ctx.record(EventKind::Refresh, client, &r);
+    r
+}
+
+fn refresh_token_inner(
+    client: &AuthenticatedClient,
+    refresh_token: Option<&str>,
+    scope: Option<&str>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
     use crate::token::{RefreshPlan, RefreshRecord, RefreshState, TokenError, TokenHash};
     let md = client.client().metadata();
     if !md.grant_types.contains(&GrantType::RefreshToken) {
@@ -328,7 +452,8 @@ pub fn refresh_token(
     let rotation = if md.token_endpoint_auth_method == crate::client::AuthMethod::None {
         policy.public_refresh
     } else {
-        policy.confidential_refresh
+        ctx.confidential_refresh
+            .unwrap_or(policy.confidential_refresh)
     };
     let plan = match rotation.plan(&record, &md.client_id, ctx.now) {
         Ok(p) => p,
@@ -344,31 +469,33 @@ pub fn refresh_token(
         .map_err(|_| GrantError::InvalidScope)?
         .to_string();
 
+    // On a grace retry the successor issued before must still be unused: a client that
+    // received it and used it has no reason to come back with its parent (R4).
+    let lost_successor = match (&plan, record.state) {
+        (RefreshPlan::GraceRetry { .. }, RefreshState::Superseded { successor, .. }) => {
+            if let Some(h) = successor {
+                let used = match ctx
+                    .store
+                    .get(Namespace::RefreshToken, &h.0, ctx.now)
+                    .map_err(|_| GrantError::Unavailable)?
+                {
+                    Some(b) => RefreshRecord::from_bytes(&b)
+                        .map(|s| s.state != RefreshState::Active)
+                        .unwrap_or(true),
+                    None => false,
+                };
+                if used {
+                    revoke_family(ctx, &record.family_id)?;
+                    return Err(GrantError::InvalidGrant("refresh token reuse"));
+                }
+            }
+            successor
+        }
+        _ => None,
+    };
     let next = match plan {
         RefreshPlan::Keep => None,
         RefreshPlan::Rotate { next_generation } | RefreshPlan::GraceRetry { next_generation } => {
-            if matches!(plan, RefreshPlan::Rotate { .. }) {
-                let mut superseded = record.clone();
-                superseded.state = RefreshState::Superseded { at: ctx.now.secs() };
-                let new_bytes = superseded.to_bytes().map_err(|_| GrantError::Unavailable)?;
-                match ctx
-                    .store
-                    .compare_and_swap(
-                        Namespace::RefreshToken,
-                        &key,
-                        &bytes,
-                        Some((&new_bytes, UnixTime(record.exp))),
-                        ctx.now,
-                    )
-                    .map_err(|_| GrantError::Unavailable)?
-                {
-                    crate::store::Swapped::Done => {}
-                    // R5: a parallel use won; this one is a reuse.
-                    crate::store::Swapped::Conflict => {
-                        return Err(GrantError::InvalidGrant("refresh token already used"))
-                    }
-                }
-            }
             let remaining = u32::try_from(record.exp - ctx.now.secs())
                 .map_err(|_| GrantError::InvalidGrant("refresh token"))?;
             let rt = ctx
@@ -413,6 +540,9 @@ pub fn refresh_token(
         .issuer
         .issue_access_token(&access, ctx.now)
         .map_err(|_| GrantError::Unavailable)?;
+    // Everything new is written first; superseding the presented token is the last,
+    // atomic step. A failure before it leaves the presented token as it was (the client
+    // can retry); a lost race removes what this request wrote (R5).
     store_access_token(ctx, &t)?;
     if let Some(r) = &next {
         let b = r.record.to_bytes().map_err(|_| GrantError::Unavailable)?;
@@ -424,6 +554,44 @@ pub fn refresh_token(
                 UnixTime(r.record.exp),
             )
             .map_err(|_| GrantError::Unavailable)?;
+        if let Some(lost) = lost_successor {
+            // The successor whose response was lost is replaced, never kept alongside
+            // (deleted before the swap: a failure later cannot leave two live tokens).
+            ctx.store
+                .delete(Namespace::RefreshToken, &lost.0)
+                .map_err(|_| GrantError::Unavailable)?;
+        }
+        let at = match record.state {
+            RefreshState::Superseded { at, .. } => at,
+            RefreshState::Active => ctx.now.secs(),
+        };
+        let mut superseded = record.clone();
+        superseded.state = RefreshState::Superseded {
+            at,
+            successor: Some(r.hash),
+        };
+        let new_bytes = superseded.to_bytes().map_err(|_| GrantError::Unavailable)?;
+        let swapped = ctx.store.compare_and_swap(
+            Namespace::RefreshToken,
+            &key,
+            &bytes,
+            Some((&new_bytes, UnixTime(record.exp))),
+            ctx.now,
+        );
+        match swapped {
+            Ok(crate::store::Swapped::Done) => {}
+            other => {
+                let _ = ctx.store.delete(Namespace::RefreshToken, &r.hash.0);
+                let _ = ctx
+                    .store
+                    .delete(Namespace::AccessToken, &t.record_key.store_key());
+                return Err(match other {
+                    // R5: a parallel use won; this one is a reuse.
+                    Ok(_) => GrantError::InvalidGrant("refresh token already used"),
+                    Err(_) => GrantError::Unavailable,
+                });
+            }
+        }
     }
     Ok(TokenResponse {
         token_type: "Bearer",
@@ -431,6 +599,7 @@ pub fn refresh_token(
         scope,
         refresh_token: next.map(|r| r.token),
         context: record.context,
+        id_token: None,
         jti: t.jti.clone(),
         access_token: t.token,
     })

@@ -17,6 +17,7 @@ pub mod grant;
 pub mod introspect;
 pub mod jose;
 pub mod mtls;
+pub mod oidc;
 pub mod profile;
 pub mod scope;
 pub mod store;

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{client, Dir};
+use common::{client, Dir, FlakyStore};
 use heartgate_core::authorize::code::{complete, Approval};
 use heartgate_core::authorize::par::{push, ParConfig, Params};
 use heartgate_core::authorize::pkce::CodeChallenge;
@@ -18,9 +18,9 @@ use heartgate_core::jose::{sign_jwt, Algorithm, KeyRing, SigningKey};
 use heartgate_core::mtls::Confirmation;
 use heartgate_core::profile::Profile;
 use heartgate_core::scope::ScopeSet;
-use heartgate_core::store::{MemoryStore, Namespace, Store};
+use heartgate_core::store::{Namespace, Store};
 use heartgate_core::token::{
-    AccessTokenValidator, RevokedJtis, TokenIssuer, TokenRecord, ValidatedToken,
+    AccessTokenValidator, RefreshPolicy, RevokedJtis, TokenIssuer, TokenRecord, ValidatedToken,
 };
 use serde_json::{json, Map};
 
@@ -31,7 +31,7 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 struct F {
     dir: Dir,
-    store: MemoryStore,
+    store: FlakyStore,
     issuer: TokenIssuer,
     backend_key: SigningKey,
     fapi_key: SigningKey,
@@ -58,13 +58,21 @@ fn fixture() -> F {
         "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none",
         "tls_client_certificate_bound_access_tokens": true, "access_token_format": "wrapper"})),
     );
+    m.insert(
+        "pw".to_owned(),
+        client(
+            json!({"client_id": "pw", "profile": "smart", "subject_type": "pairwise",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "none",
+        "access_token_format": "wrapper"}),
+        ),
+    );
     m.insert("backend".to_owned(), client(json!({"client_id": "backend", "profile": "smart-backend",
         "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
         "jwks": {"keys": [backend_key.verifying_key().to_jwk()]}, "scope": "system/Observation.rs system/Patient.r",
         "tls_client_certificate_bound_access_tokens": true})));
     F {
         dir: Dir(m),
-        store: MemoryStore::new(),
+        store: FlakyStore::default(),
         issuer: TokenIssuer::new(
             ISS,
             Arc::new(KeyRing::new(
@@ -83,12 +91,7 @@ fn fixture() -> F {
 
 impl F {
     fn ctx(&self) -> GrantContext<'_> {
-        GrantContext {
-            issuer: &self.issuer,
-            store: &self.store,
-            default_audience: RS,
-            now: NOW,
-        }
+        GrantContext::new(&self.issuer, &self.store, RS, NOW)
     }
 
     fn endpoints() -> Endpoints {
@@ -144,6 +147,10 @@ impl F {
     }
 
     fn code_for(&self, who: &AuthenticatedClient, scope: &str) -> String {
+        self.code_with(who, scope, None)
+    }
+
+    fn code_with(&self, who: &AuthenticatedClient, scope: &str, nonce: Option<&str>) -> String {
         let id = who.client_id().to_owned();
         let id = id.as_str();
         let mut p = Params::new();
@@ -159,6 +166,9 @@ impl F {
             "code_challenge".into(),
             CodeChallenge::for_verifier(VERIFIER).as_str().into(),
         );
+        if let Some(n) = nonce {
+            p.insert("nonce".into(), n.into());
+        }
         let ru = push(
             who,
             &p,
@@ -174,6 +184,7 @@ impl F {
         .request_uri;
         let mut context = Map::new();
         context.insert("patient".into(), json!("123"));
+        context.insert("fhirUser".into(), json!("Practitioner/7"));
         let approval = Approval {
             subject: "user-1".into(),
             auth_time: NOW,
@@ -556,4 +567,207 @@ fn r1_r6_refresh_of_another_client_or_with_wider_scope_is_refused() {
         .unwrap_err(),
         GrantError::InvalidGrant(_)
     ));
+}
+
+fn id_token_claims(f: &F, jwt: &str, aud: &str) -> heartgate_core::jose::Claims {
+    use heartgate_core::jose::{verify_jwt, AlgorithmSet, AudienceRule, TypRule, Validation};
+    let v = Validation::new(
+        AlgorithmSet::ALL,
+        TypRule::OptionalOneOf(&["JWT"]),
+        AudienceRule::ExactString(aud.into()),
+    )
+    .issuer(ISS);
+    verify_jwt(jwt, &*f.issuer.keys().snapshot(), &v, NOW)
+        .unwrap()
+        .into_inner()
+}
+
+#[test]
+fn openid_code_grant_returns_an_id_token_with_nonce_auth_time_and_fhir_user() {
+    let f = fixture();
+    let app = f.public("app", false);
+    let code = f.code_with(&app, "openid fhirUser patient/Observation.rs", Some("n-42"));
+    let r = authorization_code(&app, Some(&code), CB, Some(VERIFIER), &f.ctx()).unwrap();
+    let c = id_token_claims(&f, r.id_token.as_deref().unwrap(), "app");
+    assert_eq!(c.get("sub"), Some(&json!("user-1")));
+    assert_eq!(c.get("nonce"), Some(&json!("n-42")));
+    assert_eq!(c.get("auth_time"), Some(&json!(NOW.0)));
+    assert_eq!(c.get("fhirUser"), Some(&json!("Practitioner/7")));
+    assert_eq!(c.get("exp"), Some(&json!(NOW.0 + 300)), "iGov: ≤ 5 minutes");
+
+    // Without `fhirUser` granted, no fhirUser claim; without `openid`, no ID token.
+    let code = f.code_with(&app, "openid patient/Observation.rs", None);
+    let r = authorization_code(&app, Some(&code), CB, Some(VERIFIER), &f.ctx()).unwrap();
+    let c = id_token_claims(&f, r.id_token.as_deref().unwrap(), "app");
+    assert_eq!(c.get("fhirUser"), None);
+    assert_eq!(c.get("nonce"), None);
+    let code = f.code_with(&app, "patient/Observation.rs", None);
+    let r = authorization_code(&app, Some(&code), CB, Some(VERIFIER), &f.ctx()).unwrap();
+    assert!(r.id_token.is_none());
+}
+
+#[test]
+fn pairwise_client_sees_a_pseudonym_in_id_token_and_wrapper_token() {
+    use heartgate_core::oidc::PairwiseSubjects;
+    let f = fixture();
+    let pw = f.public("pw", false);
+    let secret = PairwiseSubjects::new(&[9u8; 32]).unwrap();
+    let mut ctx = f.ctx();
+    ctx.pairwise = Some(&secret);
+    let code = f.code_with(&pw, "openid patient/Observation.rs", None);
+    let r = authorization_code(&pw, Some(&code), CB, Some(VERIFIER), &ctx).unwrap();
+    let expected = secret.subject("app.example", "user-1");
+    let c = id_token_claims(&f, r.id_token.as_deref().unwrap(), "pw");
+    assert_eq!(c.get("sub"), Some(&json!(expected)));
+    let v = AccessTokenValidator::new(ISS, RS)
+        .validate(
+            r.access_token.expose(),
+            &*f.issuer.keys().snapshot(),
+            &RevokedJtis::new(),
+            NOW,
+        )
+        .unwrap();
+    let ValidatedToken::Wrapper(w) = v else {
+        panic!("wrapper expected")
+    };
+    assert_eq!(w.sub.as_deref(), Some(expected.as_str()));
+
+    // A pairwise client with no pairwise secret configured gets nothing (503), never
+    // the local subject.
+    let code = f.code_with(&pw, "openid patient/Observation.rs", None);
+    assert_eq!(
+        authorization_code(&pw, Some(&code), CB, Some(VERIFIER), &f.ctx()).unwrap_err(),
+        GrantError::Unavailable
+    );
+}
+
+fn fapi_refresh(f: &F) -> String {
+    let code = f.code_for(&f.fapi("par", true), "openid offline_access");
+    refresh_of(
+        &authorization_code(
+            &f.fapi("t1", true),
+            Some(&code),
+            CB,
+            Some(VERIFIER),
+            &f.ctx(),
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn r4_grace_retry_replaces_the_lost_successor_instead_of_keeping_both() {
+    let f = fixture();
+    let rt1 = fapi_refresh(&f);
+    let mut ctx = f.ctx();
+    ctx.confidential_refresh = Some(RefreshPolicy::RotateWithGrace { grace_secs: 30 });
+    let rt2 = refresh_of(&refresh_token(&f.fapi("a", true), Some(&rt1), None, &ctx).unwrap());
+    // The response carrying rt2 was lost: the client retries with rt1 inside the window.
+    ctx.now = UnixTime(NOW.0 + 10);
+    let rt3 = refresh_of(&refresh_token(&f.fapi("b", true), Some(&rt1), None, &ctx).unwrap());
+    assert_ne!(rt2, rt3);
+    // rt2 is gone; rt3 is the family's one live token.
+    assert_eq!(
+        refresh_token(&f.fapi("c", true), Some(&rt2), None, &ctx).unwrap_err(),
+        GrantError::InvalidGrant("unknown refresh token")
+    );
+    let rt4 = refresh_of(&refresh_token(&f.fapi("d", true), Some(&rt3), None, &ctx).unwrap());
+    // rt3 has been used: its parent coming back now is a replay, not a lost response.
+    assert_eq!(
+        refresh_token(&f.fapi("e", true), Some(&rt1), None, &ctx).unwrap_err(),
+        GrantError::InvalidGrant("refresh token reuse")
+    );
+    assert_eq!(
+        refresh_token(&f.fapi("g", true), Some(&rt4), None, &ctx).unwrap_err(),
+        GrantError::InvalidGrant("family revoked")
+    );
+}
+
+#[test]
+fn r4_grace_window_closes() {
+    let f = fixture();
+    let rt1 = fapi_refresh(&f);
+    let mut ctx = f.ctx();
+    ctx.confidential_refresh = Some(RefreshPolicy::RotateWithGrace { grace_secs: 30 });
+    refresh_token(&f.fapi("a", true), Some(&rt1), None, &ctx).unwrap();
+    ctx.now = UnixTime(NOW.0 + 31);
+    assert_eq!(
+        refresh_token(&f.fapi("b", true), Some(&rt1), None, &ctx).unwrap_err(),
+        GrantError::InvalidGrant("refresh token reuse")
+    );
+}
+
+#[test]
+fn v4_store_failure_during_rotation_leaves_the_presented_token_usable() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let f = fixture();
+    let code = f.code("app", "openid offline_access");
+    let app = f.public("app", false);
+    let rt =
+        refresh_of(&authorization_code(&app, Some(&code), CB, Some(VERIFIER), &f.ctx()).unwrap());
+    // The final swap fails: 503, and nothing of this attempt survives.
+    f.store.fail_cas.store(true, SeqCst);
+    let before = f.store.snapshot(NOW).unwrap();
+    assert_eq!(
+        refresh_token(&app, Some(&rt), None, &f.ctx()).unwrap_err(),
+        GrantError::Unavailable
+    );
+    assert_eq!(f.store.snapshot(NOW).unwrap(), before);
+    // Every write fails: still 503, still nothing changed.
+    f.store.fail_cas.store(false, SeqCst);
+    f.store.fail_writes.store(true, SeqCst);
+    assert_eq!(
+        refresh_token(&app, Some(&rt), None, &f.ctx()).unwrap_err(),
+        GrantError::Unavailable
+    );
+    f.store.fail_writes.store(false, SeqCst);
+    assert_eq!(f.store.snapshot(NOW).unwrap(), before);
+    // The store is back: the same token rotates normally (no reuse detected).
+    let next = refresh_token(&app, Some(&rt), None, &f.ctx()).unwrap();
+    assert!(next.refresh_token.is_some());
+}
+
+#[test]
+fn every_grant_decision_is_audited_without_secrets() {
+    use heartgate_core::audit::{EventKind, MemoryAuditSink, Outcome};
+    let f = fixture();
+    let sink = MemoryAuditSink::new();
+    let mut ctx = f.ctx();
+    ctx.audit = &sink;
+    let app = f.public("app", false);
+    let code = f.code("app", "openid offline_access patient/Observation.rs");
+    let r = authorization_code(&app, Some(&code), CB, Some(VERIFIER), &ctx).unwrap();
+    let _ = authorization_code(&app, Some(&code), CB, Some(VERIFIER), &ctx).unwrap_err();
+    let _ = client_credentials(&f.backend("j1", true), Some("system/Patient.r"), &ctx).unwrap();
+    let _ = refresh_token(&app, Some("hgrt_nope"), None, &ctx).unwrap_err();
+    let events = sink.events();
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (e.kind, e.outcome, e.reason))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::CodeRedeemed, Outcome::Success, "issued"),
+            (EventKind::CodeRedeemed, Outcome::Failure, "invalid_grant"),
+            (EventKind::TokenIssued, Outcome::Success, "issued"),
+            (EventKind::Refresh, Outcome::Failure, "invalid_grant"),
+        ]
+    );
+    assert_eq!(events[0].client_id.as_deref(), Some("app"));
+    assert_eq!(events[0].token_ref.as_deref(), Some(r.jti.as_str()));
+    assert!(
+        events[2].cert_thumbprint.is_some(),
+        "bound client's certificate"
+    );
+    let all = serde_json::to_string(&events).unwrap();
+    for secret in [
+        r.access_token.expose(),
+        r.refresh_token.as_ref().unwrap().expose(),
+        code.as_str(),
+        "user-1",
+        "123",
+    ] {
+        assert!(!all.contains(secret), "audit leaks {secret}");
+    }
 }

@@ -142,6 +142,11 @@ pub enum RefreshState {
     Superseded {
         /// When it was replaced.
         at: i64,
+        /// The hash of the token that replaced it: on a grace-window retry (the client
+        /// lost the response carrying it) that successor is deleted and replaced, so a
+        /// family never has two live tokens.
+        #[serde(default)]
+        successor: Option<super::TokenHash>,
     },
 }
 

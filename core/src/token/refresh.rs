@@ -71,9 +71,10 @@ impl RefreshPolicy {
                 RefreshPolicy::RotateWithReuseDetection | RefreshPolicy::RotateWithGrace { .. },
                 RefreshState::Active,
             ) => Ok(RefreshPlan::Rotate { next_generation }),
-            (RefreshPolicy::RotateWithGrace { grace_secs }, RefreshState::Superseded { at })
-                if now.secs() <= at.saturating_add(i64::from(grace_secs)) =>
-            {
+            (
+                RefreshPolicy::RotateWithGrace { grace_secs },
+                RefreshState::Superseded { at, .. },
+            ) if now.secs() <= at.saturating_add(i64::from(grace_secs)) => {
                 Ok(RefreshPlan::GraceRetry { next_generation })
             }
             (_, RefreshState::Superseded { .. }) => Err(TokenError::RefreshReuse),
@@ -117,14 +118,20 @@ mod tests {
     #[test]
     fn r4_reuse_of_superseded_token_is_refused_for_public_clients() {
         let p = RefreshPolicy::RotateWithReuseDetection;
-        let r = record(RefreshState::Superseded { at: 5 });
+        let r = record(RefreshState::Superseded {
+            at: 5,
+            successor: None,
+        });
         assert_eq!(p.plan(&r, "c1", UnixTime(6)), Err(TokenError::RefreshReuse));
     }
 
     #[test]
     fn r4_fapi_grace_window_lets_the_previous_token_work_30s_later() {
         let p = RefreshPolicy::RotateWithGrace { grace_secs: 60 };
-        let r = record(RefreshState::Superseded { at: 100 });
+        let r = record(RefreshState::Superseded {
+            at: 100,
+            successor: None,
+        });
         assert_eq!(
             p.plan(&r, "c1", UnixTime(130)),
             Ok(RefreshPlan::GraceRetry { next_generation: 4 })
