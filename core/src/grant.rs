@@ -14,6 +14,7 @@ use crate::audit::{AuditEvent, AuditSink, EventKind, NoAudit, Outcome};
 use crate::authorize::code::{redeem, CodeError};
 use crate::client::{AuthenticatedClient, GrantType};
 use crate::clock::UnixTime;
+use crate::introspect::IntrospectionCache;
 use crate::mtls::Confirmation;
 use crate::oidc::{issue_id_token, IdTokenInput, PairwiseSubjects};
 use crate::scope::{Scope, ScopeSet};
@@ -94,6 +95,9 @@ pub struct GrantContext<'a> {
     /// The operator's refresh policy for confidential clients, overriding the profile's
     /// (FAPI 2.0 §5.3.2.1 item 8 allows no rotation or rotation with a grace window).
     pub confidential_refresh: Option<RefreshPolicy>,
+    /// This node's introspection cache: a family revoked on code or refresh reuse is
+    /// dropped from it at once.
+    pub cache: Option<&'a IntrospectionCache>,
 }
 
 impl<'a> GrantContext<'a> {
@@ -112,6 +116,7 @@ impl<'a> GrantContext<'a> {
             audit: &NoAudit,
             pairwise: None,
             confidential_refresh: None,
+            cache: None,
         }
     }
 
@@ -374,24 +379,12 @@ fn authorization_code_inner(
 }
 
 fn family_revoked(ctx: &GrantContext<'_>, family: &str) -> Result<bool, GrantError> {
-    Ok(ctx
-        .store
-        .get(Namespace::RefreshFamily, family.as_bytes(), ctx.now)
-        .map_err(|_| GrantError::Unavailable)?
-        .is_some())
+    crate::lifecycle::family_revoked(ctx.store, family, ctx.now)
+        .map_err(|_| GrantError::Unavailable)
 }
 
-/// Mark a refresh family revoked. The marker outlives any token of the family (refresh
-/// lifetime is capped at a year).
 fn revoke_family(ctx: &GrantContext<'_>, family: &str) -> Result<(), GrantError> {
-    let until = UnixTime(ctx.now.secs() + 366 * 24 * 3600);
-    ctx.store
-        .put(
-            Namespace::RefreshFamily,
-            family.as_bytes(),
-            b"revoked",
-            until,
-        )
+    crate::lifecycle::revoke_family(ctx.store, ctx.cache, family, ctx.now)
         .map_err(|_| GrantError::Unavailable)
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod grant;
 pub mod introspect;
 pub mod jose;
+pub mod lifecycle;
 pub mod mtls;
 pub mod oidc;
 pub mod profile;

@@ -137,6 +137,10 @@ pub enum AudienceRule {
     ExactString(String),
     /// `aud` must be absent (J27: "present where none is expected").
     MustBeAbsent,
+    /// `aud` must be present; who may use the token is decided afterwards by the caller
+    /// (the authorization server's introspection, which checks the audience against the
+    /// calling resource server, RFC 7662 §4). Never for a resource server's own checks.
+    Present,
 }
 
 /// What the header's `typ` must be in a given context.
@@ -318,6 +322,7 @@ pub fn validate_claims(claims: &Claims, v: &Validation, now: UnixTime) -> Result
         (AudienceRule::MustBeAbsent, None) => {}
         (AudienceRule::MustBeAbsent, Some(_)) => return Err(JoseError::UnexpectedAudience),
         (_, None) => return Err(JoseError::MissingClaim("aud")),
+        (AudienceRule::Present, Some(_)) => {}
         (AudienceRule::Contains(e), Some(a)) => {
             if !a.contains(e) {
                 return Err(JoseError::AudienceMismatch);

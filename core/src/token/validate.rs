@@ -217,15 +217,20 @@ impl AccessTokenValidator {
     /// A validator for tokens of `issuer` meant for `audience`, accepting every
     /// implemented algorithm (restrict with [`AccessTokenValidator::algorithms`]).
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        let issuer = issuer.into();
-        let audience = audience.into();
+        Self::with_audience_rule(issuer.into(), AudienceRule::Contains(audience.into()))
+    }
+
+    /// The authorization server's own validator: every audience is accepted here, and
+    /// introspection then decides per caller (RFC 7662 §4, THREATS I2).
+    pub(crate) fn for_authorization_server(issuer: impl Into<String>) -> Self {
+        Self::with_audience_rule(issuer.into(), AudienceRule::Present)
+    }
+
+    fn with_audience_rule(issuer: String, audience: AudienceRule) -> Self {
         let policy = |typ| {
-            let mut v = Validation::new(
-                AlgorithmSet::ALL,
-                TypRule::Required(typ),
-                AudienceRule::Contains(audience.clone()),
-            )
-            .issuer(issuer.clone());
+            let mut v =
+                Validation::new(AlgorithmSet::ALL, TypRule::Required(typ), audience.clone())
+                    .issuer(issuer.clone());
             v.max_lifetime = Some(super::MAX_ACCESS_TOKEN_LIFETIME);
             v
         };
