@@ -34,3 +34,46 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How an error of an endpoint flow goes on the wire: HTTP status, the RFC error code
+/// (RFC 6749 §5.2, RFC 7591 §3.2.2, RFC 9126 §2.3, RFC 6750 §3.1...) and a description
+/// safe to show the caller. The server turns it into the response (JSON body,
+/// `Cache-Control: no-store`, `WWW-Authenticate` on 401, `Retry-After` on 503) in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireError {
+    /// HTTP status.
+    pub status: u16,
+    /// The `error` member.
+    pub code: &'static str,
+    /// The `error_description` member, when there is something safe to say.
+    pub description: Option<&'static str>,
+}
+
+impl WireError {
+    /// An error with a description.
+    pub const fn new(status: u16, code: &'static str, description: &'static str) -> Self {
+        WireError {
+            status,
+            code,
+            description: Some(description),
+        }
+    }
+
+    /// An error with no description.
+    pub const fn bare(status: u16, code: &'static str) -> Self {
+        WireError {
+            status,
+            code,
+            description: None,
+        }
+    }
+
+    /// 503 `temporarily_unavailable`: the store or signing failed; nothing was done.
+    pub const UNAVAILABLE: WireError = WireError::bare(503, "temporarily_unavailable");
+}
+
+/// Errors that an endpoint reports to the caller.
+pub trait ToWire {
+    /// The status, code and description for the caller.
+    fn to_wire(&self) -> WireError;
+}

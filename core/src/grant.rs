@@ -14,6 +14,7 @@ use crate::audit::{AuditEvent, AuditSink, EventKind, NoAudit, Outcome};
 use crate::authorize::code::{redeem, CodeError};
 use crate::client::{AuthenticatedClient, GrantType};
 use crate::clock::UnixTime;
+use crate::error::{ToWire, WireError};
 use crate::introspect::IntrospectionCache;
 use crate::mtls::Confirmation;
 use crate::oidc::{issue_id_token, IdTokenInput, PairwiseSubjects};
@@ -44,15 +45,15 @@ pub enum GrantError {
     Unavailable,
 }
 
-impl GrantError {
-    /// The RFC 6749 §5.2 error code (`temporarily_unavailable` for 503).
-    pub fn code(&self) -> &'static str {
+impl ToWire for GrantError {
+    fn to_wire(&self) -> WireError {
         match self {
-            GrantError::InvalidRequest(_) => "invalid_request",
-            GrantError::InvalidGrant(_) => "invalid_grant",
-            GrantError::UnauthorizedClient => "unauthorized_client",
-            GrantError::InvalidScope => "invalid_scope",
-            GrantError::Unavailable => "temporarily_unavailable",
+            GrantError::InvalidRequest(d) => WireError::new(400, "invalid_request", d),
+            // Which check refused a code or refresh token is for the audit log only.
+            GrantError::InvalidGrant(_) => WireError::bare(400, "invalid_grant"),
+            GrantError::UnauthorizedClient => WireError::bare(400, "unauthorized_client"),
+            GrantError::InvalidScope => WireError::bare(400, "invalid_scope"),
+            GrantError::Unavailable => WireError::UNAVAILABLE,
         }
     }
 }
@@ -130,7 +131,7 @@ impl<'a> GrantContext<'a> {
             Ok(r) => AuditEvent::new(self.now, kind, Outcome::Success, "issued")
                 .scope(r.scope.clone())
                 .token_ref(r.jti.clone()),
-            Err(e) => AuditEvent::new(self.now, kind, Outcome::Failure, e.code()),
+            Err(e) => AuditEvent::new(self.now, kind, Outcome::Failure, e.to_wire().code),
         }
         .client(client.client_id());
         if let Some(t) = client.certificate() {

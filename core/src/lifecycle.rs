@@ -26,6 +26,7 @@ use std::sync::Arc;
 use crate::audit::{AuditEvent, AuditSink, EventKind, NoAudit, Outcome};
 use crate::client::{AuthMethod, AuthenticatedClient};
 use crate::clock::UnixTime;
+use crate::error::{ToWire, WireError};
 use crate::introspect::{
     CacheKey, IntrospectionCache, IntrospectionResponse, InvalidationTags,
     TOKEN_INTROSPECTION_JWT_TYP,
@@ -85,13 +86,18 @@ pub enum IntrospectionError {
     Unavailable,
 }
 
-impl IntrospectionError {
-    /// The OAuth error code.
-    pub fn code(&self) -> &'static str {
+impl ToWire for IntrospectionError {
+    fn to_wire(&self) -> WireError {
         match self {
-            IntrospectionError::InvalidRequest => "invalid_request",
-            IntrospectionError::SigningAlgorithm => "server_error",
-            IntrospectionError::Unavailable => "temporarily_unavailable",
+            IntrospectionError::InvalidRequest => {
+                WireError::new(400, "invalid_request", "token missing")
+            }
+            IntrospectionError::SigningAlgorithm => WireError::new(
+                500,
+                "server_error",
+                "no signing key for the registered introspection_signed_response_alg",
+            ),
+            IntrospectionError::Unavailable => WireError::UNAVAILABLE,
         }
     }
 }
@@ -112,13 +118,18 @@ pub enum RevocationError {
     Unavailable,
 }
 
-impl RevocationError {
-    /// The OAuth error code.
-    pub fn code(&self) -> &'static str {
+impl ToWire for RevocationError {
+    fn to_wire(&self) -> WireError {
         match self {
-            RevocationError::InvalidRequest => "invalid_request",
-            RevocationError::UnauthorizedClient => "unauthorized_client",
-            RevocationError::Unavailable => "temporarily_unavailable",
+            RevocationError::InvalidRequest => {
+                WireError::new(400, "invalid_request", "token missing")
+            }
+            RevocationError::UnauthorizedClient => WireError::new(
+                400,
+                "unauthorized_client",
+                "the token was not issued to this client",
+            ),
+            RevocationError::Unavailable => WireError::UNAVAILABLE,
         }
     }
 }
@@ -380,7 +391,7 @@ pub fn introspect(
             ctx.now,
             EventKind::Introspection,
             Outcome::Failure,
-            err.code(),
+            err.to_wire().code,
         ),
     }
     .client(caller.client_id());
@@ -501,7 +512,12 @@ pub fn revoke(
             Outcome::Success,
             "refresh_family",
         ),
-        Err(err) => AuditEvent::new(ctx.now, EventKind::Revocation, Outcome::Failure, err.code()),
+        Err(err) => AuditEvent::new(
+            ctx.now,
+            EventKind::Revocation,
+            Outcome::Failure,
+            err.to_wire().code,
+        ),
     }
     .client(caller.client_id());
     if let Some(t) = caller.certificate() {

@@ -118,7 +118,14 @@ fn pkjwt(token: &str) -> ClientCredentials<'_> {
 
 impl Fixture {
     fn auth(&self, c: &ClientCredentials<'_>) -> Result<AuthenticatedClient, ClientAuthError> {
-        authenticate(c, &self.dir, &endpoints(), &self.store, NOW)
+        authenticate(
+            c,
+            &self.dir,
+            &endpoints(),
+            &self.store,
+            NOW,
+            &heartgate_core::audit::NoAudit,
+        )
     }
 
     /// Assert a rejection and that it left the store untouched.
@@ -524,7 +531,46 @@ fn a_store_failure_fails_closed() {
     let f = fixture();
     let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
     assert_eq!(
-        authenticate(&pkjwt(&t), &f.dir, &endpoints(), &Down, NOW).unwrap_err(),
+        authenticate(
+            &pkjwt(&t),
+            &f.dir,
+            &endpoints(),
+            &Down,
+            NOW,
+            &heartgate_core::audit::NoAudit
+        )
+        .unwrap_err(),
         ClientAuthError::Unavailable
     );
+}
+
+#[test]
+fn every_authentication_is_audited_with_its_reason_and_never_the_assertion() {
+    use heartgate_core::audit::{EventKind, MemoryAuditSink, Outcome};
+    let f = fixture();
+    let sink = MemoryAuditSink::new();
+    let good = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
+    let bad = assertion(&f.other_key, claims("fapi", json!(ISS)));
+    for a in [&good, &bad] {
+        let _ = authenticate(&pkjwt(a), &f.dir, &endpoints(), &f.store, NOW, &sink);
+    }
+    let unknown = ClientCredentials {
+        client_id: Some("nobody"),
+        ..Default::default()
+    };
+    let _ = authenticate(&unknown, &f.dir, &endpoints(), &f.store, NOW, &sink);
+    let ev = sink.events();
+    assert_eq!(ev.len(), 3);
+    assert!(ev.iter().all(|e| e.kind == EventKind::ClientAuthentication));
+    assert_eq!(
+        (ev[0].outcome, ev[0].client_id.as_deref()),
+        (Outcome::Success, Some("fapi"))
+    );
+    assert_eq!(ev[1].outcome, Outcome::Failure);
+    assert_eq!(ev[2].outcome, Outcome::Failure);
+    assert_eq!(ev[2].client_id.as_deref(), Some("nobody"), "claimed id");
+    // The audit keeps the precise reason the caller is not told (C12).
+    assert_ne!(ev[1].reason, ev[2].reason);
+    let all = serde_json::to_string(&ev).unwrap();
+    assert!(!all.contains(&good) && !all.contains(&bad));
 }

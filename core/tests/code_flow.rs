@@ -69,6 +69,7 @@ impl F {
             &e,
             &self.store,
             NOW,
+            &heartgate_core::audit::NoAudit,
         )
         .unwrap()
     }
@@ -103,6 +104,7 @@ impl F {
             },
             &self.store,
             NOW,
+            &heartgate_core::audit::NoAudit,
         )
         .unwrap()
         .request_uri
@@ -144,6 +146,7 @@ fn plain_response_carries_code_state_and_iss_and_keeps_the_registered_query() {
         &approval("openid patient/Observation.rs"),
         &f.store,
         NOW,
+        &heartgate_core::audit::NoAudit,
     )
     .unwrap();
     let Redirect::SeeOther(url) = resp.into_redirect(ISS, &f.as_keys, None, NOW).unwrap() else {
@@ -172,6 +175,7 @@ fn a13_jarm_response_is_signed_with_iss_aud_exp_and_the_parameters() {
             &approval("openid"),
             &f.store,
             NOW,
+            &heartgate_core::audit::NoAudit,
         )
         .unwrap();
         let Redirect::SeeOther(url) = resp
@@ -210,6 +214,7 @@ fn a13_jarm_response_is_signed_with_iss_aud_exp_and_the_parameters() {
         &approval("openid"),
         &f.store,
         NOW,
+        &heartgate_core::audit::NoAudit,
     )
     .unwrap();
     assert!(
@@ -229,6 +234,7 @@ fn jarm_with_an_algorithm_the_as_does_not_sign_with_is_refused() {
         &approval("openid"),
         &f.store,
         NOW,
+        &heartgate_core::audit::NoAudit,
     )
     .unwrap();
     assert_eq!(
@@ -269,7 +275,8 @@ fn approval_may_not_widen_the_request_and_patient_scopes_need_a_patient() {
             Profile::Smart,
             &approval("user/*.cruds"),
             &f.store,
-            NOW
+            NOW,
+            &heartgate_core::audit::NoAudit
         ),
         Err(CodeError::InvalidApproval(_))
     ));
@@ -277,7 +284,16 @@ fn approval_may_not_widen_the_request_and_patient_scopes_need_a_patient() {
     let mut a = approval("patient/Observation.rs");
     a.context.clear();
     assert!(matches!(
-        complete(ISS, "app", &ru, Profile::Smart, &a, &f.store, NOW),
+        complete(
+            ISS,
+            "app",
+            &ru,
+            Profile::Smart,
+            &a,
+            &f.store,
+            NOW,
+            &heartgate_core::audit::NoAudit
+        ),
         Err(CodeError::InvalidApproval(_))
     ));
 }
@@ -294,6 +310,7 @@ fn p12_request_uri_is_consumed_by_completion() {
         &approval("openid"),
         &f.store,
         NOW,
+        &heartgate_core::audit::NoAudit,
     )
     .unwrap();
     assert_eq!(
@@ -304,7 +321,8 @@ fn p12_request_uri_is_consumed_by_completion() {
             Profile::Smart,
             &approval("openid"),
             &f.store,
-            NOW
+            NOW,
+            &heartgate_core::audit::NoAudit
         )
         .unwrap_err(),
         CodeError::InvalidRequestUri
@@ -321,6 +339,7 @@ fn issued(f: &F) -> String {
         &approval("openid patient/Observation.rs"),
         &f.store,
         NOW,
+        &heartgate_core::audit::NoAudit,
     )
     .unwrap()
     .0
@@ -471,4 +490,69 @@ fn unknown_codes_are_invalid_grant() {
             Err(CodeError::InvalidGrant(_))
         ));
     }
+}
+
+#[test]
+fn par_and_code_issuance_are_audited_without_the_code_or_the_user() {
+    use heartgate_core::audit::{EventKind, MemoryAuditSink, Outcome};
+    let f = fixture();
+    let sink = MemoryAuditSink::new();
+    let ru = f.push("app", None);
+    let (code, _) = complete(
+        ISS,
+        "app",
+        &ru,
+        Profile::Smart,
+        &approval("openid patient/Observation.rs"),
+        &f.store,
+        NOW,
+        &sink,
+    )
+    .unwrap();
+    // The request_uri is spent: a second completion is refused and audited as such.
+    let _ = complete(
+        ISS,
+        "app",
+        &ru,
+        Profile::Smart,
+        &approval("openid patient/Observation.rs"),
+        &f.store,
+        NOW,
+        &sink,
+    )
+    .unwrap_err();
+    let mut p = Params::new();
+    p.insert("response_type".into(), "token".into());
+    let _ = push(
+        &f.client("app"),
+        &p,
+        &f.dir,
+        &ParConfig {
+            issuer: ISS.into(),
+            lifetime: 60,
+        },
+        &f.store,
+        NOW,
+        &sink,
+    )
+    .unwrap_err();
+    let ev = sink.events();
+    let got: Vec<_> = ev.iter().map(|e| (e.kind, e.outcome, e.reason)).collect();
+    assert_eq!(got[0], (EventKind::CodeIssued, Outcome::Success, "issued"));
+    assert_eq!(
+        got[1],
+        (
+            EventKind::CodeIssued,
+            Outcome::Failure,
+            "invalid_request_uri"
+        )
+    );
+    assert_eq!(got[2].0, EventKind::PushedAuthorizationRequest);
+    assert_eq!(got[2].1, Outcome::Failure);
+    assert_eq!(
+        ev[0].scope.as_deref(),
+        Some("patient/Observation.rs openid")
+    );
+    let all = serde_json::to_string(&ev).unwrap();
+    assert!(!all.contains(&code) && !all.contains(&ru) && !all.contains("user-1"));
 }

@@ -108,7 +108,15 @@ impl F {
             certificate: cert.then_some(self.cert.as_slice()),
             ..Default::default()
         };
-        authenticate(&creds, &self.dir, &Self::endpoints(), &self.store, NOW).unwrap()
+        authenticate(
+            &creds,
+            &self.dir,
+            &Self::endpoints(),
+            &self.store,
+            NOW,
+            &heartgate_core::audit::NoAudit,
+        )
+        .unwrap()
     }
 
     fn backend(&self, jti: &str, cert: bool) -> AuthenticatedClient {
@@ -139,7 +147,15 @@ impl F {
             certificate: cert.then_some(self.cert.as_slice()),
             ..Default::default()
         };
-        authenticate(&creds, &self.dir, &Self::endpoints(), &self.store, NOW).unwrap()
+        authenticate(
+            &creds,
+            &self.dir,
+            &Self::endpoints(),
+            &self.store,
+            NOW,
+            &heartgate_core::audit::NoAudit,
+        )
+        .unwrap()
     }
 
     fn code(&self, id: &str, scope: &str) -> String {
@@ -179,6 +195,7 @@ impl F {
             },
             &self.store,
             NOW,
+            &heartgate_core::audit::NoAudit,
         )
         .unwrap()
         .request_uri;
@@ -192,9 +209,18 @@ impl F {
             granted_scope: ScopeSet::parse(scope).unwrap(),
             context,
         };
-        complete(ISS, id, &ru, Profile::Smart, &approval, &self.store, NOW)
-            .unwrap()
-            .0
+        complete(
+            ISS,
+            id,
+            &ru,
+            Profile::Smart,
+            &approval,
+            &self.store,
+            NOW,
+            &heartgate_core::audit::NoAudit,
+        )
+        .unwrap()
+        .0
     }
 }
 

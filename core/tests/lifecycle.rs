@@ -130,7 +130,15 @@ impl F {
                 }
             }
         };
-        authenticate(&creds, &self.dir, &Self::endpoints(), &self.store, NOW).unwrap()
+        authenticate(
+            &creds,
+            &self.dir,
+            &Self::endpoints(),
+            &self.store,
+            NOW,
+            &heartgate_core::audit::NoAudit,
+        )
+        .unwrap()
     }
 
     fn ctx(&self) -> LifecycleContext<'_> {

@@ -113,7 +113,15 @@ impl F {
                 ..Default::default()
             },
         };
-        authenticate(&creds, &self.dir, &endpoints, &store, NOW).unwrap()
+        authenticate(
+            &creds,
+            &self.dir,
+            &endpoints,
+            &store,
+            NOW,
+            &heartgate_core::audit::NoAudit,
+        )
+        .unwrap()
     }
 
     fn push(&self, id: &str, body: &Params) -> Result<ParResponse, ParError> {
@@ -127,6 +135,7 @@ impl F {
             },
             &self.store,
             NOW,
+            &heartgate_core::audit::NoAudit,
         )
     }
 
@@ -558,6 +567,7 @@ fn par_lifetime_is_clamped_below_600s() {
         },
         &f.store,
         NOW,
+        &heartgate_core::audit::NoAudit,
     )
     .unwrap();
     assert_eq!(r.expires_in, 599);
@@ -571,6 +581,7 @@ fn par_lifetime_is_clamped_below_600s() {
         },
         &f.store,
         NOW,
+        &heartgate_core::audit::NoAudit,
     )
     .unwrap();
     assert_eq!(r.expires_in, 5);

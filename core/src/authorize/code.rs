@@ -19,8 +19,10 @@ use serde_json::{Map, Value};
 
 use super::par::{consume, AuthorizationRequest, RequestUriError, ResponseMode};
 use super::pkce::verify_for_code;
+use crate::audit::{AuditEvent, AuditSink, EventKind, Outcome};
 use crate::client::AuthenticatedClient;
 use crate::clock::UnixTime;
+use crate::error::ToWire;
 use crate::jose::{sign_jwt, Algorithm, KeyRing};
 use crate::profile::Profile;
 use crate::scope::ScopeSet;
@@ -116,6 +118,25 @@ pub enum CodeError {
     Unavailable,
 }
 
+impl crate::error::ToWire for CodeError {
+    fn to_wire(&self) -> crate::error::WireError {
+        use crate::error::WireError;
+        match self {
+            CodeError::InvalidRequestUri => WireError::bare(400, "invalid_request_uri"),
+            CodeError::InvalidApproval(d) => WireError::new(400, "invalid_request", d),
+            CodeError::InvalidGrant(_) | CodeError::Reused { .. } => {
+                WireError::bare(400, "invalid_grant")
+            }
+            CodeError::JarmAlgorithm => WireError::new(
+                500,
+                "server_error",
+                "no signing key for the registered authorization_signed_response_alg",
+            ),
+            CodeError::Unavailable => WireError::UNAVAILABLE,
+        }
+    }
+}
+
 fn hash(code: &str) -> [u8; 32] {
     crate::token::TokenHash::of(code).0
 }
@@ -154,7 +175,43 @@ pub enum Redirect {
 }
 
 /// Complete the user step: consume the pushed request and issue a code.
+#[allow(clippy::too_many_arguments)] // reason: one value per input of the step, no bag
 pub fn complete(
+    issuer: &str,
+    client_id: &str,
+    request_uri: &str,
+    profile: Profile,
+    approval: &Approval,
+    store: &dyn Store,
+    now: UnixTime,
+    audit: &dyn AuditSink,
+) -> Result<(String, AuthorizationResponse), CodeError> {
+    let r = complete_inner(
+        issuer,
+        client_id,
+        request_uri,
+        profile,
+        approval,
+        store,
+        now,
+    );
+    let w;
+    let (outcome, reason) = match &r {
+        Ok(_) => (Outcome::Success, "issued"),
+        Err(e) => {
+            w = e.to_wire();
+            (Outcome::Failure, w.description.unwrap_or(w.code))
+        }
+    };
+    audit.record(
+        AuditEvent::new(now, EventKind::CodeIssued, outcome, reason)
+            .client(client_id)
+            .scope(approval.granted_scope.to_string()),
+    );
+    r
+}
+
+fn complete_inner(
     issuer: &str,
     client_id: &str,
     request_uri: &str,

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::pkce::CodeChallenge;
 use super::redirect_uri::match_registered;
+use crate::audit::{AuditEvent, AuditSink, EventKind, Outcome};
 use crate::client::{AuthenticatedClient, ClientDirectory};
 use crate::clock::UnixTime;
+use crate::error::ToWire;
 use crate::jose::{
     b64, check_typ, parse_compact, validate_claims, AudienceRule, Claims, TypRule, Validation,
     REQUEST_OBJECT_MAX_LEN,
@@ -63,6 +65,20 @@ pub enum ParError {
     /// 503: the store failed; nothing was stored.
     #[error("store unavailable")]
     Unavailable,
+}
+
+impl crate::error::ToWire for ParError {
+    fn to_wire(&self) -> crate::error::WireError {
+        use crate::error::WireError;
+        match self {
+            ParError::InvalidRequest(d) => WireError::new(400, "invalid_request", d),
+            ParError::InvalidRequestObject(d) => WireError::new(400, "invalid_request_object", d),
+            ParError::UnsupportedResponseType => WireError::bare(400, "unsupported_response_type"),
+            ParError::InvalidScope => WireError::bare(400, "invalid_scope"),
+            ParError::UnauthorizedClient => WireError::bare(400, "unauthorized_client"),
+            ParError::Unavailable => WireError::UNAVAILABLE,
+        }
+    }
 }
 
 /// How the authorization response is delivered (RFC 6749, JARM).
@@ -249,6 +265,33 @@ fn request_object_params(
 
 /// Validate and store a pushed authorization request.
 pub fn push(
+    client: &AuthenticatedClient,
+    body: &Params,
+    directory: &dyn ClientDirectory,
+    config: &ParConfig,
+    store: &dyn Store,
+    now: UnixTime,
+    audit: &dyn AuditSink,
+) -> Result<ParResponse, ParError> {
+    let r = push_inner(client, body, directory, config, store, now);
+    let w;
+    let (outcome, reason) = match &r {
+        Ok(_) => (Outcome::Success, "pushed"),
+        Err(e) => {
+            w = e.to_wire();
+            (Outcome::Failure, w.description.unwrap_or(w.code))
+        }
+    };
+    let mut e = AuditEvent::new(now, EventKind::PushedAuthorizationRequest, outcome, reason)
+        .client(client.client_id());
+    if let Some(t) = client.certificate() {
+        e = e.cert(crate::mtls::Confirmation::from_thumbprint(t).x5t_s256);
+    }
+    audit.record(e);
+    r
+}
+
+fn push_inner(
     client: &AuthenticatedClient,
     body: &Params,
     directory: &dyn ClientDirectory,

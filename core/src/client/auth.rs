@@ -17,7 +17,9 @@
 use std::sync::Arc;
 
 use super::metadata::{AuthMethod, ValidatedClient};
+use crate::audit::{AuditEvent, AuditSink, EventKind, Outcome};
 use crate::clock::UnixTime;
+use crate::error::ToWire;
 use crate::jose::{
     parse_compact, validate_claims, AudienceRule, JwkSet, TypRule, Validation,
     ACCESS_TOKEN_MAX_LEN, DEFAULT_LEEWAY,
@@ -84,6 +86,23 @@ pub enum ClientAuthError {
     Unavailable,
 }
 
+impl crate::error::ToWire for ClientAuthError {
+    fn to_wire(&self) -> crate::error::WireError {
+        use crate::error::WireError;
+        match self {
+            ClientAuthError::InvalidRequest(d) => WireError::new(400, "invalid_request", d),
+            // C-cases: an unknown client and a wrong credential read the same.
+            ClientAuthError::InvalidClient(_) => {
+                WireError::new(401, "invalid_client", "client authentication failed")
+            }
+            ClientAuthError::Unavailable => WireError::UNAVAILABLE,
+        }
+    }
+}
+
+/// Longest claimed client id copied into an audit event.
+const MAX_CLIENT_ID_LEN: usize = 256;
+
 /// A client that authenticated. Only [`authenticate`] builds one.
 #[derive(Debug, Clone)]
 pub struct AuthenticatedClient {
@@ -120,6 +139,39 @@ fn invalid(reason: &'static str) -> ClientAuthError {
 
 /// Authenticate the client of a request at `now`.
 pub fn authenticate(
+    creds: &ClientCredentials<'_>,
+    directory: &dyn ClientDirectory,
+    endpoints: &Endpoints,
+    store: &dyn Store,
+    now: UnixTime,
+    audit: &dyn AuditSink,
+) -> Result<AuthenticatedClient, ClientAuthError> {
+    let r = authenticate_inner(creds, directory, endpoints, store, now);
+    let (outcome, reason) = match &r {
+        Ok(_) => (Outcome::Success, "authenticated"),
+        Err(ClientAuthError::InvalidClient(why)) => (Outcome::Failure, *why),
+        Err(e) => (Outcome::Failure, e.to_wire().code),
+    };
+    let mut e = AuditEvent::new(now, EventKind::ClientAuthentication, outcome, reason);
+    match &r {
+        Ok(c) => {
+            e = e.client(c.client_id());
+            if let Some(t) = c.certificate() {
+                e = e.cert(crate::mtls::Confirmation::from_thumbprint(t).x5t_s256);
+            }
+        }
+        // The claimed id, unverified: client ids are not personal data.
+        Err(_) => {
+            if let Some(id) = creds.client_id.filter(|id| id.len() <= MAX_CLIENT_ID_LEN) {
+                e = e.client(id);
+            }
+        }
+    }
+    audit.record(e);
+    r
+}
+
+fn authenticate_inner(
     creds: &ClientCredentials<'_>,
     directory: &dyn ClientDirectory,
     endpoints: &Endpoints,
