@@ -31,7 +31,7 @@ use crate::introspect::{
     CacheKey, IntrospectionCache, IntrospectionResponse, InvalidationTags,
     TOKEN_INTROSPECTION_JWT_TYP,
 };
-use crate::jose::{sign_jwt, Algorithm, ACCESS_TOKEN_MAX_LEN};
+use crate::jose::{sign_jwt, ACCESS_TOKEN_MAX_LEN};
 use crate::store::{Namespace, Store};
 use crate::token::{
     check_wrapper_against_record, has_opaque_shape, AccessTokenValidator, RecordKey, RecordKind,
@@ -468,13 +468,15 @@ pub fn introspection_jwt(
     ctx: &LifecycleContext<'_>,
 ) -> Result<String, IntrospectionError> {
     let state = ctx.issuer.keys().load();
-    let key = state.active();
-    let md = caller.client().metadata();
-    if let Some(name) = &md.introspection_signed_response_alg {
-        if Algorithm::from_name(name).ok() != Some(key.algorithm()) {
-            return Err(IntrospectionError::SigningAlgorithm);
-        }
-    }
+    let key = state
+        .signer_for(
+            caller
+                .client()
+                .metadata()
+                .introspection_signed_response_alg
+                .as_deref(),
+        )
+        .ok_or(IntrospectionError::SigningAlgorithm)?;
     let claims =
         response.jwt_introspection_claims(ctx.issuer.issuer(), caller.client_id(), ctx.now);
     sign_jwt(key, Some(TOKEN_INTROSPECTION_JWT_TYP), &claims)

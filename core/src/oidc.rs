@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{ClientMetadata, SubjectType};
 use crate::clock::UnixTime;
-use crate::jose::{b64, sign_jwt, Algorithm, KeyRing};
+use crate::jose::{b64, sign_jwt, KeyRing};
 
 /// Lifetime of ID tokens, seconds (iGov / HEART: at most five minutes).
 pub const ID_TOKEN_LIFETIME: i64 = 300;
@@ -121,12 +121,9 @@ pub fn issue_id_token(
     now: UnixTime,
 ) -> Result<String, IdTokenError> {
     let state = keys.load();
-    let key = state.active();
-    if let Some(name) = &client.id_token_signed_response_alg {
-        if Algorithm::from_name(name).ok() != Some(key.algorithm()) {
-            return Err(IdTokenError::Algorithm);
-        }
-    }
+    let key = state
+        .signer_for(client.id_token_signed_response_alg.as_deref())
+        .ok_or(IdTokenError::Algorithm)?;
     let mut c = Map::new();
     c.insert("iss".into(), issuer.into());
     c.insert("sub".into(), input.sub.into());
@@ -150,7 +147,9 @@ pub fn issue_id_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jose::{verify_jwt, AlgorithmSet, AudienceRule, SigningKey, TypRule, Validation};
+    use crate::jose::{
+        verify_jwt, Algorithm, AlgorithmSet, AudienceRule, SigningKey, TypRule, Validation,
+    };
     use serde_json::json;
 
     fn client(extra: Value) -> ClientMetadata {
@@ -214,6 +213,13 @@ mod tests {
         );
         let c = client(json!({"id_token_signed_response_alg": "ES256"}));
         assert!(issue_id_token("https://as", &ring, &c, &input, UnixTime(1)).is_ok());
+        // HEART asks for RS256 ID tokens: with an RS256 signer in the ring, it works.
+        ring.add_signer(SigningKey::generate(Algorithm::RS256).unwrap())
+            .unwrap();
+        let c = client(json!({"id_token_signed_response_alg": "RS256"}));
+        let jwt = issue_id_token("https://as", &ring, &c, &input, UnixTime(1)).unwrap();
+        let jws = crate::jose::parse_compact(&jwt, 8192).unwrap();
+        assert_eq!(jws.header().alg(), Algorithm::RS256);
     }
 
     #[test]

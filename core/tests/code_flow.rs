@@ -238,10 +238,28 @@ fn jarm_with_an_algorithm_the_as_does_not_sign_with_is_refused() {
     )
     .unwrap();
     assert_eq!(
-        resp.into_redirect(ISS, &f.as_keys, Some(Algorithm::PS256), NOW)
+        resp.clone()
+            .into_redirect(ISS, &f.as_keys, Some(Algorithm::PS256), NOW)
             .unwrap_err(),
         CodeError::JarmAlgorithm
     );
+    // With a PS256 signer in the ring, the same response is signed with it (SPECS b.12).
+    let ps = SigningKey::generate(Algorithm::PS256).unwrap();
+    let ps_kid = ps.kid().to_owned();
+    f.as_keys.add_signer(ps).unwrap();
+    let Redirect::SeeOther(url) = resp
+        .into_redirect(ISS, &f.as_keys, Some(Algorithm::PS256), NOW)
+        .unwrap()
+    else {
+        panic!("redirect expected")
+    };
+    let jwt = query_param(&url, "response").unwrap();
+    let jws = heartgate_core::jose::parse_compact(&jwt, 8192).unwrap();
+    assert_eq!(jws.header().alg(), Algorithm::PS256);
+    assert_eq!(jws.header().kid(), Some(ps_kid.as_str()));
+    assert!(jws
+        .verify(&*f.as_keys.snapshot(), AlgorithmSet::ALL)
+        .is_ok());
 }
 
 #[test]

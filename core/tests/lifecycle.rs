@@ -357,6 +357,13 @@ fn i8_rfc9701_jwt_response_is_signed_for_the_caller_with_its_typ() {
         introspection_jwt(&ps, &r, &ctx).unwrap_err(),
         IntrospectionError::SigningAlgorithm
     );
+    f.issuer
+        .keys()
+        .add_signer(SigningKey::generate(Algorithm::PS256).unwrap())
+        .unwrap();
+    let jwt = introspection_jwt(&ps, &r, &ctx).unwrap();
+    let jws = heartgate_core::jose::parse_compact(&jwt, 64 * 1024).unwrap();
+    assert_eq!(jws.header().alg(), Algorithm::PS256);
 }
 
 #[test]

@@ -323,10 +323,10 @@ impl AuthorizationResponse {
             )));
         }
         let state = keys.load();
-        let key = state.active();
-        if client_alg.is_some_and(|a| a != key.algorithm()) {
-            return Err(CodeError::JarmAlgorithm);
-        }
+        let key = match client_alg {
+            None => state.active(),
+            Some(a) => state.signer(a).ok_or(CodeError::JarmAlgorithm)?,
+        };
         let mut claims = Map::new();
         for (k, v) in &self.params {
             claims.insert(k.clone(), Value::String(v.clone()));

@@ -1,6 +1,13 @@
 //! The signing key ring: one active signing key plus older and newer public keys that
 //! stay published for verification (RFC 7517 JWKS, OIDF `oidcc-server-rotate-keys`).
 //!
+//! Profiles disagree on algorithms (SPECS b.12: HEART wants RS256, FAPI 2.0 forbids it),
+//! and a client registers the algorithm it expects for JARM responses, ID tokens and
+//! signed introspection responses. So besides the active key (the default algorithm,
+//! used for access tokens) the ring may hold one further signing key per other algorithm
+//! ([`KeyRing::add_signer`]); [`KeyRingState::signer_for`] picks the key for a client's
+//! registered algorithm. Every signing key is published.
+//!
 //! Readers (every signature and every verification) take an `arc-swap` snapshot: no lock,
 //! no waiting on a rotation. Writers (rotation, publication, retirement) serialise on a
 //! `parking_lot` mutex that readers never touch, build a new state and swap it in.
@@ -19,22 +26,31 @@ use super::{
 #[derive(Debug)]
 pub struct KeyRingState {
     active: Arc<SigningKey>,
+    /// Further signing keys, one per algorithm other than the active key's.
+    signers: Vec<Arc<SigningKey>>,
     published: JwkSet,
     jwks_json: Arc<str>,
 }
 
 impl KeyRingState {
-    fn build(active: Arc<SigningKey>, others: Vec<VerifyingKey>) -> Result<Self, KeyError> {
-        let mut keys = Vec::with_capacity(others.len() + 1);
+    fn build(
+        active: Arc<SigningKey>,
+        signers: Vec<Arc<SigningKey>>,
+        others: Vec<VerifyingKey>,
+    ) -> Result<Self, KeyError> {
+        let mut keys = Vec::with_capacity(others.len() + signers.len() + 1);
         keys.push(active.verifying_key().clone());
-        // Drop only the active key itself (re-published, or published ahead of rotation); a
-        // different key under the active key's kid is a duplicate and refused below.
-        let active_public = active.verifying_key();
-        keys.extend(others.into_iter().filter(|k| k != active_public));
+        keys.extend(signers.iter().map(|s| s.verifying_key().clone()));
+        // Drop only the signing keys themselves (re-published, or published ahead of
+        // rotation); a different key under a signing key's kid is a duplicate and refused
+        // below.
+        let signing: Vec<VerifyingKey> = keys.clone();
+        keys.extend(others.into_iter().filter(|k| !signing.contains(k)));
         let published = JwkSet::new(keys)?;
         let jwks_json = published.to_json().into();
         Ok(KeyRingState {
             active,
+            signers,
             published,
             jwks_json,
         })
@@ -43,6 +59,33 @@ impl KeyRingState {
     /// The key new tokens are signed with.
     pub fn active(&self) -> &Arc<SigningKey> {
         &self.active
+    }
+
+    /// The signing key for `alg`: the active key or the further signer of that algorithm.
+    pub fn signer(&self, alg: Algorithm) -> Option<&Arc<SigningKey>> {
+        if self.active.algorithm() == alg {
+            return Some(&self.active);
+        }
+        self.signers.iter().find(|s| s.algorithm() == alg)
+    }
+
+    /// The signing key for a client that registered `registered` (e.g.
+    /// `authorization_signed_response_alg`): the active key when it registered nothing,
+    /// `None` when the ring has no key of that algorithm or the name is unknown.
+    pub fn signer_for(&self, registered: Option<&str>) -> Option<&Arc<SigningKey>> {
+        match registered {
+            None => Some(&self.active),
+            Some(name) => self.signer(Algorithm::from_name(name).ok()?),
+        }
+    }
+
+    /// The algorithms this ring can sign with, the active key's first (for discovery's
+    /// `*_signing_alg_values_supported`).
+    pub fn signing_algorithms(&self) -> Vec<Algorithm> {
+        std::iter::once(&self.active)
+            .chain(&self.signers)
+            .map(|k| k.algorithm())
+            .collect()
     }
 
     /// Every published verification key, the active one first.
@@ -56,7 +99,7 @@ impl KeyRingState {
     }
 
     fn others(&self) -> Vec<VerifyingKey> {
-        self.published.keys()[1..].to_vec()
+        self.published.keys()[1 + self.signers.len()..].to_vec()
     }
 }
 
@@ -82,6 +125,7 @@ impl KeyRing {
         KeyRing {
             state: ArcSwap::from_pointee(KeyRingState {
                 active,
+                signers: Vec::new(),
                 published,
                 jwks_json,
             }),
@@ -92,7 +136,7 @@ impl KeyRing {
     /// A ring with `active` and further published verification keys (older keys whose
     /// tokens are still live, or announced future keys). Duplicate key ids are refused.
     pub fn with_published(active: SigningKey, others: Vec<VerifyingKey>) -> Result<Self, KeyError> {
-        let state = KeyRingState::build(Arc::new(active), others)?;
+        let state = KeyRingState::build(Arc::new(active), Vec::new(), others)?;
         Ok(KeyRing {
             state: ArcSwap::from_pointee(state),
             writer: Mutex::new(()),
@@ -111,12 +155,45 @@ impl KeyRing {
 
     /// Make `next` the active signing key. The previous active key stays published so
     /// that tokens it signed keep verifying until they expire (S11).
+    ///
+    /// A further signer of `next`'s algorithm is replaced by it (and stays published).
     pub fn rotate(&self, next: SigningKey) -> Result<(), KeyError> {
         let _w = self.writer.lock();
         let cur = self.state.load_full();
         let mut others = vec![cur.active.verifying_key().clone()];
+        let alg = next.algorithm();
+        let (replaced, signers): (Vec<_>, Vec<_>) = cur
+            .signers
+            .iter()
+            .cloned()
+            .partition(|s| s.algorithm() == alg);
+        others.extend(replaced.iter().map(|s| s.verifying_key().clone()));
         others.extend(cur.others());
-        let state = KeyRingState::build(Arc::new(next), others)?;
+        let state = KeyRingState::build(Arc::new(next), signers, others)?;
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Add (or rotate) the signing key for `key`'s algorithm, for clients that registered
+    /// that algorithm. A previous signer of the same algorithm stays published. The active
+    /// key's algorithm is changed with [`KeyRing::rotate`] only.
+    pub fn add_signer(&self, key: SigningKey) -> Result<(), KeyError> {
+        let _w = self.writer.lock();
+        let cur = self.state.load_full();
+        let alg = key.algorithm();
+        if cur.active.algorithm() == alg {
+            return Err(KeyError::ActiveKey);
+        }
+        let (replaced, mut signers): (Vec<_>, Vec<_>) = cur
+            .signers
+            .iter()
+            .cloned()
+            .partition(|s| s.algorithm() == alg);
+        signers.push(Arc::new(key));
+        let mut others: Vec<VerifyingKey> =
+            replaced.iter().map(|s| s.verifying_key().clone()).collect();
+        others.extend(cur.others());
+        let state = KeyRingState::build(cur.active.clone(), signers, others)?;
         self.state.store(Arc::new(state));
         Ok(())
     }
@@ -127,16 +204,17 @@ impl KeyRing {
         let cur = self.state.load_full();
         let mut others = cur.others();
         others.push(key);
-        let state = KeyRingState::build(cur.active.clone(), others)?;
+        let state = KeyRingState::build(cur.active.clone(), cur.signers.clone(), others)?;
         self.state.store(Arc::new(state));
         Ok(())
     }
 
-    /// Stop publishing the key `kid`. The active key cannot be retired.
+    /// Stop publishing the key `kid`. A signing key (active or further signer) cannot be
+    /// retired.
     pub fn retire(&self, kid: &str) -> Result<(), KeyError> {
         let _w = self.writer.lock();
         let cur = self.state.load_full();
-        if cur.active.kid() == kid {
+        if cur.active.kid() == kid || cur.signers.iter().any(|s| s.kid() == kid) {
             return Err(KeyError::ActiveKey);
         }
         let others: Vec<_> = cur
@@ -144,8 +222,87 @@ impl KeyRing {
             .into_iter()
             .filter(|k| k.kid() != kid)
             .collect();
-        let state = KeyRingState::build(cur.active.clone(), others)?;
+        let state = KeyRingState::build(cur.active.clone(), cur.signers.clone(), others)?;
         self.state.store(Arc::new(state));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(alg: Algorithm) -> SigningKey {
+        SigningKey::generate(alg).unwrap()
+    }
+
+    #[test]
+    fn a_further_signer_serves_its_algorithm_and_is_published() {
+        let ring = KeyRing::new(key(Algorithm::ES256));
+        let active_kid = ring.load().active().kid().to_owned();
+        assert!(ring.load().signer(Algorithm::RS256).is_none());
+        assert!(ring.load().signer_for(Some("RS256")).is_none());
+        let rs = key(Algorithm::RS256);
+        let rs_kid = rs.kid().to_owned();
+        ring.add_signer(rs).unwrap();
+        let s = ring.snapshot();
+        assert_eq!(s.active().kid(), active_kid, "the default key is unchanged");
+        assert_eq!(s.signer(Algorithm::RS256).unwrap().kid(), rs_kid);
+        assert_eq!(s.signer_for(Some("RS256")).unwrap().kid(), rs_kid);
+        assert_eq!(s.signer_for(None).unwrap().kid(), active_kid);
+        assert!(s.signer_for(Some("HS256")).is_none());
+        assert!(s.signer_for(Some("none")).is_none());
+        assert_eq!(
+            s.signing_algorithms(),
+            vec![Algorithm::ES256, Algorithm::RS256]
+        );
+        assert!(s.jwks().keys().iter().any(|k| k.kid() == rs_kid));
+    }
+
+    #[test]
+    fn replacing_a_signer_keeps_the_old_one_published_and_signers_cannot_be_retired() {
+        let ring = KeyRing::new(key(Algorithm::ES256));
+        let first = key(Algorithm::PS256);
+        let first_kid = first.kid().to_owned();
+        ring.add_signer(first).unwrap();
+        assert_eq!(ring.retire(&first_kid), Err(KeyError::ActiveKey));
+        let second = key(Algorithm::PS256);
+        let second_kid = second.kid().to_owned();
+        ring.add_signer(second).unwrap();
+        let s = ring.snapshot();
+        assert_eq!(s.signer(Algorithm::PS256).unwrap().kid(), second_kid);
+        assert!(s.jwks().keys().iter().any(|k| k.kid() == first_kid));
+        ring.retire(&first_kid).unwrap();
+        assert!(!ring
+            .snapshot()
+            .jwks()
+            .keys()
+            .iter()
+            .any(|k| k.kid() == first_kid));
+        // The active key's algorithm is changed by rotation only.
+        assert_eq!(
+            ring.add_signer(key(Algorithm::ES256)),
+            Err(KeyError::ActiveKey)
+        );
+    }
+
+    #[test]
+    fn rotating_to_a_signers_algorithm_makes_it_the_default_and_keeps_others() {
+        let ring = KeyRing::new(key(Algorithm::ES256));
+        let old_active = ring.load().active().kid().to_owned();
+        ring.add_signer(key(Algorithm::RS256)).unwrap();
+        ring.add_signer(key(Algorithm::EdDSA)).unwrap();
+        let next = key(Algorithm::RS256);
+        let next_kid = next.kid().to_owned();
+        ring.rotate(next).unwrap();
+        let s = ring.snapshot();
+        assert_eq!(s.active().kid(), next_kid);
+        assert!(
+            s.signer(Algorithm::ES256).is_none(),
+            "old default: verify only"
+        );
+        assert!(s.signer(Algorithm::EdDSA).is_some());
+        assert!(s.jwks().keys().iter().any(|k| k.kid() == old_active));
+        assert_eq!(s.signing_algorithms().len(), 2);
     }
 }
