@@ -149,28 +149,17 @@ impl F {
 
     /// Issue and store an access token of `format` for `client_id`, meant for `RS`.
     fn access(&self, client_id: &str, format: TokenFormat, family: Option<&str>) -> String {
-        let mut context = Map::new();
-        context.insert("patient".into(), json!("123"));
-        let t = self
-            .issuer
-            .issue_access_token(
-                &AccessTokenGrant {
-                    client_id: client_id.into(),
-                    sub: "user-1".into(),
-                    pairwise_sub: None,
-                    scope: "patient/Observation.rs".into(),
-                    aud: vec![RS.into()],
-                    cnf: None,
-                    lifetime: 600,
-                    format,
-                    auth_time: Some(NOW),
-                    acr: None,
-                    family_id: family.map(str::to_owned),
-                    context,
-                },
-                NOW,
-            )
-            .unwrap();
+        let mut g = grant(format);
+        g.client_id = client_id.into();
+        g.cnf = None;
+        g.pairwise_sub = None;
+        g.family_id = family.map(str::to_owned);
+        self.issue(&g).token.expose().to_owned()
+    }
+
+    /// Issue `g` and store its record, as the grants do.
+    fn issue(&self, g: &AccessTokenGrant) -> IssuedAccessToken {
+        let t = self.issuer.issue_access_token(g, NOW).unwrap();
         self.store
             .put(
                 Namespace::AccessToken,
@@ -179,7 +168,22 @@ impl F {
                 t.expires_at,
             )
             .unwrap();
-        t.token.expose().to_owned()
+        t
+    }
+
+    fn record(&self, t: &IssuedAccessToken) -> TokenRecord {
+        let b = self
+            .store
+            .get(Namespace::AccessToken, &t.record_key.store_key(), NOW)
+            .unwrap()
+            .unwrap();
+        TokenRecord::from_bytes(&b).unwrap()
+    }
+
+    fn at(&self, caller: &str, token: &str, now: UnixTime) -> Arc<IntrospectionResponse> {
+        let mut ctx = self.ctx();
+        ctx.now = now;
+        introspect(&self.caller(caller), Some(token), &ctx).unwrap()
     }
 
     fn refresh(&self, client_id: &str, family: &str) -> String {
@@ -219,6 +223,32 @@ impl F {
 
     fn active(&self, caller: &str, token: &str) -> bool {
         self.introspect(caller, token).is_active()
+    }
+}
+
+fn cnf() -> heartgate_core::mtls::Confirmation {
+    heartgate_core::mtls::Confirmation {
+        x5t_s256: "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2".into(),
+    }
+}
+
+/// A SMART grant for `owner`, certificate-bound, with a pairwise pseudonym for wrappers.
+fn grant(format: TokenFormat) -> AccessTokenGrant {
+    let mut context = Map::new();
+    context.insert("patient".into(), json!("123"));
+    AccessTokenGrant {
+        client_id: "owner".into(),
+        sub: "user-1".into(),
+        pairwise_sub: Some("pw-1".into()),
+        scope: "patient/Observation.rs".into(),
+        aud: vec![RS.into()],
+        cnf: Some(cnf()),
+        lifetime: 600,
+        format,
+        auth_time: Some(NOW),
+        acr: None,
+        family_id: Some("family-A".into()),
+        context,
     }
 }
 
@@ -569,4 +599,98 @@ fn introspection_and_revocation_are_audited_without_tokens() {
     );
     let all = serde_json::to_string(&sink.events()).unwrap();
     assert!(!all.contains(&t) && !all.contains("user-1") && !all.contains("123"));
+}
+
+#[test]
+fn m3_m4_cached_and_uncached_answers_are_identical_including_cnf() {
+    let f = fixture();
+    for format in FORMATS {
+        let t = f.issue(&grant(format));
+        let first = f.at("rs", t.token.expose(), NOW);
+        assert_eq!(first.cnf(), Some(&cnf()), "{format:?}");
+        assert_eq!(
+            first.sub(),
+            Some("user-1"),
+            "{format:?}: the record's subject, not the wrapper's pseudonym"
+        );
+        let hits = f.cache.stats().hits;
+        let cached = f.at("rs", t.token.expose(), UnixTime(NOW.0 + 1));
+        assert_eq!(f.cache.stats().hits, hits + 1, "served from the cache");
+        assert_eq!(first.to_json_string(), cached.to_json_string());
+        let uncached = introspect(
+            &f.caller("rs"),
+            Some(t.token.expose()),
+            &LifecycleContext::new(&f.issuer, &f.store, NOW),
+        )
+        .unwrap();
+        assert_eq!(uncached.to_json_string(), first.to_json_string());
+    }
+}
+
+#[test]
+fn i6_a_node_that_missed_the_revocation_stops_answering_active_after_the_cache_ttl() {
+    // S5, I6: no invalidation reached this cache; the positive TTL (30 s) bounds it.
+    let f = fixture();
+    let t = f.issue(&grant(TokenFormat::Wrapper));
+    assert!(f.at("rs", t.token.expose(), NOW).is_active());
+    f.store
+        .delete(Namespace::AccessToken, &t.record_key.store_key())
+        .unwrap();
+    assert!(
+        f.at("rs", t.token.expose(), UnixTime(NOW.0 + 29))
+            .is_active(),
+        "served from cache"
+    );
+    assert!(
+        !f.at("rs", t.token.expose(), UnixTime(NOW.0 + 30))
+            .is_active(),
+        "TTL bound"
+    );
+}
+
+#[test]
+fn j30_wrapper_whose_reference_record_disagrees_or_is_missing_is_inactive() {
+    let f = fixture();
+    let t = f.issue(&grant(TokenFormat::Wrapper));
+    let mut r = f.record(&t);
+    r.cnf = None;
+    f.store
+        .put(
+            Namespace::AccessToken,
+            &t.record_key.store_key(),
+            &r.to_bytes().unwrap(),
+            t.expires_at,
+        )
+        .unwrap();
+    assert!(!f.active("owner", t.token.expose()));
+    let t = f.issue(&grant(TokenFormat::Wrapper));
+    f.store
+        .delete(Namespace::AccessToken, &t.record_key.store_key())
+        .unwrap();
+    assert!(!f.active("owner", t.token.expose()));
+}
+
+#[test]
+fn s12_a_corrupt_record_reads_as_unknown() {
+    let f = fixture();
+    let t = f.issue(&grant(TokenFormat::Opaque));
+    f.store
+        .put(
+            Namespace::AccessToken,
+            &t.record_key.store_key(),
+            b"\x09garbage",
+            t.expires_at,
+        )
+        .unwrap();
+    assert!(!f.active("owner", t.token.expose()));
+}
+
+#[test]
+fn i5_expired_tokens_introspect_inactive_with_nothing_else() {
+    let f = fixture();
+    for format in FORMATS {
+        let t = f.issue(&grant(format));
+        let r = f.at("owner", t.token.expose(), t.expires_at);
+        assert_eq!(r.to_json_string(), r#"{"active":false}"#, "{format:?}");
+    }
 }
