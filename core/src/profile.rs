@@ -2,8 +2,9 @@
 //! Security Profile and FAPI 2.0 Message Signing.
 //!
 //! The profiles disagree (SPECS.md b.12): RS256 is a MUST for HEART and forbidden by
-//! FAPI 2.0; FAPI 2.0 forbids refresh-token rotation that HEART and RFC 9700 recommend
-//! for public clients; SMART Backend Services wants 5-minute tokens. heartgate resolves
+//! FAPI 2.0; SMART asks the AS to validate ES384 or RS384 client assertions, which
+//! neither HEART nor FAPI 2.0 lists; FAPI 2.0 forbids refresh-token rotation that HEART and
+//! RFC 9700 recommend for public clients; SMART Backend Services wants 5-minute tokens. heartgate resolves
 //! each conflict per client, never globally: a client names its profile at registration,
 //! and every request of that client is judged by the [`ProfilePolicy`] of that profile.
 
@@ -41,7 +42,10 @@ pub enum AssertionAudience {
 /// Everything a profile fixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProfilePolicy {
-    /// Algorithms accepted for client-signed JWTs and used for AS-signed JWTs.
+    /// Algorithms accepted for client-signed JWTs (assertions, request objects) and for
+    /// the client's registered keys, and the ones a client may register for AS-signed
+    /// responses. The AS itself always signs with its own active key's algorithm, whatever
+    /// this set holds.
     pub algorithms: AlgorithmSet,
     /// Longest access-token lifetime, seconds.
     pub max_access_token_lifetime: u32,
@@ -111,7 +115,8 @@ impl Profile {
     pub fn policy(self) -> ProfilePolicy {
         // Common ground: RFC 9700 and the FAPI/HEART profiles all allow these.
         let base = ProfilePolicy {
-            algorithms: AlgorithmSet::ALL,
+            // ES256, PS256, RS256, EdDSA: HEART's set, and the base of SMART's.
+            algorithms: AlgorithmSet::HEART,
             max_access_token_lifetime: HOUR,
             default_access_token_lifetime: 600,
             refresh_token_lifetime: Some(24 * HOUR),
@@ -146,9 +151,15 @@ impl Profile {
             // HEART §4.3: code-flow AT ≤ 1 h, RT ≤ 24 h (client_credentials ≤ 6 h is
             // not exposed: HEART forbids dynamic registration for client_credentials).
             Profile::Heart => base,
-            Profile::Smart => base,
+            // SMART client-confidential-asymmetric: the AS SHALL validate RS384 or ES384
+            // client assertions (SPECS.md b.2 item 10); both are accepted.
+            Profile::Smart => ProfilePolicy {
+                algorithms: AlgorithmSet::SMART,
+                ..base
+            },
             // SMART Backend Services: expires_in SHOULD NOT exceed 300, no refresh tokens.
             Profile::SmartBackend => ProfilePolicy {
+                algorithms: AlgorithmSet::SMART,
                 max_access_token_lifetime: 300,
                 default_access_token_lifetime: 300,
                 refresh_token_lifetime: None,
@@ -193,6 +204,43 @@ mod tests {
             let rs256 = p.policy().algorithms.contains(Algorithm::RS256);
             assert_eq!(rs256, !p.is_fapi(), "{p:?}");
         }
+    }
+
+    #[test]
+    fn spec_b2_10_smart_profiles_allow_es384_and_rs384_heart_and_fapi_do_not() {
+        for p in Profile::ALL {
+            let algs = p.policy().algorithms;
+            let smart = matches!(p, Profile::Smart | Profile::SmartBackend);
+            for a in [Algorithm::ES384, Algorithm::RS384] {
+                assert_eq!(algs.contains(a), smart, "{p:?} {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn profile_algorithm_sets_are_exactly_as_specified() {
+        // SPECS.md b.12: FAPI 2.0 PS256/ES256/EdDSA only; HEART unchanged by SMART's pair.
+        assert_eq!(Profile::Heart.policy().algorithms, AlgorithmSet::HEART);
+        assert_eq!(Profile::Smart.policy().algorithms, AlgorithmSet::SMART);
+        assert_eq!(
+            Profile::SmartBackend.policy().algorithms,
+            AlgorithmSet::SMART
+        );
+        for p in [Profile::Fapi2Security, Profile::Fapi2MessageSigning] {
+            assert_eq!(
+                p.policy().algorithms.iter().collect::<Vec<_>>(),
+                [Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA]
+            );
+        }
+        assert_eq!(
+            AlgorithmSet::HEART.iter().collect::<Vec<_>>(),
+            [
+                Algorithm::ES256,
+                Algorithm::PS256,
+                Algorithm::RS256,
+                Algorithm::EdDSA
+            ]
+        );
     }
 
     #[test]

@@ -346,6 +346,137 @@ fn fapi_assertion_signed_with_rs256_is_refused() {
     assert!(is_invalid_client(&f.refused(&pkjwt(&t))));
 }
 
+// ------------------------------------------------------------------------------------------
+// SPECS.md b.2 item 10: SMART asymmetric client auth with ES384 and RS384 (J17 resolution)
+// ------------------------------------------------------------------------------------------
+
+/// A SMART Backend Services client registered with `key`'s public JWK.
+fn smart_backend(id: &str, key: &SigningKey) -> Value {
+    json!({"client_id": id, "profile": "smart-backend", "token_endpoint_auth_method": "private_key_jwt",
+        "grant_types": ["client_credentials"], "scope": "system/Observation.rs",
+        "jwks": {"keys": [key.verifying_key().to_jwk()]}})
+}
+
+/// A FAPI 2.0 client registered with `key`'s public JWK.
+fn fapi_client(id: &str, key: &SigningKey) -> Value {
+    json!({"client_id": id, "profile": "fapi2-security",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [key.verifying_key().to_jwk()]}, "require_pushed_authorization_requests": true,
+        "tls_client_certificate_bound_access_tokens": true})
+}
+
+fn register(v: &Value) -> Result<ValidatedClient, MetadataError> {
+    ClientMetadata::from_json(v.to_string().as_bytes())?.validate()
+}
+
+fn spec_b2_10_smart_backend_assertion_is_accepted(alg: Algorithm) {
+    let mut f = fixture();
+    let k = SigningKey::generate(alg).unwrap();
+    f.dir
+        .0
+        .insert("backend".into(), client(smart_backend("backend", &k)));
+    let t = assertion(&k, claims("backend", json!(TOKEN)));
+    assert_eq!(
+        heartgate_core::jose::parse_compact(&t, heartgate_core::jose::ACCESS_TOKEN_MAX_LEN)
+            .unwrap()
+            .header()
+            .alg(),
+        alg
+    );
+    let ok = f.auth(&pkjwt(&t)).unwrap();
+    assert_eq!(ok.client_id(), "backend");
+    assert_eq!(ok.method(), AuthMethod::PrivateKeyJwt);
+    // The jti is consumed as for any assertion (C1).
+    assert!(is_invalid_client(&f.refused(&pkjwt(&t))));
+}
+
+#[test]
+fn spec_b2_10_smart_backend_assertion_signed_with_es384_is_accepted() {
+    spec_b2_10_smart_backend_assertion_is_accepted(Algorithm::ES384);
+}
+
+#[test]
+fn spec_b2_10_smart_backend_assertion_signed_with_rs384_is_accepted() {
+    spec_b2_10_smart_backend_assertion_is_accepted(Algorithm::RS384);
+}
+
+#[test]
+fn spec_b2_10_smart_app_assertion_signed_with_es384_is_accepted() {
+    // client-confidential-asymmetric for a user-facing SMART app, not only Backend Services.
+    let mut f = fixture();
+    let k = SigningKey::generate(Algorithm::ES384).unwrap();
+    f.dir.0.insert("app".into(), client(json!({"client_id": "app", "profile": "smart",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+        "token_endpoint_auth_signing_alg": "ES384",
+        "jwks": {"keys": [k.verifying_key().to_jwk()]}})));
+    let t = assertion(&k, claims("app", json!(TOKEN)));
+    assert_eq!(f.auth(&pkjwt(&t)).unwrap().client_id(), "app");
+}
+
+#[test]
+fn spec_b2_10_es384_and_rs384_keys_are_refused_for_a_fapi2_client_at_registration() {
+    // The same kind of key that a SMART backend client registers: outside the FAPI 2.0
+    // algorithm set (PS256/ES256/EdDSA), so the FAPI client cannot even register it.
+    for alg in [Algorithm::ES384, Algorithm::RS384] {
+        let k = SigningKey::generate(alg).unwrap();
+        assert!(register(&smart_backend("backend", &k)).is_ok(), "{alg}");
+        assert_eq!(
+            register(&fapi_client("fapi", &k)).unwrap_err(),
+            MetadataError::InvalidClientMetadata("jwks algorithm"),
+            "{alg}"
+        );
+        let mut with_alg = fapi_client("fapi", &SigningKey::generate(Algorithm::ES256).unwrap());
+        with_alg["token_endpoint_auth_signing_alg"] = json!(alg.as_str());
+        assert_eq!(
+            register(&with_alg).unwrap_err(),
+            MetadataError::InvalidClientMetadata("token_endpoint_auth_signing_alg"),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn spec_b2_10_es384_key_is_refused_for_a_heart_client_at_registration() {
+    let k = SigningKey::generate(Algorithm::ES384).unwrap();
+    let heart = json!({"client_id": "h", "profile": "heart",
+        "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [k.verifying_key().to_jwk()]}});
+    assert_eq!(
+        register(&heart).unwrap_err(),
+        MetadataError::InvalidClientMetadata("jwks algorithm")
+    );
+}
+
+#[test]
+fn j17_p521_jwk_is_refused_at_registration_even_under_smart() {
+    let c = b64::encode([1u8; 66]);
+    let mut v = smart_backend("backend", &SigningKey::generate(Algorithm::ES256).unwrap());
+    v["jwks"] = json!({"keys": [{"kty": "EC", "crv": "P-521", "x": c, "y": c}]});
+    assert_eq!(
+        register(&v).unwrap_err(),
+        MetadataError::InvalidJwks(heartgate_core::jose::KeyError::UnsupportedCurve)
+    );
+}
+
+#[test]
+fn j4_assertion_in_es384_is_refused_for_a_client_registered_for_rs384() {
+    // The registered token_endpoint_auth_signing_alg narrows the SMART set to one algorithm.
+    let mut f = fixture();
+    let ec = SigningKey::generate(Algorithm::ES384).unwrap();
+    let rsa = SigningKey::generate(Algorithm::RS384).unwrap();
+    let mut v = smart_backend("backend", &rsa);
+    v["jwks"]["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(Value::Object(ec.verifying_key().to_jwk()));
+    v["token_endpoint_auth_signing_alg"] = json!("RS384");
+    f.dir.0.insert("backend".into(), client(v));
+    let t = assertion(&ec, claims("backend", json!(TOKEN)));
+    assert!(is_invalid_client(&f.refused(&pkjwt(&t))));
+    let t = assertion(&rsa, claims("backend", json!(TOKEN)));
+    assert_eq!(f.auth(&pkjwt(&t)).unwrap().client_id(), "backend");
+}
+
 #[test]
 fn c10_c18_client_secrets_are_never_accepted() {
     let f = fixture();

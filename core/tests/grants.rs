@@ -428,6 +428,44 @@ fn smart_backend_client_credentials_are_short_lived_system_scoped_and_bound() {
 }
 
 #[test]
+fn spec_b2_10_es384_and_rs384_backend_clients_get_tokens_signed_with_the_as_key_algorithm() {
+    // SMART lets a backend client sign its assertions with ES384 or RS384; the AS still
+    // signs the access token with its own active key (ES256 here), never the client's alg.
+    let mut f = fixture();
+    for (id, alg) in [("b384", Algorithm::ES384), ("r384", Algorithm::RS384)] {
+        let k = SigningKey::generate(alg).unwrap();
+        f.dir.0.insert(
+            id.to_owned(),
+            client(json!({"client_id": id, "profile": "smart-backend",
+            "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+            "token_endpoint_auth_signing_alg": alg.as_str(),
+            "jwks": {"keys": [k.verifying_key().to_jwk()]}, "scope": "system/Observation.rs",
+            "tls_client_certificate_bound_access_tokens": true})),
+        );
+        let c = f.signed(id, &k, &format!("jti-{id}"), true);
+        let r = client_credentials(&c, None, &f.ctx()).unwrap();
+        let token = r.access_token.expose();
+        let header: serde_json::Value = serde_json::from_slice(
+            &heartgate_core::jose::b64::decode(token.split('.').next().unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], "ES256", "{alg}");
+        let v = AccessTokenValidator::new(ISS, RS)
+            .validate(
+                token,
+                &*f.issuer.keys().snapshot(),
+                &RevokedJtis::new(),
+                NOW,
+            )
+            .unwrap();
+        let ValidatedToken::Jwt(claims) = v else {
+            panic!("JWT expected")
+        };
+        assert_eq!(claims.client_id, id);
+    }
+}
+
+#[test]
 fn client_credentials_refuse_wider_or_user_scopes_and_unbound_requests() {
     let f = fixture();
     for s in [

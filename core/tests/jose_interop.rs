@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
 //! Interoperability with an independent implementation, the `jsonwebtoken` crate (v10,
 //! RustCrypto backend): tokens heartgate signs verify there, tokens it signs with our PKCS#8
-//! keys verify here, for ES256, EdDSA, PS256 and RS256. Its hostile outputs (an embedded
-//! `jwk`, HMAC keyed with our public key) are refused here.
+//! keys verify here, for ES256, EdDSA, PS256, RS256, and SMART's ES384 and RS384 (SPECS.md
+//! b.2 item 10). Its hostile outputs (an embedded `jwk`, HMAC keyed with our public key, an
+//! ES384 header over a P-256 key) are refused here.
 
 use std::sync::OnceLock;
 
@@ -23,26 +24,34 @@ const EXP: i64 = 4_000_000_000;
 
 fn key(alg: Algorithm) -> &'static SigningKey {
     static ES256: OnceLock<SigningKey> = OnceLock::new();
+    static ES384: OnceLock<SigningKey> = OnceLock::new();
     static EDDSA: OnceLock<SigningKey> = OnceLock::new();
     static RSA: OnceLock<SigningKey> = OnceLock::new();
     static RS256: OnceLock<SigningKey> = OnceLock::new();
+    static RS384: OnceLock<SigningKey> = OnceLock::new();
+    // The RSA algorithms share one generated key (generation is slow).
+    let rsa_for =
+        |alg| SigningKey::from_pkcs8_der(alg, &key(Algorithm::PS256).to_pkcs8_der()).unwrap();
     match alg {
         Algorithm::ES256 => ES256.get_or_init(|| SigningKey::generate(alg).unwrap()),
+        Algorithm::ES384 => ES384.get_or_init(|| SigningKey::generate(alg).unwrap()),
         Algorithm::EdDSA => EDDSA.get_or_init(|| SigningKey::generate(alg).unwrap()),
         Algorithm::PS256 => RSA.get_or_init(|| SigningKey::generate(alg).unwrap()),
-        _ => RS256.get_or_init(|| {
-            SigningKey::from_pkcs8_der(Algorithm::RS256, &key(Algorithm::PS256).to_pkcs8_der())
-                .unwrap()
-        }),
+        Algorithm::RS256 => RS256.get_or_init(|| rsa_for(alg)),
+        Algorithm::RS384 => RS384.get_or_init(|| rsa_for(alg)),
+        other => panic!("no interop key for {other}"),
     }
 }
 
 fn their_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
     match alg {
         Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::ES384 => jsonwebtoken::Algorithm::ES384,
         Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
         Algorithm::PS256 => jsonwebtoken::Algorithm::PS256,
-        _ => jsonwebtoken::Algorithm::RS256,
+        Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        Algorithm::RS384 => jsonwebtoken::Algorithm::RS384,
+        other => panic!("no jsonwebtoken algorithm for {other}"),
     }
 }
 
@@ -75,7 +84,9 @@ fn their_key_from_components(alg: Algorithm) -> DecodingKey {
     let jwk = key(alg).verifying_key().to_jwk();
     let m = |name: &str| jwk[name].as_str().unwrap().to_owned();
     match alg {
-        Algorithm::ES256 => DecodingKey::from_ec_components(&m("x"), &m("y")).unwrap(),
+        Algorithm::ES256 | Algorithm::ES384 => {
+            DecodingKey::from_ec_components(&m("x"), &m("y")).unwrap()
+        }
         Algorithm::EdDSA => DecodingKey::from_ed_components(&m("x")).unwrap(),
         _ => DecodingKey::from_rsa_components(&m("n"), &m("e")).unwrap(),
     }
@@ -90,7 +101,7 @@ fn their_key_from_jwk(alg: Algorithm) -> DecodingKey {
 
 fn their_encoding_key(alg: Algorithm, pem: &str) -> EncodingKey {
     match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
         Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
         _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
     }
@@ -141,6 +152,30 @@ fn ps256_token_signed_by_heartgate_verifies_in_jsonwebtoken() {
 #[test]
 fn rs256_token_signed_by_heartgate_verifies_in_jsonwebtoken() {
     ours_verify_in_theirs(Algorithm::RS256);
+}
+
+#[test]
+fn es384_token_signed_by_heartgate_verifies_in_jsonwebtoken() {
+    ours_verify_in_theirs(Algorithm::ES384);
+}
+
+#[test]
+fn rs384_token_signed_by_heartgate_verifies_in_jsonwebtoken() {
+    ours_verify_in_theirs(Algorithm::RS384);
+}
+
+#[test]
+fn heartgate_p384_jwk_reads_as_p384_in_jsonwebtoken() {
+    let text = Value::Object(key(Algorithm::ES384).verifying_key().to_jwk()).to_string();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_str(&text).unwrap();
+    let jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) = &jwk.algorithm else {
+        panic!("not an EC JWK: {text}");
+    };
+    assert_eq!(ec.curve, jsonwebtoken::jwk::EllipticCurve::P384);
+    assert_eq!(
+        jwk.common.key_algorithm,
+        Some(jsonwebtoken::jwk::KeyAlgorithm::ES384)
+    );
 }
 
 #[test]
@@ -218,6 +253,62 @@ fn rs256_token_signed_by_jsonwebtoken_verifies_in_heartgate() {
 }
 
 #[test]
+fn es384_token_signed_by_jsonwebtoken_verifies_in_heartgate() {
+    let k = key(Algorithm::ES384);
+    theirs_verify_in_ours(Algorithm::ES384, &k.to_pkcs8_pem(), k);
+}
+
+#[test]
+fn rs384_token_signed_by_jsonwebtoken_verifies_in_heartgate() {
+    let k = key(Algorithm::RS384);
+    theirs_verify_in_ours(Algorithm::RS384, &k.to_pkcs8_pem(), k);
+}
+
+#[test]
+fn jsonwebtoken_rs384_signature_is_byte_identical_to_heartgates() {
+    // RSASSA-PKCS1-v1_5 is deterministic: two implementations must agree byte for byte.
+    let k = key(Algorithm::RS384);
+    let token = jsonwebtoken::encode(
+        &their_header(Algorithm::RS384, k.kid()),
+        &claims(),
+        &their_encoding_key(Algorithm::RS384, &k.to_pkcs8_pem()),
+    )
+    .unwrap();
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    assert_eq!(
+        heartgate_core::jose::b64::encode(k.sign(input.as_bytes()).unwrap()),
+        sig
+    );
+}
+
+#[test]
+fn j4_jsonwebtoken_es384_token_is_refused_by_a_p256_key_and_vice_versa() {
+    // Their ES384 token, kid of our ES256 key (and the reverse): the key's curve decides.
+    for (signer, named) in [
+        (Algorithm::ES384, Algorithm::ES256),
+        (Algorithm::ES256, Algorithm::ES384),
+    ] {
+        let token = jsonwebtoken::encode(
+            &their_header(signer, key(named).kid()),
+            &claims(),
+            &their_encoding_key(signer, &key(signer).to_pkcs8_pem()),
+        )
+        .unwrap();
+        assert_eq!(
+            verify_jwt(
+                &token,
+                key(named).verifying_key(),
+                &our_rules(),
+                UnixTime(NOW)
+            )
+            .unwrap_err(),
+            JoseError::AlgorithmKeyMismatch,
+            "{signer} token, {named} key"
+        );
+    }
+}
+
+#[test]
 fn openssl_keys_sign_in_jsonwebtoken_and_verify_in_heartgate() {
     for (alg, pem) in [
         (
@@ -230,6 +321,14 @@ fn openssl_keys_sign_in_jsonwebtoken_and_verify_in_heartgate() {
         ),
         (
             Algorithm::RS256,
+            include_str!("data/jose/openssl_rsa2048_pkcs8.pem"),
+        ),
+        (
+            Algorithm::ES384,
+            include_str!("data/jose/openssl_p384_pkcs8.pem"),
+        ),
+        (
+            Algorithm::RS384,
             include_str!("data/jose/openssl_rsa2048_pkcs8.pem"),
         ),
     ] {

@@ -25,24 +25,34 @@ const NOW: i64 = 1_700_000_000;
 const ISS: &str = "https://as.example";
 const AUD: &str = "https://rs.example";
 
-/// One key per algorithm per test run; the two RSA algorithms share one generated key
-/// (RSA generation is slow), under distinct kids.
+/// One key per algorithm per test run; the RSA algorithms (PS256, RS256, RS384) share one
+/// generated key (RSA generation is slow), under distinct kids.
 fn key(alg: Algorithm) -> &'static SigningKey {
     static ES256: OnceLock<SigningKey> = OnceLock::new();
+    static ES384: OnceLock<SigningKey> = OnceLock::new();
     static EDDSA: OnceLock<SigningKey> = OnceLock::new();
     static PS256: OnceLock<SigningKey> = OnceLock::new();
     static RS256: OnceLock<SigningKey> = OnceLock::new();
+    static RS384: OnceLock<SigningKey> = OnceLock::new();
+    let rsa_for = |alg: Algorithm| {
+        let ps = key(Algorithm::PS256);
+        SigningKey::from_pkcs8_der(alg, &ps.to_pkcs8_der())
+            .unwrap()
+            .with_kid(format!(
+                "{}-{}",
+                alg.as_str().to_ascii_lowercase(),
+                ps.kid()
+            ))
+            .unwrap()
+    };
     match alg {
         Algorithm::ES256 => ES256.get_or_init(|| SigningKey::generate(alg).unwrap()),
+        Algorithm::ES384 => ES384.get_or_init(|| SigningKey::generate(alg).unwrap()),
         Algorithm::EdDSA => EDDSA.get_or_init(|| SigningKey::generate(alg).unwrap()),
         Algorithm::PS256 => PS256.get_or_init(|| SigningKey::generate(alg).unwrap()),
-        _ => RS256.get_or_init(|| {
-            let ps = key(Algorithm::PS256);
-            SigningKey::from_pkcs8_der(Algorithm::RS256, &ps.to_pkcs8_der())
-                .unwrap()
-                .with_kid(format!("rs256-{}", ps.kid()))
-                .unwrap()
-        }),
+        Algorithm::RS256 => RS256.get_or_init(|| rsa_for(alg)),
+        Algorithm::RS384 => RS384.get_or_init(|| rsa_for(alg)),
+        other => panic!("no test key for {other}"),
     }
 }
 
@@ -188,6 +198,20 @@ proptest! {
         claims in claim_sets(), seg in 0usize..3, pos in any::<Index>(), bit in 0u8..7,
     ) {
         round_trip_and_flips(Algorithm::RS256, &claims, seg, pos, bit)?;
+    }
+
+    #[test]
+    fn es384_round_trip_and_any_bit_flip_fails(
+        claims in claim_sets(), seg in 0usize..3, pos in any::<Index>(), bit in 0u8..7,
+    ) {
+        round_trip_and_flips(Algorithm::ES384, &claims, seg, pos, bit)?;
+    }
+
+    #[test]
+    fn rs384_round_trip_and_any_bit_flip_fails(
+        claims in claim_sets(), seg in 0usize..3, pos in any::<Index>(), bit in 0u8..7,
+    ) {
+        round_trip_and_flips(Algorithm::RS384, &claims, seg, pos, bit)?;
     }
 }
 
@@ -370,7 +394,7 @@ proptest! {
     }
 
     #[test]
-    fn accepted_token_segments_are_canonical(claims in claim_sets(), alg_i in 0usize..4) {
+    fn accepted_token_segments_are_canonical(claims in claim_sets(), alg_i in 0usize..Algorithm::ALL.len()) {
         let token = sign_jwt(key(Algorithm::ALL[alg_i]), Some("at+jwt"), &claims).unwrap();
         prop_assert!(verify(&token).is_ok());
         for seg in token.split('.') {

@@ -66,6 +66,23 @@ fn rs256() -> &'static SigningKey {
     })
 }
 
+/// The same RSA private key, loaded for RS384 under its own kid (SMART, SPECS b.2 item 10).
+fn rs384() -> &'static SigningKey {
+    static K: OnceLock<SigningKey> = OnceLock::new();
+    K.get_or_init(|| {
+        SigningKey::from_pkcs8_der(Algorithm::RS384, &ps256().to_pkcs8_der())
+            .unwrap()
+            .with_kid(format!("rs384-{}", ps256().kid()))
+            .unwrap()
+    })
+}
+
+/// A P-384 key, which is an ES384 key (J17 resolution, SPECS b.2 item 10).
+fn es384() -> &'static SigningKey {
+    static K: OnceLock<SigningKey> = OnceLock::new();
+    K.get_or_init(|| SigningKey::generate(Algorithm::ES384).unwrap())
+}
+
 fn set(keys: &[&SigningKey]) -> JwkSet {
     JwkSet::new(keys.iter().map(|k| k.verifying_key().clone()).collect()).unwrap()
 }
@@ -196,8 +213,10 @@ impl KeyResolver for CountingResolver<'_> {
 fn control_forged_tokens_verify_when_nothing_is_wrong() {
     // The hand-built tokens used below are accepted when nothing hostile is in them, for
     // every algorithm: each refusal in this file is therefore caused by the check it names.
-    let keys = set(&[es256(), eddsa(), ps256(), rs256()]);
-    for key in [es256(), eddsa(), ps256(), rs256()] {
+    let all = [es256(), eddsa(), ps256(), rs256(), es384(), rs384()];
+    assert_eq!(all.len(), Algorithm::ALL.len());
+    let keys = set(&all);
+    for key in all {
         let t = forge(key, &header(key), &claims());
         let c = verify(&t, &keys).unwrap_or_else(|e| panic!("{:?}: {e:?}", key.algorithm()));
         assert_eq!(c.required_string("sub").unwrap(), "alice");
@@ -332,10 +351,41 @@ fn j3_algorithm_missing_from_a_narrow_set_is_not_allowed() {
 }
 
 #[test]
+fn j3_es384_and_rs384_are_allowed_only_in_the_smart_set() {
+    // SPECS.md b.2 item 10 / b.12: SMART accepts ES384 and RS384 client assertions; HEART
+    // and FAPI 2.0 do not list them, so the same valid tokens are refused there.
+    let keys = set(&[es384(), rs384()]);
+    for key in [es384(), rs384()] {
+        let t = forge(key, &header(key), &claims());
+        for (set, ok) in [
+            (AlgorithmSet::SMART, true),
+            (AlgorithmSet::ALL, true),
+            (AlgorithmSet::HEART, false),
+            (AlgorithmSet::FAPI2, false),
+        ] {
+            let mut v = access_token_rules();
+            v.algorithms = set;
+            let got = verify_with(&t, &keys, &v);
+            if ok {
+                assert!(got.is_ok(), "{:?} {set:?}: {got:?}", key.algorithm());
+            } else {
+                assert_eq!(
+                    got.unwrap_err(),
+                    JoseError::AlgorithmNotAllowed,
+                    "{:?} {set:?}",
+                    key.algorithm()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn j3_unimplemented_algorithms_are_unsupported() {
+    // ES384 and RS384 are implemented now (SMART); their siblings are not.
     let keys = set(&[es256()]);
     for alg in [
-        "ES512", "ES384", "PS384", "PS512", "RS512", "Ed448", "Ed25519", "es256",
+        "ES512", "PS384", "PS512", "RS512", "Ed448", "Ed25519", "es256", "es384", "rs384",
     ] {
         let t = forge(
             es256(),
@@ -409,6 +459,59 @@ fn j4_rs256_signature_for_a_key_registered_as_ps256_is_a_mismatch() {
 }
 
 #[test]
+fn j4_es384_header_naming_an_es256_key_and_es256_header_naming_a_p384_key_are_mismatches() {
+    // The curve fixes the algorithm: neither header can make a key of the other curve
+    // verify, whatever the signature.
+    let keys = set(&[es256(), es384()]);
+    for (signer, named) in [(es384(), es256()), (es256(), es384())] {
+        let t = forge(
+            signer,
+            &header_with(signer, json!({"kid": named.kid()})),
+            &claims(),
+        );
+        assert_eq!(
+            verify(&t, &keys).unwrap_err(),
+            JoseError::AlgorithmKeyMismatch,
+            "{:?} header, {:?} key",
+            signer.algorithm(),
+            named.algorithm()
+        );
+    }
+}
+
+#[test]
+fn j4_rs384_and_rs256_signatures_are_not_interchangeable() {
+    // One RSA private key, registered once for RS256 and once for RS384: a header naming
+    // the other registration is refused, and so is the other hash under the right kid.
+    let keys = set(&[rs256(), rs384()]);
+    for (signer, named) in [(rs384(), rs256()), (rs256(), rs384())] {
+        let t = forge(
+            signer,
+            &header_with(signer, json!({"kid": named.kid()})),
+            &claims(),
+        );
+        assert_eq!(
+            verify(&t, &keys).unwrap_err(),
+            JoseError::AlgorithmKeyMismatch
+        );
+    }
+    // An RS256 signature presented as RS384 with the RS384 key's kid.
+    let (h, p) = {
+        let hdr = header(rs384());
+        (
+            b64::encode(hdr.to_string()),
+            b64::encode(claims().to_string()),
+        )
+    };
+    let input = format!("{h}.{p}");
+    let rs256_sig = rs256().sign(input.as_bytes()).unwrap();
+    assert_eq!(
+        verify(&format!("{input}.{}", b64::encode(rs256_sig)), &keys).unwrap_err(),
+        JoseError::BadSignature
+    );
+}
+
+#[test]
 fn j4_verifying_key_refuses_a_foreign_algorithm() {
     let msg = b"input";
     let sig = ps256().sign(msg).unwrap();
@@ -423,6 +526,24 @@ fn j4_verifying_key_refuses_a_foreign_algorithm() {
         es256()
             .verifying_key()
             .verify(Algorithm::EdDSA, msg, &sig)
+            .unwrap_err(),
+        JoseError::AlgorithmKeyMismatch
+    );
+    let sig = es384().sign(msg).unwrap();
+    for foreign in [Algorithm::ES256, Algorithm::RS384, Algorithm::EdDSA] {
+        assert_eq!(
+            es384()
+                .verifying_key()
+                .verify(foreign, msg, &sig)
+                .unwrap_err(),
+            JoseError::AlgorithmKeyMismatch,
+            "{foreign}"
+        );
+    }
+    assert_eq!(
+        rs384()
+            .verifying_key()
+            .verify(Algorithm::RS256, msg, &rs384().sign(msg).unwrap())
             .unwrap_err(),
         JoseError::AlgorithmKeyMismatch
     );
@@ -1077,9 +1198,10 @@ fn der_integer(x: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The ASN.1 DER `ECDSA-Sig-Value` for a raw r‖s signature.
+/// The ASN.1 DER `ECDSA-Sig-Value` for a raw r‖s signature (P-256 or P-384).
 fn to_der(raw: &[u8]) -> Vec<u8> {
-    let body = [der_integer(&raw[..32]), der_integer(&raw[32..])].concat();
+    let half = raw.len() / 2;
+    let body = [der_integer(&raw[..half]), der_integer(&raw[half..])].concat();
     let mut out = vec![0x30, u8::try_from(body.len()).unwrap()];
     out.extend(body);
     out
@@ -1169,6 +1291,43 @@ fn j15_r_or_s_not_below_the_group_order_is_rejected() {
         ("r = 2^256 - 1", [all_ones.as_slice(), s].concat()),
         ("s = 2^256 - 1", [r, all_ones.as_slice()].concat()),
         ("s = 0", [r, [0u8; 32].as_slice()].concat()),
+    ] {
+        assert_eq!(
+            verify(&with_signature(&t, &bad), &keys).unwrap_err(),
+            JoseError::BadSignature,
+            "{what}"
+        );
+    }
+}
+
+/// P-384 group order n (SEC 2, FIPS 186-4 D.1.2.4).
+const P384_N: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf,
+    0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+];
+
+#[test]
+fn j15_malformed_es384_signatures_are_rejected() {
+    // The J15 cases for ES384 (ring ECDSA_P384_SHA384_FIXED: exactly 96 bytes r‖s).
+    let keys = set(&[es384()]);
+    let t = forge(es384(), &header(es384()), &claims());
+    assert!(verify(&t, &keys).is_ok());
+    let sig = b64::decode(parts(&t).2).unwrap();
+    assert_eq!(sig.len(), 96);
+    let (r, s) = (&sig[..48], &sig[48..]);
+    let zero = [0u8; 48];
+    let all_ones = [0xffu8; 48];
+    for (what, bad) in [
+        ("DER", to_der(&sig)),
+        ("95 bytes", sig[..95].to_vec()),
+        ("97 bytes", [sig.as_slice(), &[0]].concat()),
+        ("64 bytes (an ES256 length)", sig[..64].to_vec()),
+        ("r = s = 0", [zero, zero].concat()),
+        ("s = 0", [r, zero.as_slice()].concat()),
+        ("r = n", [P384_N.as_slice(), s].concat()),
+        ("s = n", [r, P384_N.as_slice()].concat()),
+        ("r = 2^384 - 1", [all_ones.as_slice(), s].concat()),
     ] {
         assert_eq!(
             verify(&with_signature(&t, &bad), &keys).unwrap_err(),
@@ -1296,15 +1455,21 @@ fn j17_rsa_exponent_ring_cannot_use_is_refused_at_registration() {
 }
 
 #[test]
-fn j17_ec_curve_other_than_p256_is_refused() {
-    let x = b64::encode([7u8; 48]);
-    for crv in [
-        json!("P-384"),
-        json!("P-521"),
-        json!("secp256k1"),
-        json!("p-256"),
-        json!(null),
+fn j17_ec_curve_other_than_p256_or_p384_is_refused() {
+    // NOTE: J17 says "EC curve other than P-256"; P-384 is the one deliberate exception,
+    // for SMART's ES384 (SPECS.md b.2 item 10), and only for ES384
+    // (j17_p384_is_accepted_only_for_es384). Everything else stays refused.
+    for (crv, len) in [
+        (json!("P-521"), 66),
+        (json!("secp256k1"), 32),
+        (json!("brainpoolP384r1"), 48),
+        (json!("p-256"), 32),
+        (json!("p-384"), 48),
+        (json!("P-384 "), 48),
+        (json!("P384"), 48),
+        (json!(null), 32),
     ] {
+        let x = b64::encode(vec![7u8; len]);
         let mut k = json!({"kty": "EC", "x": x, "y": x});
         if !crv.is_null() {
             k["crv"] = crv.clone();
@@ -1316,6 +1481,122 @@ fn j17_ec_curve_other_than_p256_is_refused() {
         SigningKey::from_pkcs8_pem(Algorithm::ES256, pem).unwrap_err(),
         KeyError::Rejected
     );
+}
+
+#[test]
+fn j17_p521_jwk_is_refused_whatever_its_alg() {
+    // A well-formed P-521 public JWK (66-byte coordinates). ES512 is not implemented, and
+    // claiming ES384 or ES256 does not make the curve acceptable.
+    let c = b64::encode([1u8; 66]);
+    let p521 = json!({"kty": "EC", "crv": "P-521", "x": c, "y": c, "kid": "p521"});
+    assert_eq!(jwk(p521.clone()).unwrap_err(), KeyError::UnsupportedCurve);
+    assert_eq!(
+        jwk(merge(p521.clone(), json!({"alg": "ES512"}))).unwrap_err(),
+        KeyError::UnsupportedAlgorithm
+    );
+    for alg in ["ES384", "ES256"] {
+        assert_eq!(
+            jwk(merge(p521.clone(), json!({"alg": alg}))).unwrap_err(),
+            KeyError::UnsupportedCurve,
+            "{alg}"
+        );
+    }
+    let doc = json!({"keys": [p521]}).to_string();
+    assert_eq!(
+        JwkSet::from_json(doc.as_bytes(), &JwkSetOptions::default()).unwrap_err(),
+        KeyError::UnsupportedCurve
+    );
+}
+
+#[test]
+fn j17_p384_is_accepted_only_for_es384() {
+    // SPECS.md b.2 item 10: a P-384 key is an ES384 key and nothing else; a P-256 key is
+    // never an ES384 key. The JWK's alg must agree with its curve (alg/kty mismatch).
+    let p384 = es384().verifying_key().to_jwk();
+    assert_eq!(p384["crv"], "P-384");
+    assert_eq!(p384["alg"], "ES384");
+    let p384 = Value::Object(p384);
+    assert_eq!(jwk(p384.clone()).unwrap(), *es384().verifying_key());
+    assert_eq!(
+        jwk(merge(p384.clone(), json!({"alg": null})))
+            .unwrap()
+            .algorithm(),
+        Algorithm::ES384
+    );
+    for alg in ["ES256", "RS384", "PS256", "RS256", "EdDSA"] {
+        assert_eq!(
+            jwk(merge(p384.clone(), json!({"alg": alg}))).unwrap_err(),
+            KeyError::AlgorithmMismatch,
+            "P-384 with alg {alg}"
+        );
+    }
+    let p256 = Value::Object(es256().verifying_key().to_jwk());
+    assert_eq!(
+        jwk(merge(p256.clone(), json!({"alg": "ES384"}))).unwrap_err(),
+        KeyError::AlgorithmMismatch
+    );
+    // Strict coordinate lengths: 48 bytes for P-384, 32 for P-256, no more, no less.
+    let c32 = b64::encode([7u8; 32]);
+    let c48 = b64::encode([7u8; 48]);
+    let c49 = b64::encode([7u8; 49]);
+    for (crv, x, y) in [
+        ("P-384", &c32, &c32),
+        ("P-384", &c48, &c32),
+        ("P-384", &c49, &c48),
+        ("P-256", &c48, &c48),
+    ] {
+        assert_eq!(
+            jwk(json!({"kty": "EC", "crv": crv, "x": x, "y": y})).unwrap_err(),
+            KeyError::InvalidJwk("EC coordinate length"),
+            "{crv} {x} {y}"
+        );
+    }
+    // Raw points: the P-384 constructor takes 97 bytes, the P-256 one 65.
+    let point = es384().verifying_key().public_key_bytes();
+    assert_eq!(point.len(), 97);
+    assert!(VerifyingKey::from_ec_p384_point("k".into(), point).is_ok());
+    assert_eq!(
+        VerifyingKey::from_ec_point("k".into(), point).unwrap_err(),
+        KeyError::InvalidJwk("EC point")
+    );
+    assert_eq!(
+        VerifyingKey::from_ec_p384_point("k".into(), es256().verifying_key().public_key_bytes())
+            .unwrap_err(),
+        KeyError::InvalidJwk("EC point")
+    );
+    // PKCS#8: a P-384 key loads for ES384 only, a P-256 key never does.
+    let pem = include_str!("data/jose/openssl_p384_pkcs8.pem");
+    assert!(SigningKey::from_pkcs8_pem(Algorithm::ES384, pem).is_ok());
+    assert_eq!(
+        SigningKey::from_pkcs8_pem(
+            Algorithm::ES384,
+            include_str!("data/jose/openssl_p256_pkcs8.pem")
+        )
+        .unwrap_err(),
+        KeyError::Rejected
+    );
+}
+
+#[test]
+fn j17_p384_point_off_the_curve_never_verifies() {
+    for (x, y) in [([0u8; 48], [0u8; 48]), ([1u8; 48], [1u8; 48])] {
+        let k = json!({"kty": "EC", "crv": "P-384", "x": b64::encode(x), "y": b64::encode(y), "kid": "bogus"});
+        match jwk(k) {
+            Err(e) => assert!(
+                matches!(e, KeyError::InvalidJwk(_) | KeyError::Rejected),
+                "{e:?}"
+            ),
+            Ok(bogus) => {
+                let t = forge(
+                    es384(),
+                    &header_with(es384(), json!({"kid": "bogus"})),
+                    &claims(),
+                );
+                let keys = JwkSet::new(vec![bogus]).unwrap();
+                assert_eq!(verify(&t, &keys).unwrap_err(), JoseError::BadSignature);
+            }
+        }
+    }
 }
 
 #[test]

@@ -736,6 +736,56 @@ mod tests {
         bad(with(backend, "scope", json!("system/../Observation.r")));
     }
 
+    /// SPECS.md b.2 item 10, b.12, THREATS J17: ES384 (P-384) and RS384 keys and
+    /// algorithms register under the SMART profiles only.
+    #[test]
+    fn spec_b2_10_es384_and_rs384_register_under_smart_only() {
+        let backend = |jwks: serde_json::Value| {
+            json!({"profile": "smart-backend", "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": jwks, "grant_types": ["client_credentials"], "scope": "system/Observation.rs"})
+        };
+        let p384 = jwks(Algorithm::ES384);
+        assert_eq!(p384["keys"][0]["crv"], "P-384");
+        let c = check(backend(p384.clone())).unwrap();
+        assert_eq!(c.jwks().unwrap().keys()[0].algorithm(), Algorithm::ES384);
+        assert!(check(with(
+            backend(p384.clone()),
+            "token_endpoint_auth_signing_alg",
+            json!("ES384")
+        ))
+        .is_ok());
+        // An RSA key without `alg` is bound to the registered RS384.
+        let rsa = SigningKey::generate(Algorithm::RS384).unwrap();
+        let mut rsa_jwk = rsa.verifying_key().to_jwk();
+        assert_eq!(rsa_jwk["alg"], "RS384");
+        rsa_jwk.remove("alg");
+        let c = check(with(
+            backend(json!({"keys": [rsa_jwk]})),
+            "token_endpoint_auth_signing_alg",
+            json!("RS384"),
+        ))
+        .unwrap();
+        assert_eq!(c.jwks().unwrap().keys()[0].algorithm(), Algorithm::RS384);
+
+        // FAPI 2.0 and HEART: the same keys and algorithms are outside the profile.
+        bad(with(fapi(), "jwks", p384.clone()));
+        bad(with(
+            fapi(),
+            "token_endpoint_auth_signing_alg",
+            json!("ES384"),
+        ));
+        bad(with(fapi(), "request_object_signing_alg", json!("RS384")));
+        let heart = json!({"profile": "heart", "redirect_uris": ["https://app.example.com/cb"],
+            "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks(Algorithm::ES256)});
+        assert!(check(heart.clone()).is_ok());
+        bad(with(heart.clone(), "jwks", p384));
+        bad(with(
+            heart,
+            "token_endpoint_auth_signing_alg",
+            json!("RS384"),
+        ));
+    }
+
     #[test]
     fn heart_limits_a_client_to_one_grant_type_and_allows_public_native_clients() {
         let native = json!({"profile": "heart", "token_endpoint_auth_method": "none",

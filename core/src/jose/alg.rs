@@ -3,6 +3,10 @@
 //! There is deliberately no HMAC and no `none` (J1, J2): a verifier for them does not
 //! exist, so no header can select one. Which of these algorithms a context accepts is an
 //! [`AlgorithmSet`] chosen by the caller's profile (SPECS.md b.12), never by the token.
+//!
+//! ES384 and RS384 exist for one reason: SMART App Launch asks the AS to validate client
+//! assertions signed with them (SPECS.md b.2 item 10). Only the SMART profiles allow them
+//! ([`AlgorithmSet::SMART`]); HEART and FAPI 2.0 do not.
 
 use super::JoseError;
 
@@ -18,15 +22,21 @@ pub enum Algorithm {
     RS256,
     /// EdDSA over Ed25519.
     EdDSA,
+    /// ECDSA P-384 with SHA-384, fixed-length r‖s signatures (SMART client assertions).
+    ES384,
+    /// RSASSA-PKCS1-v1_5 with SHA-384 (SMART client assertions).
+    RS384,
 }
 
 impl Algorithm {
     /// Every algorithm heartgate implements.
-    pub const ALL: [Algorithm; 4] = [
+    pub const ALL: [Algorithm; 6] = [
         Algorithm::ES256,
         Algorithm::PS256,
         Algorithm::RS256,
         Algorithm::EdDSA,
+        Algorithm::ES384,
+        Algorithm::RS384,
     ];
 
     /// The JOSE name, as in the `alg` header.
@@ -36,6 +46,8 @@ impl Algorithm {
             Algorithm::PS256 => "PS256",
             Algorithm::RS256 => "RS256",
             Algorithm::EdDSA => "EdDSA",
+            Algorithm::ES384 => "ES384",
+            Algorithm::RS384 => "RS384",
         }
     }
 
@@ -47,17 +59,21 @@ impl Algorithm {
             "PS256" => Ok(Algorithm::PS256),
             "RS256" => Ok(Algorithm::RS256),
             "EdDSA" => Ok(Algorithm::EdDSA),
+            "ES384" => Ok(Algorithm::ES384),
+            "RS384" => Ok(Algorithm::RS384),
             n if n.eq_ignore_ascii_case("none") => Err(JoseError::AlgNone),
             _ => Err(JoseError::UnsupportedAlgorithm),
         }
     }
 
-    fn bit(self) -> u8 {
+    const fn bit(self) -> u8 {
         match self {
             Algorithm::ES256 => 1,
             Algorithm::PS256 => 2,
             Algorithm::RS256 => 4,
             Algorithm::EdDSA => 8,
+            Algorithm::ES384 => 16,
+            Algorithm::RS384 => 32,
         }
     }
 }
@@ -75,10 +91,23 @@ pub struct AlgorithmSet(u8);
 impl AlgorithmSet {
     /// The empty set.
     pub const NONE: AlgorithmSet = AlgorithmSet(0);
-    /// All four algorithms (HEART, SMART and RFC 9068 interop need RS256).
-    pub const ALL: AlgorithmSet = AlgorithmSet(1 | 2 | 4 | 8);
-    /// FAPI 2.0 Security Profile §5.4.1: PS256, ES256, EdDSA; never RS256.
-    pub const FAPI2: AlgorithmSet = AlgorithmSet(1 | 2 | 8);
+    /// Every implemented algorithm, [`Algorithm::ALL`]. For verifiers whose keys alone
+    /// decide (an access-token validator checks the AS's own published keys); a profile
+    /// names its own set instead, so that a new algorithm never joins a profile unseen.
+    pub const ALL: AlgorithmSet = AlgorithmSet(1 | 2 | 4 | 8 | 16 | 32);
+    /// FAPI 2.0 Security Profile §5.4.1: PS256, ES256, EdDSA; never RS256, ES384, RS384.
+    pub const FAPI2: AlgorithmSet = AlgorithmSet::NONE
+        .with(Algorithm::PS256)
+        .with(Algorithm::ES256)
+        .with(Algorithm::EdDSA);
+    /// HEART: ES256, PS256, EdDSA and RS256 (RS256 is a HEART MUST, and RFC 9068 interop
+    /// needs it); not ES384 or RS384.
+    pub const HEART: AlgorithmSet = AlgorithmSet::FAPI2.with(Algorithm::RS256);
+    /// SMART App Launch v2 and Backend Services: the HEART set plus ES384 and RS384, which
+    /// the AS must validate in client assertions (SPECS.md b.2 item 10).
+    pub const SMART: AlgorithmSet = AlgorithmSet::HEART
+        .with(Algorithm::ES384)
+        .with(Algorithm::RS384);
 
     /// A set of the given algorithms.
     pub fn of(algs: &[Algorithm]) -> Self {
@@ -91,7 +120,7 @@ impl AlgorithmSet {
     }
 
     /// The set with `alg` added.
-    pub fn with(self, alg: Algorithm) -> Self {
+    pub const fn with(self, alg: Algorithm) -> Self {
         AlgorithmSet(self.0 | alg.bit())
     }
 
@@ -133,6 +162,19 @@ mod tests {
     }
 
     #[test]
+    fn every_algorithm_name_round_trips_and_has_its_own_bit() {
+        let mut seen = AlgorithmSet::NONE;
+        for a in Algorithm::ALL {
+            assert_eq!(Algorithm::from_name(a.as_str()), Ok(a));
+            assert_eq!(a.to_string(), a.as_str());
+            assert!(!seen.contains(a), "{a} shares a bit");
+            seen = seen.with(a);
+        }
+        assert_eq!(seen, AlgorithmSet::ALL);
+        assert_eq!(AlgorithmSet::ALL.iter().count(), Algorithm::ALL.len());
+    }
+
+    #[test]
     fn fapi2_set_excludes_rs256() {
         assert!(!AlgorithmSet::FAPI2.contains(Algorithm::RS256));
         assert!(AlgorithmSet::FAPI2.contains(Algorithm::PS256));
@@ -143,6 +185,44 @@ mod tests {
                 .iter()
                 .count(),
             2
+        );
+    }
+
+    #[test]
+    fn es384_and_rs384_are_in_all_and_smart_but_not_heart_or_fapi2() {
+        // SPECS.md b.2 item 10, b.12: the 384-bit pair is for SMART client assertions only.
+        for a in [Algorithm::ES384, Algorithm::RS384] {
+            assert!(AlgorithmSet::ALL.contains(a), "{a}");
+            assert!(AlgorithmSet::SMART.contains(a), "{a}");
+            assert!(!AlgorithmSet::HEART.contains(a), "{a}");
+            assert!(!AlgorithmSet::FAPI2.contains(a), "{a}");
+        }
+        assert_eq!(
+            AlgorithmSet::FAPI2.iter().collect::<Vec<_>>(),
+            [Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA]
+        );
+        assert_eq!(
+            AlgorithmSet::HEART.iter().collect::<Vec<_>>(),
+            [
+                Algorithm::ES256,
+                Algorithm::PS256,
+                Algorithm::RS256,
+                Algorithm::EdDSA
+            ]
+        );
+        assert_eq!(
+            AlgorithmSet::SMART,
+            AlgorithmSet::HEART
+                .with(Algorithm::ES384)
+                .with(Algorithm::RS384)
+        );
+        assert_eq!(
+            Algorithm::from_name("es384"),
+            Err(JoseError::UnsupportedAlgorithm)
+        );
+        assert_eq!(
+            Algorithm::from_name("RS384 "),
+            Err(JoseError::UnsupportedAlgorithm)
         );
     }
 }

@@ -1,16 +1,17 @@
 //! JWK and JWK Set (RFC 7517) for public verification keys, and RFC 7638 thumbprints.
 //!
 //! What is refused (J17, J33, J34): private members (`d`, `p`, `q`, `dp`, `dq`, `qi`,
-//! `oth`, `k`), symmetric keys (`kty: oct`), RSA under 2048 bits, curves other than P-256
-//! and Ed25519, small-order Ed25519 keys, duplicate `kid`s in a set, a JWK `alg` that does
-//! not fit its key type, and any malformed member. Keys marked `use: enc` or whose
+//! `oth`, `k`), symmetric keys (`kty: oct`), RSA under 2048 bits, curves other than P-256,
+//! P-384 and Ed25519, small-order Ed25519 keys, duplicate `kid`s in a set, a JWK `alg`
+//! that does not fit its key type (an EC key's curve fixes it: P-256 is ES256, P-384 is
+//! ES384), and any malformed member. Keys marked `use: enc` or whose
 //! `key_ops` lack `verify` are skipped, never used to verify. `x5u`/`jku` are never
 //! fetched; `x5c` is kept (as DER) only for RFC 8705 §2.2 self-signed certificate matching.
 
 use ring::digest;
 use serde_json::{Map, Value};
 
-use super::key::{b64_field, check_kid, PublicMaterial, VerifyingKey};
+use super::key::{b64_field, check_kid, EcCurve, PublicMaterial, VerifyingKey};
 use super::{b64, json, Algorithm, KeyError};
 
 /// Largest JWK Set document accepted, in bytes.
@@ -30,11 +31,15 @@ pub struct JwkSetOptions {
 /// lexicographic order with no whitespace, base64url.
 pub(crate) fn thumbprint(m: &PublicMaterial) -> String {
     let canonical = match m {
-        PublicMaterial::Ec(p) => format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            b64::encode(&p[1..33]),
-            b64::encode(&p[33..65])
-        ),
+        PublicMaterial::Ec { curve, point } => {
+            let (x, y) = PublicMaterial::ec_coordinates(*curve, point);
+            format!(
+                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+                curve.jwk_name(),
+                b64::encode(x),
+                b64::encode(y)
+            )
+        }
         PublicMaterial::Rsa { n, e } => format!(
             r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
             b64::encode(e),
@@ -53,11 +58,12 @@ pub(crate) fn thumbprint(m: &PublicMaterial) -> String {
 pub(crate) fn to_jwk(k: &VerifyingKey) -> Map<String, Value> {
     let mut m = Map::new();
     match k.material() {
-        PublicMaterial::Ec(p) => {
+        PublicMaterial::Ec { curve, point } => {
+            let (x, y) = PublicMaterial::ec_coordinates(*curve, point);
             m.insert("kty".into(), "EC".into());
-            m.insert("crv".into(), "P-256".into());
-            m.insert("x".into(), b64_field(&p[1..33]));
-            m.insert("y".into(), b64_field(&p[33..65]));
+            m.insert("crv".into(), curve.jwk_name().into());
+            m.insert("x".into(), b64_field(x));
+            m.insert("y".into(), b64_field(y));
         }
         PublicMaterial::Rsa { n, e } => {
             m.insert("kty".into(), "RSA".into());
@@ -116,19 +122,24 @@ fn parse_one(m: &Map<String, Value>, opts: &JwkSetOptions) -> Result<Parsed, Key
     };
     let (material, implied) = match kty {
         "EC" => {
-            if str_member(m, "crv")? != Some("P-256") {
-                return Err(KeyError::UnsupportedCurve);
-            }
+            // J17: P-256 and P-384 only (P-384 for SMART's ES384, SPECS.md b.2 item 10);
+            // P-521, secp256k1 and every other curve are refused.
+            let curve = str_member(m, "crv")?
+                .and_then(EcCurve::from_jwk_name)
+                .ok_or(KeyError::UnsupportedCurve)?;
             let x = b64_member(m, "x")?;
             let y = b64_member(m, "y")?;
-            if x.len() != 32 || y.len() != 32 {
+            let len = curve.coordinate_len();
+            if x.len() != len || y.len() != len {
                 return Err(KeyError::InvalidJwk("EC coordinate length"));
             }
-            let mut point = Vec::with_capacity(65);
+            let mut point = Vec::with_capacity(1 + 2 * len);
             point.push(4);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            (PublicMaterial::ec(point)?, Some(Algorithm::ES256))
+            // The curve fixes the algorithm; a declared `alg` of another curve is refused
+            // below (AlgorithmMismatch).
+            (PublicMaterial::ec(curve, point)?, Some(curve.algorithm()))
         }
         "RSA" => {
             let n = b64_member(m, "n")?;

@@ -5,8 +5,16 @@
 //! its algorithm and `kid`. The algorithm of a token's header never chooses how a key is
 //! used: it must equal the key's own algorithm (J4).
 //!
-//! RSA keys must be at least 2048 bits (J17, FAPI 2.0 §5.4.1); EC keys are P-256 only;
-//! EdDSA keys are Ed25519 only, with small-order and non-canonical points refused.
+//! RSA keys must be at least 2048 bits (J17, FAPI 2.0 §5.4.1); EdDSA keys are Ed25519
+//! only, with small-order and non-canonical points refused.
+//!
+//! EC keys are P-256 or P-384, and the curve fixes the algorithm: P-256 is ES256 only,
+//! P-384 is ES384 only. NOTE: THREATS.md J17 says "EC curve other than P-256 rejected";
+//! heartgate departs from it for P-384 alone, because SMART App Launch asks the AS to
+//! validate ES384 client assertions (SPECS.md b.2 item 10). Every other curve (P-521,
+//! secp256k1, ...) is still refused, and only the SMART profiles allow ES384 at all
+//! (`AlgorithmSet::SMART`). Covered by `j17_ec_curve_other_than_p256_or_p384_is_refused`
+//! and `j17_p384_is_accepted_only_for_es384` (tests/jose_threats.rs).
 
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
@@ -23,7 +31,8 @@ pub const MAX_KID_LEN: usize = 256;
 
 enum Pair {
     Ecdsa(EcdsaKeyPair),
-    Rsa(RsaKeyPair),
+    /// The padding and digest are fixed when the key is loaded, from its algorithm.
+    Rsa(RsaKeyPair, &'static dyn signature::RsaEncoding),
     Ed25519(Ed25519KeyPair),
 }
 
@@ -47,12 +56,13 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Generate a new key for `alg`. RSA keys (PS256, RS256) are 2048 bits.
+    /// Generate a new key for `alg`: P-256 for ES256, P-384 for ES384, Ed25519 for
+    /// EdDSA, and 2048-bit RSA for PS256, RS256 and RS384.
     pub fn generate(alg: Algorithm) -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
-            Algorithm::ES256 => {
-                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            Algorithm::ES256 | Algorithm::ES384 => {
+                EcdsaKeyPair::generate_pkcs8(ecdsa_signing(alg)?, &rng)
                     .map_err(|_| KeyError::Generation)?
                     .as_ref()
                     .to_vec()
@@ -61,30 +71,32 @@ impl SigningKey {
                 .map_err(|_| KeyError::Generation)?
                 .as_ref()
                 .to_vec(),
-            Algorithm::PS256 | Algorithm::RS256 => generate_rsa_pkcs8(MIN_RSA_BITS)?,
+            Algorithm::PS256 | Algorithm::RS256 | Algorithm::RS384 => {
+                generate_rsa_pkcs8(MIN_RSA_BITS)?
+            }
         };
         Self::from_pkcs8_der(alg, &pkcs8)
     }
 
     /// Load a PKCS#8 DER private key for `alg`. The key id is the RFC 7638 thumbprint.
+    /// An EC key must be on the curve of `alg` (P-256 for ES256, P-384 for ES384).
     pub fn from_pkcs8_der(alg: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
         let (pair, material) = match alg {
-            Algorithm::ES256 => {
-                let p = EcdsaKeyPair::from_pkcs8(
-                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    der,
-                    &rng,
-                )
-                .map_err(|_| KeyError::Rejected)?;
+            Algorithm::ES256 | Algorithm::ES384 => {
+                // ring checks the PKCS#8 curve OID against the signing algorithm's, so a
+                // P-384 key never loads for ES256 nor a P-256 key for ES384.
+                let p = EcdsaKeyPair::from_pkcs8(ecdsa_signing(alg)?, der, &rng)
+                    .map_err(|_| KeyError::Rejected)?;
                 let point = p.public_key().as_ref().to_vec();
-                (Pair::Ecdsa(p), PublicMaterial::ec(point)?)
+                let curve = EcCurve::of(alg).ok_or(KeyError::Rejected)?;
+                (Pair::Ecdsa(p), PublicMaterial::ec(curve, point)?)
             }
-            Algorithm::PS256 | Algorithm::RS256 => {
+            Algorithm::PS256 | Algorithm::RS256 | Algorithm::RS384 => {
                 let p = RsaKeyPair::from_pkcs8(der).map_err(|_| KeyError::Rejected)?;
                 let c: signature::RsaPublicKeyComponents<Vec<u8>> = p.public().into();
                 let material = PublicMaterial::rsa(&c.n, &c.e)?;
-                (Pair::Rsa(p), material)
+                (Pair::Rsa(p, rsa_signing(alg)?), material)
             }
             Algorithm::EdDSA => {
                 // OpenSSL writes PKCS#8 v1 (no public key inside); ring's own is v2. Both
@@ -154,7 +166,8 @@ impl SigningKey {
         &self.public
     }
 
-    /// Sign `msg` with this key's algorithm. ES256 signatures are fixed-length r‖s.
+    /// Sign `msg` with this key's algorithm. ES256 and ES384 signatures are fixed-length
+    /// r‖s (64 and 96 bytes).
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JoseError> {
         match &self.pair {
             Pair::Ecdsa(p) => p
@@ -162,13 +175,9 @@ impl SigningKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| JoseError::SigningFailed),
             Pair::Ed25519(p) => Ok(p.sign(msg).as_ref().to_vec()),
-            Pair::Rsa(p) => {
-                let padding: &dyn signature::RsaEncoding = match self.alg {
-                    Algorithm::PS256 => &signature::RSA_PSS_SHA256,
-                    _ => &signature::RSA_PKCS1_SHA256,
-                };
+            Pair::Rsa(p, padding) => {
                 let mut sig = vec![0; p.public().modulus_len()];
-                p.sign(padding, &self.rng, msg, &mut sig)
+                p.sign(*padding, &self.rng, msg, &mut sig)
                     .map_err(|_| JoseError::SigningFailed)?;
                 Ok(sig)
             }
@@ -176,11 +185,87 @@ impl SigningKey {
     }
 }
 
+/// The ECDSA signing parameters of an EC algorithm.
+fn ecdsa_signing(alg: Algorithm) -> Result<&'static signature::EcdsaSigningAlgorithm, KeyError> {
+    match alg {
+        Algorithm::ES256 => Ok(&signature::ECDSA_P256_SHA256_FIXED_SIGNING),
+        Algorithm::ES384 => Ok(&signature::ECDSA_P384_SHA384_FIXED_SIGNING),
+        Algorithm::PS256 | Algorithm::RS256 | Algorithm::RS384 | Algorithm::EdDSA => {
+            Err(KeyError::AlgorithmMismatch)
+        }
+    }
+}
+
+/// The RSA padding and digest of an RSA algorithm.
+fn rsa_signing(alg: Algorithm) -> Result<&'static dyn signature::RsaEncoding, KeyError> {
+    match alg {
+        Algorithm::PS256 => Ok(&signature::RSA_PSS_SHA256),
+        Algorithm::RS256 => Ok(&signature::RSA_PKCS1_SHA256),
+        Algorithm::RS384 => Ok(&signature::RSA_PKCS1_SHA384),
+        Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA => Err(KeyError::AlgorithmMismatch),
+    }
+}
+
+/// The EC curves heartgate accepts, each bound to exactly one algorithm (J17: P-256 for
+/// ES256, P-384 for ES384; every other curve is refused where it is parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EcCurve {
+    /// NIST P-256 (secp256r1), for ES256.
+    P256,
+    /// NIST P-384 (secp384r1), for ES384.
+    P384,
+}
+
+impl EcCurve {
+    /// The curve of an EC algorithm; `None` for the others.
+    pub(crate) fn of(alg: Algorithm) -> Option<Self> {
+        match alg {
+            Algorithm::ES256 => Some(EcCurve::P256),
+            Algorithm::ES384 => Some(EcCurve::P384),
+            Algorithm::PS256 | Algorithm::RS256 | Algorithm::RS384 | Algorithm::EdDSA => None,
+        }
+    }
+
+    /// The curve named by a JWK `crv` (RFC 7518 §6.2.1.1; names are case-sensitive).
+    pub(crate) fn from_jwk_name(crv: &str) -> Option<Self> {
+        match crv {
+            "P-256" => Some(EcCurve::P256),
+            "P-384" => Some(EcCurve::P384),
+            _ => None,
+        }
+    }
+
+    /// The JWK `crv` name.
+    pub(crate) fn jwk_name(self) -> &'static str {
+        match self {
+            EcCurve::P256 => "P-256",
+            EcCurve::P384 => "P-384",
+        }
+    }
+
+    /// The only algorithm a key on this curve verifies.
+    pub(crate) fn algorithm(self) -> Algorithm {
+        match self {
+            EcCurve::P256 => Algorithm::ES256,
+            EcCurve::P384 => Algorithm::ES384,
+        }
+    }
+
+    /// The length of one coordinate in bytes (RFC 7518 §6.2.1.2: x and y are exactly
+    /// this long, leading zeros included).
+    pub(crate) fn coordinate_len(self) -> usize {
+        match self {
+            EcCurve::P256 => 32,
+            EcCurve::P384 => 48,
+        }
+    }
+}
+
 /// Public key material of one of the supported key types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PublicMaterial {
-    /// Uncompressed P-256 point, 65 bytes (0x04 ‖ x ‖ y).
-    Ec(Box<[u8]>),
+    /// Uncompressed point (0x04 ‖ x ‖ y) on `curve`: 65 bytes for P-256, 97 for P-384.
+    Ec { curve: EcCurve, point: Box<[u8]> },
     /// RSA modulus and exponent, big-endian without leading zeros.
     Rsa { n: Box<[u8]>, e: Box<[u8]> },
     /// Ed25519 public key.
@@ -188,11 +273,21 @@ pub(crate) enum PublicMaterial {
 }
 
 impl PublicMaterial {
-    pub(crate) fn ec(point: Vec<u8>) -> Result<Self, KeyError> {
-        if point.len() != 65 || point[0] != 4 {
+    pub(crate) fn ec(curve: EcCurve, point: Vec<u8>) -> Result<Self, KeyError> {
+        if point.len() != 1 + 2 * curve.coordinate_len() || point.first() != Some(&4) {
             return Err(KeyError::InvalidJwk("EC point"));
         }
-        Ok(PublicMaterial::Ec(point.into_boxed_slice()))
+        Ok(PublicMaterial::Ec {
+            curve,
+            point: point.into_boxed_slice(),
+        })
+    }
+
+    /// The x and y coordinates of an EC point.
+    pub(crate) fn ec_coordinates(curve: EcCurve, point: &[u8]) -> (&[u8], &[u8]) {
+        let len = curve.coordinate_len();
+        let xy = point.get(1..).unwrap_or_default();
+        xy.split_at(len.min(xy.len()))
     }
 
     pub(crate) fn rsa(n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
@@ -223,17 +318,16 @@ impl PublicMaterial {
         Ok(PublicMaterial::Ed25519(x))
     }
 
-    /// The algorithms this material can verify.
+    /// The algorithms this material can verify: an EC key only its curve's (J17), an
+    /// RSA key any RSA algorithm (which one is fixed when the key is loaded).
     fn fits(&self, alg: Algorithm) -> bool {
-        matches!(
-            (self, alg),
-            (PublicMaterial::Ec(_), Algorithm::ES256)
-                | (
-                    PublicMaterial::Rsa { .. },
-                    Algorithm::PS256 | Algorithm::RS256
-                )
-                | (PublicMaterial::Ed25519(_), Algorithm::EdDSA)
-        )
+        match self {
+            PublicMaterial::Ec { curve, .. } => curve.algorithm() == alg,
+            PublicMaterial::Rsa { .. } => {
+                matches!(alg, Algorithm::PS256 | Algorithm::RS256 | Algorithm::RS384)
+            }
+            PublicMaterial::Ed25519(_) => alg == Algorithm::EdDSA,
+        }
     }
 }
 
@@ -398,9 +492,26 @@ impl VerifyingKey {
             return Err(JoseError::AlgorithmKeyMismatch);
         }
         let ok = match (&self.material, self.alg) {
-            (PublicMaterial::Ec(point), Algorithm::ES256) => {
+            (
+                PublicMaterial::Ec {
+                    curve: EcCurve::P256,
+                    point,
+                },
+                Algorithm::ES256,
+            ) => {
                 // FIXED: exactly 64 bytes r‖s; DER, r = s = 0, r or s ≥ n fail (J15).
                 signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(msg, sig)
+            }
+            (
+                PublicMaterial::Ec {
+                    curve: EcCurve::P384,
+                    point,
+                },
+                Algorithm::ES384,
+            ) => {
+                // FIXED: exactly 96 bytes r‖s; DER, r = s = 0, r or s ≥ n fail (J15).
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
                     .verify(msg, sig)
             }
             (PublicMaterial::Ed25519(x), Algorithm::EdDSA) => {
@@ -420,20 +531,42 @@ impl VerifyingKey {
                     sig,
                 )
             }
+            (PublicMaterial::Rsa { n, e }, Algorithm::RS384) => {
+                signature::RsaPublicKeyComponents { n: &**n, e: &**e }.verify(
+                    &signature::RSA_PKCS1_2048_8192_SHA384,
+                    msg,
+                    sig,
+                )
+            }
             _ => return Err(JoseError::AlgorithmKeyMismatch),
         };
         ok.map_err(|_| JoseError::BadSignature)
     }
 
-    /// The public key as JWK JSON members (kty, crv/x/y or n/e, kid, alg, use).
+    /// The public key as JWK JSON members (kty, crv/x/y or n/e, kid, alg, use). An EC
+    /// key's `crv` is `P-256` or `P-384`.
     pub fn to_jwk(&self) -> serde_json::Map<String, serde_json::Value> {
         jwk::to_jwk(self)
     }
 
-    /// Encode a raw public key (uncompressed P-256 point, or Ed25519 bytes, or RSA n/e)
-    /// for `alg`. For keys from certificates and hardware signers.
+    /// An ES256 verification key from an uncompressed P-256 point (65 bytes,
+    /// `0x04 ‖ x ‖ y`). For keys from certificates and hardware signers.
     pub fn from_ec_point(kid: String, point: &[u8]) -> Result<Self, KeyError> {
-        VerifyingKey::new(Algorithm::ES256, kid, PublicMaterial::ec(point.to_vec())?)
+        VerifyingKey::new(
+            Algorithm::ES256,
+            kid,
+            PublicMaterial::ec(EcCurve::P256, point.to_vec())?,
+        )
+    }
+
+    /// An ES384 verification key from an uncompressed P-384 point (97 bytes,
+    /// `0x04 ‖ x ‖ y`). A P-384 key verifies ES384 only (J17, SPECS.md b.2 item 10).
+    pub fn from_ec_p384_point(kid: String, point: &[u8]) -> Result<Self, KeyError> {
+        VerifyingKey::new(
+            Algorithm::ES384,
+            kid,
+            PublicMaterial::ec(EcCurve::P384, point.to_vec())?,
+        )
     }
 
     /// An Ed25519 verification key from its 32 public bytes.
@@ -441,16 +574,16 @@ impl VerifyingKey {
         VerifyingKey::new(Algorithm::EdDSA, kid, PublicMaterial::ed25519(x)?)
     }
 
-    /// An RSA verification key for `alg` (PS256 or RS256) from modulus and exponent.
+    /// An RSA verification key for `alg` (PS256, RS256 or RS384) from modulus and exponent.
     pub fn from_rsa(alg: Algorithm, kid: String, n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
         VerifyingKey::new(alg, kid, PublicMaterial::rsa(n, e)?)
     }
 
-    /// The raw public key bytes: the uncompressed P-256 point, the Ed25519 key, or, for
-    /// RSA, the big-endian modulus.
+    /// The raw public key bytes: the uncompressed EC point (65 bytes for P-256, 97 for
+    /// P-384), the Ed25519 key, or, for RSA, the big-endian modulus.
     pub fn public_key_bytes(&self) -> &[u8] {
         match &self.material {
-            PublicMaterial::Ec(p) => p,
+            PublicMaterial::Ec { point, .. } => point,
             PublicMaterial::Rsa { n, .. } => n,
             PublicMaterial::Ed25519(x) => x,
         }
@@ -470,7 +603,18 @@ impl VerifyingKey {
 impl From<&VerifyingKey> for crate::mtls::CertPublicKey {
     fn from(k: &VerifyingKey) -> Self {
         match &k.material {
-            PublicMaterial::Ec(p) => crate::mtls::CertPublicKey::EcP256 { point: p.to_vec() },
+            PublicMaterial::Ec {
+                curve: EcCurve::P256,
+                point,
+            } => crate::mtls::CertPublicKey::EcP256 {
+                point: point.to_vec(),
+            },
+            PublicMaterial::Ec {
+                curve: EcCurve::P384,
+                point,
+            } => crate::mtls::CertPublicKey::EcP384 {
+                point: point.to_vec(),
+            },
             PublicMaterial::Rsa { n, e } => crate::mtls::CertPublicKey::Rsa {
                 n: n.to_vec(),
                 e: e.to_vec(),
@@ -614,6 +758,50 @@ mod tests {
             SigningKey::from_pkcs8_pem(Algorithm::ES256, &wrong_tag).unwrap_err(),
             KeyError::Pem
         );
+    }
+
+    #[test]
+    fn j17_each_ec_curve_is_bound_to_exactly_one_algorithm() {
+        for alg in Algorithm::ALL {
+            match EcCurve::of(alg) {
+                Some(curve) => {
+                    assert_eq!(curve.algorithm(), alg);
+                    assert_eq!(EcCurve::from_jwk_name(curve.jwk_name()), Some(curve));
+                }
+                None => assert!(!matches!(alg, Algorithm::ES256 | Algorithm::ES384)),
+            }
+        }
+        assert_eq!(EcCurve::from_jwk_name("P-521"), None);
+        assert_eq!(EcCurve::from_jwk_name("secp256k1"), None);
+    }
+
+    #[test]
+    fn es384_signatures_are_96_bytes_and_es256_ones_64() {
+        for (alg, len) in [(Algorithm::ES256, 64), (Algorithm::ES384, 96)] {
+            let k = SigningKey::generate(alg).unwrap();
+            let sig = k.sign(b"m").unwrap();
+            assert_eq!(sig.len(), len, "{alg}");
+            assert_eq!(k.verifying_key().verify(alg, b"m", &sig), Ok(()));
+            assert_eq!(
+                k.verifying_key().public_key_bytes().len(),
+                1 + 2 * EcCurve::of(alg).unwrap().coordinate_len()
+            );
+        }
+    }
+
+    #[test]
+    fn p384_key_becomes_a_p384_certificate_key_that_equals_no_p256_key() {
+        // RFC 8705 §2.2 matching: the P-384 JWK keeps its curve; it can never be taken for
+        // a P-256 certificate key (certificate_public_key does not read P-384 at all).
+        let k = SigningKey::generate(Algorithm::ES384).unwrap();
+        let c = crate::mtls::CertPublicKey::from(k.verifying_key());
+        let crate::mtls::CertPublicKey::EcP384 { point } = &c else {
+            panic!("expected P-384: {c:?}");
+        };
+        assert_eq!(point.as_slice(), k.verifying_key().public_key_bytes());
+        let p256 = SigningKey::generate(Algorithm::ES256).unwrap();
+        assert_ne!(c, crate::mtls::CertPublicKey::from(p256.verifying_key()));
+        assert_eq!(c, c.clone());
     }
 
     #[test]

@@ -102,10 +102,11 @@ pub enum JoseError {
     /// `alg: none`, in any spelling.
     #[error("alg none is refused")]
     AlgNone,
-    /// An algorithm heartgate does not implement (HMAC, ES512, ...).
+    /// An algorithm heartgate does not implement (HMAC, ES512, PS384, ...).
     #[error("unsupported algorithm")]
     UnsupportedAlgorithm,
-    /// An implemented algorithm that this context does not allow.
+    /// An implemented algorithm that this context does not allow (RS256 under FAPI 2.0,
+    /// ES384 or RS384 outside the SMART profiles, ...).
     #[error("algorithm not allowed here")]
     AlgorithmNotAllowed,
     /// The header's algorithm is not the key's algorithm.
@@ -197,7 +198,7 @@ pub enum KeyError {
     /// `kty` other than EC, RSA, OKP.
     #[error("unsupported key type")]
     UnsupportedKeyType,
-    /// A curve other than P-256 (EC) or Ed25519 (OKP).
+    /// A curve other than P-256 or P-384 (EC) or Ed25519 (OKP) (J17).
     #[error("unsupported curve")]
     UnsupportedCurve,
     /// The JWK names an algorithm we do not implement.

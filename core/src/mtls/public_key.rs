@@ -28,6 +28,14 @@ pub enum CertPublicKey {
         /// 65-byte uncompressed SEC1 point: `04 || x || y`.
         point: Vec<u8>,
     },
+    /// A P-384 point (JWK `kty: EC`, `crv: P-384`, registered for ES384). Only a
+    /// registered JWK converts to this: [`certificate_public_key`] does not read P-384
+    /// certificates (RFC 8705 §2.2 matching stays P-256, RSA and Ed25519), so such a key
+    /// never matches a presented certificate's key.
+    EcP384 {
+        /// 97-byte uncompressed SEC1 point: `04 || x || y`.
+        point: Vec<u8>,
+    },
     /// An RSA key (JWK `kty: RSA`).
     Rsa {
         /// Modulus, big-endian, leading zero bytes stripped.
@@ -78,6 +86,7 @@ impl PartialEq for CertPublicKey {
         // Public keys are not secret; `==` on bytes is fine here.
         match (self, other) {
             (CertPublicKey::EcP256 { point: a }, CertPublicKey::EcP256 { point: b }) => a == b,
+            (CertPublicKey::EcP384 { point: a }, CertPublicKey::EcP384 { point: b }) => a == b,
             (CertPublicKey::Rsa { n: n1, e: e1 }, CertPublicKey::Rsa { n: n2, e: e2 }) => {
                 strip_leading_zeros(n1) == strip_leading_zeros(n2)
                     && strip_leading_zeros(e1) == strip_leading_zeros(e2)
