@@ -197,7 +197,15 @@ fn register_then_authenticate_with_private_key_jwt_through_the_store_directory()
         token: format!("{ISS}/token"),
         par: format!("{ISS}/par"),
     };
-    let ok = authenticate(&creds, &dir, &endpoints, &f.store, NOW).unwrap();
+    let ok = authenticate(
+        &creds,
+        &dir,
+        &endpoints,
+        &f.store,
+        NOW,
+        &heartgate_core::audit::NoAudit,
+    )
+    .unwrap();
     assert_eq!(ok.client_id(), id);
     assert_eq!(ok.method(), AuthMethod::PrivateKeyJwt);
     assert_eq!(dir.store_status(), Ok(()));
@@ -941,11 +949,26 @@ fn c19_a_deleted_client_no_longer_authenticates() {
         par: format!("{ISS}/par"),
     };
     let dir = StoreClientDirectory::new(&f.store, NOW);
-    assert!(authenticate(&creds, &dir, &endpoints, &f.store, NOW).is_ok());
+    assert!(authenticate(
+        &creds,
+        &dir,
+        &endpoints,
+        &f.store,
+        NOW,
+        &heartgate_core::audit::NoAudit
+    )
+    .is_ok());
     r.delete(&id, Some(token(&info)), &f.store, NOW).unwrap();
     let dir = StoreClientDirectory::new(&f.store, NOW);
     assert!(matches!(
-        authenticate(&creds, &dir, &endpoints, &f.store, NOW),
+        authenticate(
+            &creds,
+            &dir,
+            &endpoints,
+            &f.store,
+            NOW,
+            &heartgate_core::audit::NoAudit
+        ),
         Err(ClientAuthError::InvalidClient(_))
     ));
     assert_eq!(dir.store_status(), Ok(()), "a real absence, not an outage");
