@@ -230,6 +230,47 @@ pub(crate) fn revoke_family(
     Ok(())
 }
 
+fn client_marker_key(client_id: &str) -> Vec<u8> {
+    let mut k = b"client\0".to_vec();
+    k.extend_from_slice(client_id.as_bytes());
+    k
+}
+
+/// Revoke every token issued to `client_id` up to `now` (RFC 7592 §2.3: a deleted
+/// client's tokens SHOULD be revoked). There is no per-client token index: a marker
+/// "issued at or before `now`" is kept as long as any token can live, and
+/// introspection checks it.
+pub fn revoke_client_tokens(
+    store: &dyn Store,
+    client_id: &str,
+    now: UnixTime,
+) -> Result<(), crate::store::StoreError> {
+    store.put(
+        Namespace::Revocation,
+        &client_marker_key(client_id),
+        &now.secs().to_be_bytes(),
+        UnixTime(now.secs().saturating_add(FAMILY_MARKER_LIFETIME)),
+    )
+}
+
+/// Whether tokens of `client_id` issued at `iat` were revoked with their client.
+fn client_revoked(
+    store: &dyn Store,
+    client_id: &str,
+    iat: i64,
+    now: UnixTime,
+) -> Result<bool, Unavailable> {
+    let Some(v) = store
+        .get(Namespace::Revocation, &client_marker_key(client_id), now)
+        .map_err(|_| ())?
+    else {
+        return Ok(false);
+    };
+    // A corrupt marker revokes everything (fail closed).
+    let before = <[u8; 8]>::try_from(v.as_slice()).map_or(i64::MAX, i64::from_be_bytes);
+    Ok(iat <= before)
+}
+
 fn access_record(
     ctx: &LifecycleContext<'_>,
     key: &RecordKey,
@@ -302,15 +343,28 @@ fn find(ctx: &LifecycleContext<'_>, token: &str) -> Result<Found, Unavailable> {
             Ok(ValidatedToken::Opaque(_)) | Err(_) => Found::Nothing,
         }
     };
-    let family = match &found {
-        Found::Access { record, .. } => record.family_id.as_deref(),
-        Found::Refresh { record, .. } => Some(record.family_id.as_str()),
-        Found::Nothing => None,
+    let (family, client, iat) = match &found {
+        Found::Access { record, .. } => (
+            record.family_id.as_deref(),
+            record.client_id.as_str(),
+            record.iat,
+        ),
+        Found::Refresh { record, .. } => (
+            Some(record.family_id.as_str()),
+            record.client_id.as_str(),
+            record.iat,
+        ),
+        Found::Nothing => return Ok(found),
     };
-    match family {
-        Some(f) if family_revoked(ctx.store, f, ctx.now)? => Ok(Found::Nothing),
-        _ => Ok(found),
+    if let Some(f) = family {
+        if family_revoked(ctx.store, f, ctx.now)? {
+            return Ok(Found::Nothing);
+        }
     }
+    if client_revoked(ctx.store, client, iat, ctx.now)? {
+        return Ok(Found::Nothing);
+    }
+    Ok(found)
 }
 
 fn refresh_response(record: &RefreshRecord, now: UnixTime) -> Arc<IntrospectionResponse> {

@@ -694,3 +694,42 @@ fn i5_expired_tokens_introspect_inactive_with_nothing_else() {
         assert_eq!(r.to_json_string(), r#"{"active":false}"#, "{format:?}");
     }
 }
+
+#[test]
+fn rfc7592_tokens_of_a_deleted_client_are_inactive_and_later_ones_unaffected() {
+    let f = fixture();
+    let tokens: Vec<String> = FORMATS
+        .iter()
+        .map(|fmt| f.access("owner", *fmt, None))
+        .collect();
+    let rt = f.refresh("owner", "fam-del");
+    let other = f.access("app", TokenFormat::Opaque, None);
+    for t in &tokens {
+        assert!(f.active("rs", t));
+    }
+    revoke_client_tokens(&f.store, "owner", NOW).unwrap();
+    let later = LifecycleContext::new(&f.issuer, &f.store, UnixTime(NOW.0 + 1));
+    for t in tokens.iter().chain([&rt]) {
+        let r = introspect(&f.caller("rs"), Some(t), &later).unwrap();
+        assert!(!r.is_active());
+    }
+    assert!(f.active("app", &other), "other clients untouched");
+    // A token issued after the marker (a client id is never reused, but the rule is by
+    // time) is not affected.
+    let t = f
+        .issuer
+        .issue_access_token(&grant(TokenFormat::Opaque), UnixTime(NOW.0 + 5))
+        .unwrap();
+    f.store
+        .put(
+            Namespace::AccessToken,
+            &t.record_key.store_key(),
+            &t.record.to_bytes().unwrap(),
+            t.expires_at,
+        )
+        .unwrap();
+    let after = LifecycleContext::new(&f.issuer, &f.store, UnixTime(NOW.0 + 6));
+    assert!(introspect(&f.caller("rs"), Some(t.token.expose()), &after)
+        .unwrap()
+        .is_active());
+}

@@ -4,16 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+mod common;
+
+use common::FlakyStore;
 use heartgate_core::audit::{EventKind, MemoryAuditSink, Outcome};
 use heartgate_core::client::*;
 use heartgate_core::clock::UnixTime;
 use heartgate_core::jose::{b64, sign_jwt, Algorithm, JwkSet, SigningKey};
 use heartgate_core::profile::Profile;
-use heartgate_core::store::{
-    Entry, Inserted, MemoryStore, Namespace, SnapshotEntry, Store, StoreError, Swapped,
-};
+use heartgate_core::store::{MemoryStore, Namespace, SnapshotEntry, Store, StoreError};
 use heartgate_core::token::TokenHash;
 use serde_json::{json, Value};
 
@@ -893,7 +893,12 @@ fn d8_after_delete_everything_is_the_same_invalid_token() {
     let (a, _b) = two_clients(&f, &r);
     let id = a.client_id();
     r.delete(id, Some(token(&a)), &f.store, NOW).unwrap();
-    assert_eq!(f.snapshot().len(), 1, "only the other client is left");
+    let left: Vec<_> = f.snapshot().into_iter().map(|(ns, _, _)| ns).collect();
+    assert_eq!(
+        left,
+        vec![Namespace::Client, Namespace::Revocation],
+        "only the other client is left, and the deleted one's token marker (RFC 7592 §2.3)"
+    );
     let update = bytes(&with(heart(&f.key), "client_id", json!(id)));
     assert_eq!(
         f.refused(|| r.read(id, Some(token(&a)), &f.store, NOW)),
@@ -1250,88 +1255,12 @@ fn concurrent_updates_with_one_token_let_exactly_one_win() {
 
 // --- store failures --------------------------------------------------------------------
 
-/// A store that fails every call while `down` is set.
-struct FlakyStore {
-    inner: MemoryStore,
-    down: AtomicBool,
-}
-
-impl FlakyStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable)
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl Store for FlakyStore {
-    fn put(&self, ns: Namespace, k: &[u8], v: &[u8], exp: UnixTime) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.put(ns, k, v, exp)
-    }
-    fn insert_new(
-        &self,
-        ns: Namespace,
-        k: &[u8],
-        v: &[u8],
-        exp: UnixTime,
-        now: UnixTime,
-    ) -> Result<Inserted, StoreError> {
-        self.check()?;
-        self.inner.insert_new(ns, k, v, exp, now)
-    }
-    fn get(&self, ns: Namespace, k: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
-        self.check()?;
-        self.inner.get(ns, k, now)
-    }
-    fn take(&self, ns: Namespace, k: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
-        self.check()?;
-        self.inner.take(ns, k, now)
-    }
-    fn compare_and_swap(
-        &self,
-        ns: Namespace,
-        k: &[u8],
-        expected: &[u8],
-        new: Option<(&[u8], UnixTime)>,
-        now: UnixTime,
-    ) -> Result<Swapped, StoreError> {
-        self.check()?;
-        self.inner.compare_and_swap(ns, k, expected, new, now)
-    }
-    fn delete(&self, ns: Namespace, k: &[u8]) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.delete(ns, k)
-    }
-    fn scan_prefix(
-        &self,
-        ns: Namespace,
-        prefix: &[u8],
-        limit: usize,
-        now: UnixTime,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.check()?;
-        self.inner.scan_prefix(ns, prefix, limit, now)
-    }
-    fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
-        self.check()?;
-        self.inner.purge_expired(now)
-    }
-    fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError> {
-        self.inner.snapshot(now)
-    }
-}
-
 #[test]
 fn store_failure_is_temporarily_unavailable_and_changes_nothing() {
     let f = fixture();
     let r = f.registrar(config());
-    let store = FlakyStore {
-        inner: MemoryStore::new(),
-        down: AtomicBool::new(true),
-    };
+    let store = FlakyStore::default();
+    store.set_down(true);
     let e = r
         .register(Some(IAT), &bytes(&heart(&f.key)), &store, NOW)
         .unwrap_err();
@@ -1342,13 +1271,13 @@ fn store_failure_is_temporarily_unavailable_and_changes_nothing() {
     );
     assert!(store.snapshot(NOW).unwrap().is_empty());
 
-    store.down.store(false, Ordering::SeqCst);
+    store.set_down(false);
     let info = r
         .register(Some(IAT), &bytes(&heart(&f.key)), &store, NOW)
         .unwrap();
     let id = info.client_id();
     let before = store.snapshot(NOW).unwrap();
-    store.down.store(true, Ordering::SeqCst);
+    store.set_down(true);
     let update = update_body(heart_native(), id);
     assert_eq!(
         r.read(id, Some(token(&info)), &store, NOW).unwrap_err(),
@@ -1364,7 +1293,7 @@ fn store_failure_is_temporarily_unavailable_and_changes_nothing() {
         RegistrationError::Unavailable
     );
     assert_eq!(store.snapshot(NOW).unwrap(), before);
-    store.down.store(false, Ordering::SeqCst);
+    store.set_down(false);
     assert!(r.read(id, Some(token(&info)), &store, NOW).is_ok());
 }
 
@@ -1372,14 +1301,11 @@ fn store_failure_is_temporarily_unavailable_and_changes_nothing() {
 fn store_directory_reports_a_store_failure_instead_of_hiding_it() {
     let f = fixture();
     let r = f.registrar(config());
-    let store = FlakyStore {
-        inner: MemoryStore::new(),
-        down: AtomicBool::new(false),
-    };
+    let store = FlakyStore::default();
     let info = r
         .register(Some(IAT), &bytes(&heart_native()), &store, NOW)
         .unwrap();
-    store.down.store(true, Ordering::SeqCst);
+    store.set_down(true);
     let dir = StoreClientDirectory::new(&store, NOW);
     assert!(dir.client(info.client_id()).is_none());
     assert_eq!(dir.store_status(), Err(StoreError::Unavailable));

@@ -492,6 +492,10 @@ impl<'a> Registrar<'a> {
         let result = self
             .authorize(client_id, registration_access_token, store, now)
             .and_then(|(_, old, _)| {
+                // RFC 7592 §2.3: the tokens issued to the client go with it. Marked first,
+                // so a failure never leaves a deleted client with live tokens.
+                crate::lifecycle::revoke_client_tokens(store, client_id, now)
+                    .map_err(|_| Failure::unavailable("store"))?;
                 match store.compare_and_swap(
                     Namespace::Client,
                     client_id.as_bytes(),

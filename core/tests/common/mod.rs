@@ -7,6 +7,7 @@ use heartgate_core::client::{ClientDirectory, ClientMetadata, ValidatedClient};
 use heartgate_core::jose::JwkSet;
 
 /// Clients by id; their keys are the inline `jwks`.
+#[allow(dead_code)] // reason: not every test file uses a static directory
 pub struct Dir(pub HashMap<String, Arc<ValidatedClient>>);
 
 impl ClientDirectory for Dir {
@@ -52,6 +53,12 @@ mod flaky {
     use std::sync::atomic::Ordering::SeqCst;
 
     impl FlakyStore {
+        /// Fail every call (reads and writes) while `down`.
+        pub fn set_down(&self, down: bool) {
+            self.fail_writes.store(down, SeqCst);
+            self.fail_reads.store(down, SeqCst);
+        }
+
         fn w(&self) -> Result<(), StoreError> {
             if self.fail_writes.load(SeqCst) {
                 Err(StoreError::Unavailable)
@@ -131,6 +138,7 @@ mod flaky {
             self.inner.scan_prefix(ns, p, limit, now)
         }
         fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
+            self.w()?;
             self.inner.purge_expired(now)
         }
         fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError> {
