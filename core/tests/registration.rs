@@ -11,6 +11,7 @@ use common::FlakyStore;
 use heartgate_core::audit::{EventKind, MemoryAuditSink, Outcome};
 use heartgate_core::client::*;
 use heartgate_core::clock::UnixTime;
+use heartgate_core::error::ToWire;
 use heartgate_core::jose::{b64, sign_jwt, Algorithm, JwkSet, SigningKey};
 use heartgate_core::profile::Profile;
 use heartgate_core::store::{MemoryStore, Namespace, SnapshotEntry, Store, StoreError};
@@ -136,7 +137,7 @@ fn token(info: &ClientInformation) -> &str {
 }
 
 fn is_metadata(e: &RegistrationError) -> bool {
-    e.error_code() == "invalid_client_metadata" && e.http_status() == 400
+    e.to_wire().code == "invalid_client_metadata" && e.to_wire().status == 400
 }
 
 fn response(info: &ClientInformation) -> serde_json::Map<String, Value> {
@@ -290,7 +291,10 @@ fn d10_missing_initial_access_token_is_invalid_token() {
     let r = f.registrar(config());
     let e = f.refused(|| r.register(None, &bytes(&heart(&f.key)), &f.store, NOW));
     assert_eq!(e, RegistrationError::InvalidToken);
-    assert_eq!((e.error_code(), e.http_status()), ("invalid_token", 401));
+    assert_eq!(
+        (e.to_wire().code, e.to_wire().status),
+        ("invalid_token", 401)
+    );
 }
 
 #[test]
@@ -399,7 +403,7 @@ fn d1_bad_redirect_uris_are_invalid_redirect_uri() {
             "{u}: {e:?}"
         );
         assert_eq!(
-            (e.error_code(), e.http_status()),
+            (e.to_wire().code, e.to_wire().status),
             ("invalid_redirect_uri", 400)
         );
     }
@@ -613,7 +617,7 @@ fn d5_bad_signature_is_invalid_software_statement() {
     );
     assert_eq!(e, RegistrationError::InvalidSoftwareStatement("signature"));
     assert_eq!(
-        (e.error_code(), e.http_status()),
+        (e.to_wire().code, e.to_wire().status),
         ("invalid_software_statement", 400)
     );
     // A tampered payload under a genuine signature.
@@ -640,7 +644,7 @@ fn d5_untrusted_issuer_is_unapproved_software_statement() {
     let e = f.refused_registration(&r, &with(heart(&f.key), "software_statement", json!(jwt)));
     assert_eq!(e, RegistrationError::UnapprovedSoftwareStatement);
     assert_eq!(
-        (e.error_code(), e.http_status()),
+        (e.to_wire().code, e.to_wire().status),
         ("unapproved_software_statement", 400)
     );
     // With no trusted issuer configured at all, every statement is unapproved.
@@ -882,7 +886,10 @@ fn d8_wrong_other_clients_and_missing_tokens_are_the_same_invalid_token() {
     for path in [b.client_id(), "no-such-client", "", &"x".repeat(10_000)] {
         let e = f.refused(|| r.read(path, Some(token(&a)), &f.store, NOW));
         assert_eq!(e, RegistrationError::InvalidToken, "{path:.20}");
-        assert_eq!((e.error_code(), e.http_status()), ("invalid_token", 401));
+        assert_eq!(
+            (e.to_wire().code, e.to_wire().status),
+            ("invalid_token", 401)
+        );
     }
 }
 
@@ -1266,7 +1273,7 @@ fn store_failure_is_temporarily_unavailable_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(e, RegistrationError::Unavailable);
     assert_eq!(
-        (e.error_code(), e.http_status()),
+        (e.to_wire().code, e.to_wire().status),
         ("temporarily_unavailable", 503)
     );
     assert!(store.snapshot(NOW).unwrap().is_empty());

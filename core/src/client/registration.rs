@@ -61,6 +61,7 @@ use super::auth::ClientDirectory;
 use super::metadata::{ClientMetadata, GrantType, MetadataError, ValidatedClient};
 use crate::audit::{AuditEvent, AuditSink, EventKind, Outcome};
 use crate::clock::UnixTime;
+use crate::error::{ToWire, WireError};
 use crate::jose::{
     parse_compact, verify_jwt, Algorithm, AlgorithmSet, AudienceRule, Claims, JoseError, JwkSet,
     TypRule, Validation, MAX_NUMERIC_DATE, REQUEST_OBJECT_MAX_LEN,
@@ -130,8 +131,7 @@ const SERVER_MEMBERS: [&str; 4] = [
 /// are not copied into the metadata.
 const STATEMENT_ONLY_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
 
-/// Why a registration request was refused. [`RegistrationError::error_code`] and
-/// [`RegistrationError::http_status`] are the one mapping to the wire.
+/// Why a registration request was refused; [`ToWire`] is the one mapping to the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistrationError {
@@ -158,30 +158,25 @@ pub enum RegistrationError {
     Unavailable,
 }
 
-impl RegistrationError {
-    /// The OAuth error code for the response body.
-    pub fn error_code(&self) -> &'static str {
+impl ToWire for RegistrationError {
+    /// A 401 also carries `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3).
+    fn to_wire(&self) -> WireError {
         match self {
-            RegistrationError::InvalidToken => "invalid_token",
+            RegistrationError::InvalidToken => WireError::bare(401, "invalid_token"),
             RegistrationError::Metadata(MetadataError::InvalidRedirectUri(_)) => {
-                "invalid_redirect_uri"
+                WireError::bare(400, "invalid_redirect_uri")
             }
-            RegistrationError::Metadata(_) => "invalid_client_metadata",
-            RegistrationError::InvalidSoftwareStatement(_) => "invalid_software_statement",
-            RegistrationError::UnapprovedSoftwareStatement => "unapproved_software_statement",
-            RegistrationError::Unavailable => "temporarily_unavailable",
-        }
-    }
-
-    /// The HTTP status of the response. A 401 also carries
-    /// `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3).
-    pub fn http_status(&self) -> u16 {
-        match self {
-            RegistrationError::InvalidToken => 401,
-            RegistrationError::Metadata(_)
-            | RegistrationError::InvalidSoftwareStatement(_)
-            | RegistrationError::UnapprovedSoftwareStatement => 400,
-            RegistrationError::Unavailable => 503,
+            RegistrationError::Metadata(MetadataError::InvalidClientMetadata(d)) => {
+                WireError::new(400, "invalid_client_metadata", d)
+            }
+            RegistrationError::Metadata(_) => WireError::bare(400, "invalid_client_metadata"),
+            RegistrationError::InvalidSoftwareStatement(d) => {
+                WireError::new(400, "invalid_software_statement", d)
+            }
+            RegistrationError::UnapprovedSoftwareStatement => {
+                WireError::bare(400, "unapproved_software_statement")
+            }
+            RegistrationError::Unavailable => WireError::UNAVAILABLE,
         }
     }
 }
@@ -1035,8 +1030,8 @@ mod tests {
             ),
         ];
         for (e, code, status) in cases {
-            assert_eq!(e.error_code(), code, "{e:?}");
-            assert_eq!(e.http_status(), status, "{e:?}");
+            assert_eq!(e.to_wire().code, code, "{e:?}");
+            assert_eq!(e.to_wire().status, status, "{e:?}");
         }
     }
 }
