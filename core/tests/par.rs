@@ -586,3 +586,119 @@ fn par_lifetime_is_clamped_below_600s() {
     .unwrap();
     assert_eq!(r.expires_in, 5);
 }
+
+// --- front-channel requests (no PAR) ---------------------------------------------------
+
+fn native_query() -> Params {
+    let mut p = with(plain(), "client_id", "native");
+    p.insert("redirect_uri".into(), "http://127.0.0.1:51234/cb".into());
+    p
+}
+
+impl F {
+    fn front(&self, q: &Params) -> Result<ParResponse, FrontChannelError> {
+        front_channel(
+            q,
+            &self.dir,
+            &ParConfig {
+                issuer: ISS.into(),
+                lifetime: 60,
+            },
+            &self.store,
+            NOW,
+            &heartgate_core::audit::NoAudit,
+        )
+    }
+
+    fn front_refused(&self, q: &Params) -> FrontChannelError {
+        let before = self.store.snapshot(NOW).unwrap();
+        let e = self.front(q).unwrap_err();
+        assert_eq!(self.store.snapshot(NOW).unwrap(), before);
+        e
+    }
+}
+
+#[test]
+fn front_channel_request_of_a_smart_app_becomes_a_pending_interaction() {
+    let f = fixture();
+    let r = f.front(&native_query()).unwrap();
+    let req = lookup(ISS, "native", &r.request_uri, &f.store, NOW).unwrap();
+    assert_eq!(
+        req.redirect_uri, "http://127.0.0.1:51234/cb",
+        "RFC 8252 §7.3: any loopback port, kept as sent"
+    );
+    assert_eq!(req.state.as_deref(), Some("s-123"));
+    assert!(!req.signed);
+}
+
+#[test]
+fn a9_a12_untrusted_client_or_redirect_uri_gets_an_error_page_never_a_redirect() {
+    let f = fixture();
+    for q in [
+        without(native_query(), "client_id"),
+        with(native_query(), "client_id", "nobody"),
+        with(
+            native_query(),
+            "redirect_uri",
+            "https://attacker.example/cb",
+        ),
+        with(
+            native_query(),
+            "request_uri",
+            "urn:ietf:params:oauth:request_uri:x",
+        ),
+    ] {
+        assert!(
+            matches!(f.front_refused(&q), FrontChannelError::ErrorPage(_)),
+            "{q:?}"
+        );
+    }
+}
+
+#[test]
+fn rfc9126_s5_clients_that_must_push_are_refused_at_the_front_channel() {
+    let f = fixture();
+    for id in ["ms", "sp"] {
+        let q = with(
+            with(plain(), "client_id", id),
+            "redirect_uri",
+            "https://app.example/cb",
+        );
+        assert_eq!(
+            f.front_refused(&q),
+            FrontChannelError::ErrorPage(ParError::InvalidRequest(
+                "pushed authorization request required"
+            ))
+        );
+    }
+}
+
+#[test]
+fn front_channel_errors_after_the_redirect_uri_is_trusted_go_back_to_the_client() {
+    let f = fixture();
+    let cases = [
+        (without(native_query(), "code_challenge"), "invalid_request"),
+        (
+            with(native_query(), "scope", "openid bogus"),
+            "invalid_scope",
+        ),
+        (
+            with(native_query(), "response_type", "token"),
+            "unsupported_response_type",
+        ),
+    ];
+    for (q, code) in cases {
+        let FrontChannelError::Redirect(resp) = f.front_refused(&q) else {
+            panic!("redirect expected for {code}")
+        };
+        assert_eq!(resp.redirect_uri, "http://127.0.0.1:51234/cb");
+        assert_eq!(
+            resp.params,
+            vec![
+                ("error".to_owned(), code.to_owned()),
+                ("state".to_owned(), "s-123".to_owned()),
+                ("iss".to_owned(), ISS.to_owned()),
+            ]
+        );
+    }
+}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::pkce::CodeChallenge;
 use super::redirect_uri::match_registered;
 use crate::audit::{AuditEvent, AuditSink, EventKind, Outcome};
-use crate::client::{AuthenticatedClient, ClientDirectory};
+use crate::client::{AuthenticatedClient, ClientDirectory, ValidatedClient};
 use crate::clock::UnixTime;
 use crate::error::ToWire;
 use crate::jose::{
@@ -194,21 +194,19 @@ fn param<'p>(p: &'p Params, name: &str) -> Option<&'p str> {
 /// The parameters of a verified request object (RFC 9101 §4): claims, as strings.
 fn request_object_params(
     token: &str,
-    client: &AuthenticatedClient,
+    client: &ValidatedClient,
     directory: &dyn ClientDirectory,
     issuer: &str,
     now: UnixTime,
 ) -> Result<Params, ParError> {
     use ParError::InvalidRequestObject as Bad;
-    let md = client.client().metadata();
+    let md = client.metadata();
     let policy = md.profile.policy();
     let algorithms = md.algorithms_for(md.request_object_signing_alg.as_deref());
     let jws = parse_compact(token, REQUEST_OBJECT_MAX_LEN).map_err(|_| Bad("malformed"))?;
     let typ = TypRule::OptionalOneOf(&["oauth-authz-req+jwt", "JWT"]);
     check_typ(jws.header(), typ).map_err(|_| Bad("typ"))?;
-    let keys = directory
-        .keys(client.client())
-        .ok_or(Bad("no client keys"))?;
+    let keys = directory.keys(client).ok_or(Bad("no client keys"))?;
     let verified = jws
         .verify(&*keys, algorithms)
         .map_err(|_| Bad("signature"))?;
@@ -273,7 +271,13 @@ pub fn push(
     now: UnixTime,
     audit: &dyn AuditSink,
 ) -> Result<ParResponse, ParError> {
-    let r = push_inner(client, body, directory, config, store, now);
+    let r = if body.contains_key("request_uri") {
+        Err(ParError::InvalidRequest(
+            "request_uri is not allowed at the PAR endpoint",
+        ))
+    } else {
+        validate_and_store(client.client(), body, directory, config, store, now)
+    };
     let w;
     let (outcome, reason) = match &r {
         Ok(_) => (Outcome::Success, "pushed"),
@@ -291,8 +295,108 @@ pub fn push(
     r
 }
 
-fn push_inner(
-    client: &AuthenticatedClient,
+/// Why a front-channel authorization request (no PAR) was refused.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum FrontChannelError {
+    /// The client or its redirect URI cannot be trusted (missing or unknown `client_id`,
+    /// a `redirect_uri` that is not registered), or the client must use PAR: the server
+    /// shows an error page and never redirects (RFC 6749 §4.1.2.1; A9, A12; RFC 9126 §5).
+    ErrorPage(ParError),
+    /// Everything else goes back to the client's verified redirect URI, with `state` and
+    /// `iss`, in the requested response mode (JARM included).
+    Redirect(crate::authorize::code::AuthorizationResponse),
+    /// The store failed: 503, nothing is stored.
+    Unavailable,
+}
+
+/// An authorization request that arrived at the authorization endpoint directly
+/// (RFC 6749 §4.1.1; SMART apps without PAR): validated exactly as a pushed one, and
+/// stored the same way behind a fresh `request_uri`, the pending interaction that the
+/// login and consent pages look up ([`lookup`]) and complete
+/// ([`crate::authorize::code::complete`]). A `request_uri` parameter is the pushed-request
+/// path, not this one ([`lookup`]).
+pub fn front_channel(
+    query: &Params,
+    directory: &dyn ClientDirectory,
+    config: &ParConfig,
+    store: &dyn Store,
+    now: UnixTime,
+    audit: &dyn AuditSink,
+) -> Result<ParResponse, FrontChannelError> {
+    let r = front_channel_inner(query, directory, config, store, now);
+    let (outcome, reason) = match &r {
+        Ok(_) => (Outcome::Success, "front_channel"),
+        Err(FrontChannelError::ErrorPage(e)) => (Outcome::Failure, e.to_wire().code),
+        Err(FrontChannelError::Redirect(_)) => (Outcome::Failure, "error_redirected"),
+        Err(FrontChannelError::Unavailable) => (Outcome::Failure, "temporarily_unavailable"),
+    };
+    let mut e = AuditEvent::new(now, EventKind::PushedAuthorizationRequest, outcome, reason);
+    if let Some(id) = param(query, "client_id").filter(|id| id.len() <= 256) {
+        e = e.client(id);
+    }
+    audit.record(e);
+    r
+}
+
+fn front_channel_inner(
+    query: &Params,
+    directory: &dyn ClientDirectory,
+    config: &ParConfig,
+    store: &dyn Store,
+    now: UnixTime,
+) -> Result<ParResponse, FrontChannelError> {
+    use FrontChannelError::ErrorPage;
+    use ParError::InvalidRequest as Bad;
+    if query.contains_key("request_uri") {
+        return Err(ErrorPage(Bad("request_uri")));
+    }
+    let client_id = param(query, "client_id").ok_or(ErrorPage(Bad("client_id missing")))?;
+    let client = directory
+        .client(client_id)
+        .ok_or(ErrorPage(Bad("unknown client")))?;
+    let md = client.metadata();
+    if md.require_pushed_authorization_requests || md.profile.policy().par_required {
+        return Err(ErrorPage(Bad("pushed authorization request required")));
+    }
+    // A request object may carry the redirect URI; the outer one must then be absent or
+    // equal. Only a verified registered URI is ever redirected to.
+    let redirect_uri = match param(query, "redirect_uri") {
+        Some(r) => {
+            match_registered(&md.redirect_uris, r).map_err(|_| ErrorPage(Bad("redirect_uri")))?;
+            r.to_owned()
+        }
+        None => match md.redirect_uris.as_slice() {
+            [only] => only.clone(),
+            _ => return Err(ErrorPage(Bad("redirect_uri required"))),
+        },
+    };
+    validate_and_store(&client, query, directory, config, store, now).map_err(|e| match e {
+        ParError::Unavailable => FrontChannelError::Unavailable,
+        e => {
+            let mut params = vec![("error".to_owned(), e.to_wire().code.to_owned())];
+            if let Some(st) = param(query, "state").filter(|s| s.len() <= MAX_STATE_LEN) {
+                params.push(("state".to_owned(), st.to_owned()));
+            }
+            params.push(("iss".to_owned(), config.issuer.clone()));
+            FrontChannelError::Redirect(crate::authorize::code::AuthorizationResponse {
+                redirect_uri: redirect_uri.clone(),
+                response_mode: match param(query, "response_mode").and_then(ResponseMode::parse) {
+                    Some(m) => m,
+                    None if md.profile.policy().jarm_required => ResponseMode::Jwt,
+                    None => ResponseMode::Query,
+                },
+                client_id: md.client_id.clone(),
+                params,
+            })
+        }
+    })
+}
+
+/// Validate an authorization request of `client` (pushed, or at the authorization
+/// endpoint) and store it behind a fresh `request_uri`.
+fn validate_and_store(
+    client: &ValidatedClient,
     body: &Params,
     directory: &dyn ClientDirectory,
     config: &ParConfig,
@@ -300,10 +404,7 @@ fn push_inner(
     now: UnixTime,
 ) -> Result<ParResponse, ParError> {
     use ParError::InvalidRequest as Bad;
-    if body.contains_key("request_uri") {
-        return Err(Bad("request_uri is not allowed at the PAR endpoint"));
-    }
-    let md = client.client().metadata();
+    let md = client.metadata();
     let policy = md.profile.policy();
     if body.get("client_id").is_some_and(|c| c != &md.client_id) {
         return Err(Bad("client_id"));
