@@ -67,10 +67,13 @@ pub struct AuditEvent {
     /// Granted or requested scopes (scope strings name resource types, not persons).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// A pseudonymous reference to the subject / patient context (a keyed hash chosen by
-    /// the caller), never the identifier itself.
+    /// A pseudonymous reference to the user (a keyed hash,
+    /// [`crate::oidc::PairwiseSubjects::audit_ref`]), never the identifier itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_ref: Option<String>,
+    /// A pseudonymous reference to the patient in context, the same way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_ref: Option<String>,
     /// The token id concerned (`jti`), or a short prefix of a token hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ref: Option<String>,
@@ -88,6 +91,7 @@ impl AuditEvent {
             cert_thumbprint: None,
             scope: None,
             subject_ref: None,
+            patient_ref: None,
             token_ref: None,
         }
     }
@@ -113,6 +117,12 @@ impl AuditEvent {
     /// Set the pseudonymous subject reference.
     pub fn subject_ref(mut self, r: impl Into<String>) -> Self {
         self.subject_ref = Some(r.into());
+        self
+    }
+
+    /// Set the pseudonymous patient reference.
+    pub fn patient_ref(mut self, r: impl Into<String>) -> Self {
+        self.patient_ref = Some(r.into());
         self
     }
 

@@ -77,6 +77,8 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     /// The issued access token's id.
     pub jti: String,
+    /// The local subject, for the audit pseudonym only (never serialised).
+    subject: String,
 }
 
 /// What a grant needs besides the client.
@@ -128,9 +130,18 @@ impl<'a> GrantContext<'a> {
         result: &Result<TokenResponse, GrantError>,
     ) {
         let mut e = match result {
-            Ok(r) => AuditEvent::new(self.now, kind, Outcome::Success, "issued")
-                .scope(r.scope.clone())
-                .token_ref(r.jti.clone()),
+            Ok(r) => {
+                let mut e = AuditEvent::new(self.now, kind, Outcome::Success, "issued")
+                    .scope(r.scope.clone())
+                    .token_ref(r.jti.clone());
+                if let Some(p) = self.pairwise {
+                    e = e.subject_ref(p.audit_ref("subject", &r.subject));
+                    if let Some(patient) = r.context.get("patient").and_then(|v| v.as_str()) {
+                        e = e.patient_ref(p.audit_ref("patient", patient));
+                    }
+                }
+                e
+            }
             Err(e) => AuditEvent::new(self.now, kind, Outcome::Failure, e.to_wire().code),
         }
         .client(client.client_id());
@@ -229,6 +240,7 @@ fn client_credentials_inner(
         id_token: None,
         jti: t.jti.clone(),
         access_token: t.token,
+        subject: grant.sub,
     })
 }
 
@@ -376,6 +388,7 @@ fn authorization_code_inner(
         id_token,
         jti: t.jti.clone(),
         access_token: t.token,
+        subject: grant.subject,
     })
 }
 
@@ -596,5 +609,6 @@ fn refresh_token_inner(
         id_token: None,
         jti: t.jti.clone(),
         access_token: t.token,
+        subject: record.sub,
     })
 }

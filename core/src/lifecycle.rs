@@ -32,6 +32,7 @@ use crate::introspect::{
     TOKEN_INTROSPECTION_JWT_TYP,
 };
 use crate::jose::{sign_jwt, ACCESS_TOKEN_MAX_LEN};
+use crate::oidc::PairwiseSubjects;
 use crate::store::{Namespace, Store};
 use crate::token::{
     check_wrapper_against_record, has_opaque_shape, AccessTokenValidator, RecordKey, RecordKind,
@@ -53,6 +54,8 @@ pub struct LifecycleContext<'a> {
     pub cache: Option<&'a IntrospectionCache>,
     /// Where each decision is recorded.
     pub audit: &'a dyn AuditSink,
+    /// The secret behind the audit log's pseudonyms of users and patients.
+    pub pairwise: Option<&'a PairwiseSubjects>,
     /// The time.
     pub now: UnixTime,
 }
@@ -65,6 +68,7 @@ impl<'a> LifecycleContext<'a> {
             store,
             cache: None,
             audit: &NoAudit,
+            pairwise: None,
             now,
         }
     }
@@ -432,6 +436,14 @@ pub fn introspect(
             );
             if let Some(j) = resp.jti() {
                 e = e.token_ref(j.to_owned());
+            }
+            if let Some(p) = ctx.pairwise {
+                if let Some(sub) = resp.sub() {
+                    e = e.subject_ref(p.audit_ref("subject", sub));
+                }
+                if let Some(patient) = resp.extension("patient").and_then(|v| v.as_str()) {
+                    e = e.patient_ref(p.audit_ref("patient", patient));
+                }
             }
             e
         }

@@ -79,6 +79,13 @@ impl PairwiseSubjects {
         b64::encode(ctx.sign().as_ref())
     }
 
+    /// The pseudonym of a person in the audit log (`kind` is `subject` or `patient`):
+    /// stable, so one person's events can be followed by someone holding the secret, and
+    /// unlinkable to any client's pairwise `sub` (its own sector label).
+    pub fn audit_ref(&self, kind: &str, value: &str) -> String {
+        self.subject(&format!("heartgate-audit:{kind}"), value)
+    }
+
     /// The `sub` this client sees for `local_sub`: pairwise for pairwise clients, the
     /// local subject otherwise.
     pub fn for_client(

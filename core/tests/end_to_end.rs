@@ -22,6 +22,7 @@ use heartgate_core::jose::{
     Validation,
 };
 use heartgate_core::lifecycle::{introspect, revoke, LifecycleContext, Revoked};
+use heartgate_core::oidc::PairwiseSubjects;
 use heartgate_core::profile::Profile;
 use heartgate_core::scope::ScopeSet;
 use heartgate_core::store::MemoryStore;
@@ -42,6 +43,7 @@ struct As {
     audit: MemoryAuditSink,
     clock: ManualClock,
     statics: HashMap<String, Arc<ValidatedClient>>,
+    pseudonyms: PairwiseSubjects,
 }
 
 fn endpoints() -> Endpoints {
@@ -88,6 +90,7 @@ impl As {
             audit: MemoryAuditSink::new(),
             clock: ManualClock::new(1_700_000_000),
             statics,
+            pseudonyms: PairwiseSubjects::new(&[42u8; 32]).unwrap(),
         }
     }
 
@@ -124,6 +127,7 @@ impl As {
         let mut g = GrantContext::new(&self.issuer, &self.store, FHIR, self.now());
         g.audit = &self.audit;
         g.cache = Some(&self.cache);
+        g.pairwise = Some(&self.pseudonyms);
         g
     }
 
@@ -131,6 +135,7 @@ impl As {
         let mut l = LifecycleContext::new(&self.issuer, &self.store, self.now());
         l.audit = &self.audit;
         l.cache = Some(&self.cache);
+        l.pairwise = Some(&self.pseudonyms);
         l
     }
 
@@ -445,6 +450,20 @@ fn fapi2_message_signing_client_from_registration_to_revocation() {
             "{kind:?}"
         );
     }
+    // Users and patients appear as stable pseudonyms: the issuance and the introspection
+    // of one token name the same person the same way.
+    let issued = events
+        .iter()
+        .find(|e| e.kind == EventKind::CodeRedeemed && e.outcome == Outcome::Success)
+        .unwrap();
+    let seen = events
+        .iter()
+        .find(|e| e.kind == EventKind::Introspection && e.reason == "active")
+        .unwrap();
+    assert!(issued.subject_ref.is_some() && issued.patient_ref.is_some());
+    assert_eq!(issued.subject_ref, seen.subject_ref);
+    assert_eq!(issued.patient_ref, seen.patient_ref);
+    assert_ne!(issued.subject_ref, issued.patient_ref);
     let log = serde_json::to_string(&events).unwrap();
     for secret in [
         access.as_str(),

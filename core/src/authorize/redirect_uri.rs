@@ -48,6 +48,9 @@ pub enum RedirectUriError {
     /// The presented URI is not one of the registered ones.
     #[error("redirect_uri is not registered")]
     NotRegistered,
+    /// More redirect URIs than [`MAX_REDIRECT_URIS`] (D1).
+    #[error("too many redirect_uris")]
+    TooMany,
 }
 
 /// Whether private-use URI schemes (`com.example.app:/cb`) may be registered.

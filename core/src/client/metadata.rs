@@ -439,7 +439,7 @@ impl ClientMetadata {
             ));
         }
         if self.redirect_uris.len() > MAX_REDIRECT_URIS {
-            return Err(Bad("too many redirect_uris"));
+            return Err(MetadataError::InvalidRedirectUri(RedirectUriError::TooMany));
         }
         let private_use = if profile.is_fapi() {
             PrivateUseSchemes::Refused
@@ -669,7 +669,10 @@ mod tests {
         let many: Vec<String> = (0..21)
             .map(|i| format!("https://app.example.com/cb{i}"))
             .collect();
-        bad(with(fapi(), "redirect_uris", json!(many)));
+        assert_eq!(
+            check(with(fapi(), "redirect_uris", json!(many))).unwrap_err(),
+            MetadataError::InvalidRedirectUri(RedirectUriError::TooMany)
+        );
     }
 
     #[test]
