@@ -518,10 +518,17 @@ fn c13_c14_tls_client_auth_needs_the_matching_certificate() {
         .auth(&ClientCredentials {
             client_id: Some("mtls"),
             certificate: Some(&f.mtls_cert),
+            certificate_chain_verified: true,
             ..Default::default()
         })
         .unwrap();
     assert_eq!(ok.method(), AuthMethod::TlsClientAuth);
+    // RFC 8705 §2.1: the right subject is not enough without a chain to a client CA.
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        client_id: Some("mtls"),
+        certificate: Some(&f.mtls_cert),
+        ..Default::default()
+    })));
     assert!(is_invalid_client(&f.refused(&ClientCredentials {
         client_id: Some("mtls"),
         ..Default::default()
@@ -530,6 +537,7 @@ fn c13_c14_tls_client_auth_needs_the_matching_certificate() {
     assert!(is_invalid_client(&f.refused(&ClientCredentials {
         client_id: Some("mtls"),
         certificate: Some(&other),
+        certificate_chain_verified: true,
         ..Default::default()
     })));
     assert!(is_invalid_client(&f.refused(&ClientCredentials {

@@ -50,6 +50,10 @@ pub struct ClientCredentials<'a> {
     /// The DER leaf certificate of the TLS connection (or of a trusted proxy's
     /// `Client-Cert` header).
     pub certificate: Option<&'a [u8]>,
+    /// Whether the server validated `certificate`'s chain to one of its configured client
+    /// CAs. `tls_client_auth` (RFC 8705 §2.1, PKI) requires it; self-signed
+    /// certificates (§2.2) and token binding do not.
+    pub certificate_chain_verified: bool,
 }
 
 /// Where the request arrived, for the assertion `aud` rule.
@@ -205,6 +209,9 @@ fn authenticate_inner(
         AuthMethod::None => {}
         AuthMethod::TlsClientAuth => {
             let der = creds.certificate.ok_or(invalid("no client certificate"))?;
+            if !creds.certificate_chain_verified {
+                return Err(invalid("certificate not issued by a trusted client CA"));
+            }
             let rule = client
                 .tls_rule()
                 .ok_or(invalid("no tls_client_auth rule"))?;
