@@ -8,3 +8,5 @@ pub mod audit_log;
 pub mod outbound;
 pub mod stores;
 pub mod users;
+pub mod config;
+pub mod setup;

@@ -1,0 +1,560 @@
+//! Configuration: a TOML file (`heartgate --config heartgate.toml`), every setting also
+//! from `HEARTGATE_*` environment variables, and defaults that make `heartgate` with no
+//! arguments start on the embedded development setup.
+//!
+//! Environment variables name a setting by its path, sections joined by a double
+//! underscore: `HEARTGATE_ISSUER`, `HEARTGATE_TLS__CERT`, `HEARTGATE_LIMITS__MAX_BODY_BYTES`.
+//! A value is read as a TOML value when it parses as one (`30`, `true`,
+//! `["10.0.0.5"]`), otherwise as a string. Environment wins over the file.
+//!
+//! `heartgate.example.toml` at the repository root documents every setting.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use heartgate_core::client::ClientMetadata;
+use heartgate_core::jose::Algorithm;
+use heartgate_core::token::TokenFormat;
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML (file or environment) does not parse or has unknown settings.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A setting has an invalid value.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        /// The setting's path.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded redb file in the data directory (the default).
+    Embedded,
+    /// In memory: lost on restart (tests, demos).
+    Memory,
+}
+
+impl<'de> Deserialize<'de> for StoreKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "embedded" | "file" | "redb" => Ok(StoreKind::Embedded),
+            "memory" => Ok(StoreKind::Memory),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown store `{other}` (embedded, memory)"
+            ))),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server; absent: the development PKI of the data
+    /// directory is used (created on first start).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the server (PKCS#8, SEC1 or PKCS#1).
+    pub key: Option<PathBuf>,
+    /// PEM bundles of the CAs whose client certificates `tls_client_auth` accepts
+    /// (RFC 8705 §2.1). Self-signed client certificates (§2.2) need no CA.
+    #[serde(default)]
+    pub client_ca: Vec<PathBuf>,
+    /// Addresses of reverse proxies trusted to pass the client certificate in the RFC
+    /// 9440 `Client-Cert` header. From anyone else the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Signing keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The algorithm of the active key (access tokens; responses for clients that
+    /// registered no algorithm).
+    #[serde(default = "default_alg")]
+    pub algorithm: String,
+    /// Further algorithms to keep one signing key each for (e.g. `RS256` for HEART
+    /// clients' ID tokens and JARM while the default is `ES256`).
+    #[serde(default)]
+    pub additional_algorithms: Vec<String>,
+}
+
+fn default_alg() -> String {
+    "ES256".into()
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            algorithm: default_alg(),
+            additional_algorithms: Vec::new(),
+        }
+    }
+}
+
+/// Token settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// The audience of access tokens whose request named no `resource` (the FHIR server).
+    #[serde(default = "default_audience")]
+    pub default_audience: String,
+    /// Format for clients that registered none.
+    #[serde(default)]
+    pub default_format: TokenFormat,
+    /// Lifetime of pushed authorization requests, seconds (5–599).
+    #[serde(default = "default_par_lifetime")]
+    pub par_lifetime: u32,
+    /// Confidential clients rotate refresh tokens with this grace window (seconds)
+    /// instead of the profile's policy (FAPI 2.0 §5.3.2.1 allows both). Absent: the
+    /// profile's policy.
+    pub refresh_grace_seconds: Option<u32>,
+}
+
+fn default_audience() -> String {
+    "https://fhir.example/r4".into()
+}
+
+fn default_par_lifetime() -> u32 {
+    60
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            default_audience: default_audience(),
+            default_format: TokenFormat::Jwt,
+            par_lifetime: default_par_lifetime(),
+            refresh_grace_seconds: None,
+        }
+    }
+}
+
+/// Dynamic registration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Lowercase hex SHA-256 of the initial access token. Absent: the token in the data
+    /// directory (`initial-access-token`, created on first start) is used.
+    pub initial_access_token_sha256: Option<String>,
+    /// Close dynamic registration entirely.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body, bytes.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// Largest header section, bytes.
+    #[serde(default = "default_headers")]
+    pub max_header_bytes: usize,
+    /// Time to read the request headers, milliseconds (slowloris).
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// Time to read a request body, milliseconds.
+    #[serde(default = "default_body_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// Concurrent connections; further ones wait in the listen backlog.
+    #[serde(default = "default_connections")]
+    pub max_connections: usize,
+}
+
+fn default_body() -> usize {
+    64 * 1024
+}
+fn default_headers() -> usize {
+    16 * 1024
+}
+fn default_header_timeout() -> u64 {
+    5_000
+}
+fn default_body_timeout() -> u64 {
+    10_000
+}
+fn default_connections() -> usize {
+    4096
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: default_body(),
+            max_header_bytes: default_headers(),
+            header_read_timeout_ms: default_header_timeout(),
+            body_read_timeout_ms: default_body_timeout(),
+            max_connections: default_connections(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `heartgate_server=debug`...).
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: default_level(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The issuer identifier (https URL, no query or fragment). Default: from `listen`.
+    pub issuer: Option<String>,
+    /// The listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The data directory: keys, development PKI, the embedded store, the audit log.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Where state is kept.
+    #[serde(default = "default_store")]
+    pub store: StoreKind,
+    /// TLS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Signing keys.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Tokens.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Dynamic registration.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    /// Local users (besides those added with `heartgate users add`), as
+    /// [`crate::users`] entries.
+    #[serde(default)]
+    pub users: Vec<toml::Table>,
+    /// Statically registered clients: RFC 7591 metadata with a `client_id`.
+    #[serde(default)]
+    pub clients: Vec<toml::Table>,
+    /// Outbound https (client `jwks_uri`, CIBA notifications), as
+    /// [`crate::outbound`]'s policy.
+    #[serde(default)]
+    pub outbound: toml::Table,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./heartgate-data")
+}
+
+fn default_store() -> StoreKind {
+    StoreKind::Embedded
+}
+
+/// Environment variables, as (name, value) pairs.
+pub type Env = Vec<(String, String)>;
+
+/// The process environment's `HEARTGATE_*` variables.
+pub fn process_env() -> Env {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("HEARTGATE_"))
+        .collect()
+}
+
+fn env_value(v: &str) -> toml::Value {
+    let doc = format!("v = {v}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.into())),
+        Err(_) => toml::Value::String(v.into()),
+    }
+}
+
+fn apply_env(table: &mut toml::Table, env: &Env) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix("HEARTGATE_") else {
+            continue;
+        };
+        // Command-line conveniences handled elsewhere.
+        if path == "CONFIG" {
+            continue;
+        }
+        let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(ConfigError::Parse(format!("bad variable name {name}")));
+        }
+        let mut t = &mut *table;
+        for p in &parts[..parts.len() - 1] {
+            let entry = t
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = match entry {
+                toml::Value::Table(inner) => inner,
+                _ => return Err(ConfigError::Parse(format!("{name}: {p} is not a section"))),
+            };
+        }
+        if let Some(last) = parts.last() {
+            t.insert(last.clone(), env_value(value));
+        }
+    }
+    Ok(())
+}
+
+/// A configuration ready to run: the file and environment merged, validated, with the
+/// derived values (issuer, static clients) resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The settings.
+    pub config: Config,
+    /// The issuer identifier.
+    pub issuer: String,
+    /// The active key's algorithm.
+    pub algorithm: Algorithm,
+    /// Further signing algorithms.
+    pub additional_algorithms: Vec<Algorithm>,
+    /// Static clients, validated against their profiles.
+    pub clients: BTreeMap<String, ClientMetadata>,
+}
+
+impl Config {
+    /// Parse TOML text merged with `env`, without validating.
+    pub fn parse(text: &str, env: &Env) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
+        apply_env(&mut table, env)?;
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_owned()))
+    }
+
+    /// Load `path` (or nothing: defaults) merged with `env`, and validate.
+    pub fn load(path: Option<&Path>, env: &Env) -> Result<Resolved, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Config::parse(&text, env)?.resolve()
+    }
+
+    /// Validate and derive.
+    pub fn resolve(self) -> Result<Resolved, ConfigError> {
+        let issuer = match &self.issuer {
+            Some(i) => i.trim_end_matches('/').to_owned(),
+            None => format!("https://{}", self.listen),
+        };
+        let u = url::Url::parse(&issuer).map_err(|e| invalid("issuer", e.to_string()))?;
+        if u.scheme() != "https" || u.query().is_some() || u.fragment().is_some() {
+            return Err(invalid(
+                "issuer",
+                "must be an https URL without query or fragment (RFC 8414 §2)",
+            ));
+        }
+        let algorithm = Algorithm::from_name(&self.keys.algorithm)
+            .map_err(|_| invalid("keys.algorithm", "unknown algorithm"))?;
+        let mut additional_algorithms = Vec::new();
+        for a in &self.keys.additional_algorithms {
+            let a = Algorithm::from_name(a)
+                .map_err(|_| invalid("keys.additional_algorithms", "unknown algorithm"))?;
+            if a == algorithm || additional_algorithms.contains(&a) {
+                return Err(invalid(
+                    "keys.additional_algorithms",
+                    "each algorithm once, not the active one",
+                ));
+            }
+            additional_algorithms.push(a);
+        }
+        if !(5..=599).contains(&self.tokens.par_lifetime) {
+            return Err(invalid("tokens.par_lifetime", "5 to 599 seconds"));
+        }
+        if !url::Url::parse(&self.tokens.default_audience)
+            .is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some())
+        {
+            return Err(invalid("tokens.default_audience", "must be an https URL"));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid("tls", "cert and key go together"));
+        }
+        if let Some(h) = &self.registration.initial_access_token_sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "registration.initial_access_token_sha256",
+                    "64 hex digits",
+                ));
+            }
+        }
+        if self.limits.max_body_bytes < 1024 || self.limits.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(invalid("limits.max_body_bytes", "1 KiB to 16 MiB"));
+        }
+        let mut clients = BTreeMap::new();
+        for (i, t) in self.clients.iter().enumerate() {
+            let json = serde_json::to_vec(t).map_err(|e| invalid("clients", e.to_string()))?;
+            let md = ClientMetadata::from_json(&json)
+                .map_err(|e| invalid("clients", format!("client #{}: {e}", i + 1)))?;
+            if md.client_id.is_empty() {
+                return Err(invalid("clients", format!("client #{}: client_id", i + 1)));
+            }
+            let v = md
+                .clone()
+                .validate()
+                .map_err(|e| invalid("clients", format!("{}: {e}", md.client_id)))?;
+            if clients
+                .insert(md.client_id.clone(), v.metadata().clone())
+                .is_some()
+            {
+                return Err(invalid("clients", format!("{} twice", md.client_id)));
+            }
+        }
+        Ok(Resolved {
+            issuer,
+            algorithm,
+            additional_algorithms,
+            clients,
+            config: self,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_and_no_environment_is_the_embedded_default() {
+        let r = Config::load(None, &Env::new()).unwrap();
+        assert_eq!(r.issuer, "https://127.0.0.1:8443");
+        assert_eq!(r.config.store, StoreKind::Embedded);
+        assert_eq!(r.config.data_dir, PathBuf::from("./heartgate-data"));
+        assert_eq!(r.algorithm, Algorithm::ES256);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_by_path() {
+        let text = "issuer = \"https://as.example\"\n[limits]\nmax_body_bytes = 4096\n";
+        let r = Config::parse(
+            text,
+            &env(&[
+                ("HEARTGATE_ISSUER", "https://as.hospital.example"),
+                ("HEARTGATE_LIMITS__MAX_BODY_BYTES", "8192"),
+                ("HEARTGATE_TLS__TRUSTED_PROXIES", "[\"10.0.0.5\"]"),
+                ("HEARTGATE_STORE", "memory"),
+                ("HEARTGATE_KEYS__ADDITIONAL_ALGORITHMS", "[\"RS256\"]"),
+            ]),
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(r.issuer, "https://as.hospital.example");
+        assert_eq!(r.config.limits.max_body_bytes, 8192);
+        assert_eq!(
+            r.config.tls.trusted_proxies,
+            vec!["10.0.0.5".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(r.config.store, StoreKind::Memory);
+        assert_eq!(r.additional_algorithms, vec![Algorithm::RS256]);
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_values_are_refused_with_their_name() {
+        for (text, what) in [
+            ("isuer = \"https://x\"", "unknown"),
+            ("issuer = \"http://as.example\"", "issuer"),
+            ("[keys]\nalgorithm = \"HS256\"", "keys.algorithm"),
+            ("[keys]\nalgorithm = \"none\"", "keys.algorithm"),
+            ("[tokens]\npar_lifetime = 600", "tokens.par_lifetime"),
+            ("[tls]\ncert = \"a.pem\"", "tls"),
+            ("store = \"mongodb\"", "store"),
+            ("[[clients]]\nprofile = \"fapi2-security\"\nclient_id = \"c\"\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://a.example/cb\"]", "clients"),
+        ] {
+            let r = Config::parse(text, &Env::new()).and_then(Config::resolve);
+            let e = r.unwrap_err().to_string();
+            assert!(
+                e.contains(what) || what == "unknown",
+                "{text}: {e}"
+            );
+        }
+        assert!(Config::parse("", &env(&[("HEARTGATE_NOPE", "1")])).is_err());
+    }
+
+    #[test]
+    fn static_clients_are_validated_against_their_profile() {
+        let text = r#"
+[[clients]]
+client_id = "fhir-server"
+profile = "smart-backend"
+token_endpoint_auth_method = "private_key_jwt"
+grant_types = ["client_credentials"]
+jwks_uri = "https://fhir.example/jwks"
+resources = ["https://fhir.example/r4"]
+"#;
+        let r = Config::parse(text, &Env::new()).unwrap().resolve().unwrap();
+        assert!(r.clients.contains_key("fhir-server"));
+    }
+}
