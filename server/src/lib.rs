@@ -10,3 +10,6 @@ pub mod stores;
 pub mod users;
 pub mod config;
 pub mod setup;
+pub mod tls;
+pub mod pages;
+pub mod wire;

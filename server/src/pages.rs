@@ -1,0 +1,263 @@
+//! The login and consent pages: server-rendered HTML, no script, every interpolated value
+//! escaped (a client's name may hold HTML, D7). The consent page says in plain words
+//! what each requested scope lets the app do.
+
+use heartgate_core::scope::{Compartment, Scope, ScopeSet};
+
+/// Escape text for HTML element content and double-quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn resource_words(resource: Option<&str>) -> String {
+    match resource {
+        None => "health records of every kind".into(),
+        Some(r) => {
+            let words = match r {
+                "Observation" => "lab results and vital signs",
+                "Patient" => "demographic information",
+                "Condition" => "conditions and diagnoses",
+                "MedicationRequest" => "prescriptions",
+                "MedicationStatement" => "medications",
+                "AllergyIntolerance" => "allergies",
+                "Immunization" => "immunizations",
+                "Encounter" => "visits",
+                "DiagnosticReport" => "test reports",
+                "DocumentReference" => "documents",
+                "Procedure" => "procedures",
+                "CarePlan" => "care plans",
+                "Appointment" => "appointments",
+                "Practitioner" => "care team members",
+                _ => "records",
+            };
+            format!("{words} ({r})")
+        }
+    }
+}
+
+/// One scope in plain words.
+pub fn describe(scope: &Scope) -> String {
+    match scope {
+        Scope::OpenId => "Know who you are (your identity)".into(),
+        Scope::FhirUser => "See your user record (for example your practitioner record)".into(),
+        Scope::Profile => "See your name".into(),
+        Scope::OfflineAccess => "Stay connected even when you are not using the app".into(),
+        Scope::OnlineAccess => "Stay connected while you are using the app".into(),
+        Scope::Launch(t) if t.is_empty() => "Open in the context of your current session".into(),
+        Scope::Launch(t) if t == "patient" => "Know which patient you are working with".into(),
+        Scope::Launch(t) if t == "encounter" => "Know which visit you are working in".into(),
+        Scope::Launch(t) => format!("Know the current {}", escape(t)),
+        Scope::Resource(r) => {
+            let mut verbs = Vec::new();
+            for (op, word) in [
+                ('r', "read"),
+                ('s', "search"),
+                ('c', "create"),
+                ('u', "update"),
+                ('d', "delete"),
+            ] {
+                if r.permissions.allows(op) {
+                    verbs.push(word);
+                }
+            }
+            let verbs = match verbs.as_slice() {
+                [] => "use".to_owned(),
+                [one] => (*one).to_owned(),
+                [init @ .., last] => format!("{} and {last}", init.join(", ")),
+            };
+            let mut v = verbs;
+            if let Some(first) = v.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            let whose = match r.compartment {
+                Compartment::Patient => "the patient's",
+                Compartment::User => "the",
+                Compartment::System => "all",
+            };
+            let mut s = format!(
+                "{v} {whose} {}",
+                escape(&resource_words(r.resource.as_deref()))
+            );
+            if r.compartment == Compartment::User {
+                s.push_str(" you are allowed to see");
+            }
+            if let Some(c) = &r.constraints {
+                s.push_str(&format!(" (only where {})", escape(c)));
+            }
+            s
+        }
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34em;margin:3em auto;padding:0 1em;color:#1b1b1b}h1{font-size:1.4em}label{display:block;margin:.8em 0 .2em}input[type=text],input[type=password]{width:100%;padding:.5em;font-size:1em}button{margin-top:1em;padding:.6em 1.4em;font-size:1em}.err{color:#a00}.note{color:#555;font-size:.9em}ul{padding-left:1.2em}li{margin:.3em 0}";
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        escape(title)
+    )
+}
+
+fn hidden(name: &str, value: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+        escape(name),
+        escape(value)
+    )
+}
+
+/// The login form. `error` is shown as is (a fixed message, never echoing input).
+pub fn login(client_name: &str, interaction: &str, csrf: &str, error: Option<&str>) -> String {
+    let err = error
+        .map(|e| format!("<p class=\"err\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    page(
+        "Sign in — heartgate",
+        &format!(
+            "<h1>Sign in</h1><p><strong>{}</strong> asks you to sign in.</p>{err}<form method=\"post\" action=\"/login\">{}{}<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required><label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required><button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+            escape(client_name),
+            hidden("interaction", interaction),
+            hidden("csrf", csrf),
+        ),
+    )
+}
+
+/// What the consent page shows.
+pub struct Consent<'a> {
+    /// The client's name (or id).
+    pub client_name: &'a str,
+    /// Whether the client registered itself (HEART §3.2: the user must be told).
+    pub dynamically_registered: bool,
+    /// The requested scopes.
+    pub scopes: &'a ScopeSet,
+    /// Patients the user may choose from, as (id, label), when a patient is needed.
+    pub patients: &'a [(String, String)],
+    /// The pending interaction.
+    pub interaction: &'a str,
+    /// CSRF token.
+    pub csrf: &'a str,
+    /// The signed-in user's display name.
+    pub user: &'a str,
+}
+
+/// The consent page.
+pub fn consent(c: &Consent<'_>) -> String {
+    let mut items = String::new();
+    let mut scopes: Vec<&Scope> = c.scopes.iter().collect();
+    scopes.sort_by_key(|s| s.to_string());
+    for s in scopes {
+        items.push_str(&format!(
+            "<li>{} <span class=\"note\">({})</span></li>",
+            describe(s),
+            escape(&s.to_string())
+        ));
+    }
+    let dynamic = if c.dynamically_registered {
+        "<p class=\"note\">This app registered itself with this server; the hospital has not reviewed it.</p>"
+    } else {
+        ""
+    };
+    let patients = if c.patients.is_empty() {
+        String::new()
+    } else {
+        let mut opts = String::new();
+        for (i, (id, label)) in c.patients.iter().enumerate() {
+            opts.push_str(&format!(
+                "<label><input type=\"radio\" name=\"patient\" value=\"{}\"{}> {}</label>",
+                escape(id),
+                if i == 0 { " checked" } else { "" },
+                escape(label)
+            ));
+        }
+        format!("<fieldset><legend>Which patient?</legend>{opts}</fieldset>")
+    };
+    page(
+        "Allow access? — heartgate",
+        &format!(
+            "<h1>Allow <strong>{}</strong> to:</h1>{dynamic}<ul>{items}</ul><p class=\"note\">Signed in as {}.</p><form method=\"post\" action=\"/consent\">{}{}{patients}<button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">Allow</button> <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form>",
+            escape(c.client_name),
+            escape(c.user),
+            hidden("interaction", c.interaction),
+            hidden("csrf", c.csrf),
+        ),
+    )
+}
+
+/// An error page (the request cannot go back to the client).
+pub fn error(message: &str) -> String {
+    page(
+        "Error — heartgate",
+        &format!(
+            "<h1>This request cannot be completed</h1><p class=\"err\">{}</p>",
+            escape(message)
+        ),
+    )
+}
+
+/// The `form_post.jwt` response: a form that posts itself back to the client. Without
+/// script (the CSP forbids it) the user presses the button; a browser with script
+/// disabled still works.
+pub fn form_post(action: &str, fields: &[(String, String)]) -> String {
+    let mut inputs = String::new();
+    for (k, v) in fields {
+        inputs.push_str(&hidden(k, v));
+    }
+    page(
+        "Continue — heartgate",
+        &format!(
+            "<form method=\"post\" action=\"{}\">{inputs}<p>Return to the application.</p><button type=\"submit\" id=\"continue\">Continue</button></form>",
+            escape(action)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn d7_client_names_and_values_are_escaped() {
+        let s = ScopeSet::parse("openid").unwrap();
+        let html = consent(&Consent {
+            client_name: "<script>alert(1)</script>",
+            dynamically_registered: true,
+            scopes: &s,
+            patients: &[("Patient/1\"><b>".into(), "<i>x</i>".into())],
+            interaction: "urn:x\"",
+            csrf: "t",
+            user: "&",
+        });
+        assert!(!html.contains("<script>alert"));
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(!html.contains("<i>x</i>"));
+        assert!(html.contains("registered itself"));
+        assert!(!html.contains("value=\"urn:x\"\""));
+    }
+
+    #[test]
+    fn scopes_read_as_plain_words() {
+        let s = ScopeSet::parse(
+            "patient/Observation.rs user/MedicationRequest.cruds openid offline_access launch/patient patient/*.r",
+        )
+        .unwrap();
+        let words: Vec<String> = s.iter().map(describe).collect();
+        assert!(words.contains(&"Read and search the patient's lab results and vital signs (Observation)".to_owned()));
+        assert!(words.contains(&"Know who you are (your identity)".to_owned()));
+        assert!(words.contains(&"Know which patient you are working with".to_owned()));
+        assert!(words.contains(&"Read the patient's health records of every kind".to_owned()));
+        assert!(words
+            .iter()
+            .any(|w| w.starts_with("Read, search, create, update and delete the prescriptions")));
+    }
+}
