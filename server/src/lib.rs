@@ -13,3 +13,5 @@ pub mod setup;
 pub mod tls;
 pub mod pages;
 pub mod wire;
+pub mod metrics;
+pub mod session;
