@@ -414,6 +414,21 @@ fn visible_to(caller: &AuthenticatedClient, response: &IntrospectionResponse) ->
     }
 }
 
+/// What the authorization server itself knows about an access token, for its own
+/// endpoints (`/userinfo`): the full answer, with no caller filter and no cache. Refresh
+/// tokens are never accepted here (inactive).
+pub fn inspect(
+    token: &str,
+    ctx: &LifecycleContext<'_>,
+) -> Result<IntrospectionResponse, IntrospectionError> {
+    match find(ctx, token).map_err(|_| IntrospectionError::Unavailable)? {
+        Found::Access { record, .. } => Ok(record
+            .introspection_response(ctx.now)
+            .unwrap_or_else(|_| IntrospectionResponse::inactive())),
+        Found::Refresh { .. } | Found::Nothing => Ok(IntrospectionResponse::inactive()),
+    }
+}
+
 /// RFC 7662 introspection of `token` by the authenticated `caller`.
 ///
 /// `{"active": false}` (and nothing else) for anything unknown, garbage, expired,

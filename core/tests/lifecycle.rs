@@ -733,3 +733,16 @@ fn rfc7592_tokens_of_a_deleted_client_are_inactive_and_later_ones_unaffected() {
         .unwrap()
         .is_active());
 }
+
+#[test]
+fn inspect_sees_access_tokens_only_and_without_a_caller() {
+    let f = fixture();
+    let t = f.access("owner", TokenFormat::Wrapper, None);
+    let r = inspect(&t, &f.ctx()).unwrap();
+    assert!(r.is_active());
+    assert_eq!(r.sub(), Some("user-1"));
+    let rt = f.refresh("owner", "fam-i");
+    assert!(!inspect(&rt, &f.ctx()).unwrap().is_active());
+    revoke(&f.caller("owner"), Some(&t), &f.ctx()).unwrap();
+    assert!(!inspect(&t, &f.ctx()).unwrap().is_active());
+}
