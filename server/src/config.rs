@@ -323,7 +323,9 @@ pub fn process_env() -> Env {
 fn env_value(v: &str) -> toml::Value {
     let doc = format!("v = {v}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(v.into())),
         Err(_) => toml::Value::String(v.into()),
     }
 }

@@ -4,14 +4,15 @@
 //! responses in one place. Everything with I/O lives here: sockets and TLS, the embedded
 //! store, files in the data directory, outbound https, the audit log, the system clock.
 
+pub mod app;
 pub mod audit_log;
-pub mod outbound;
-pub mod stores;
-pub mod users;
 pub mod config;
-pub mod setup;
-pub mod tls;
-pub mod pages;
-pub mod wire;
 pub mod metrics;
+pub mod outbound;
+pub mod pages;
 pub mod session;
+pub mod setup;
+pub mod stores;
+pub mod tls;
+pub mod users;
+pub mod wire;

@@ -41,9 +41,7 @@ fn bump<K: std::hash::Hash + Eq>(m: &DashMap<K, AtomicU64>, k: K) {
         c.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    m.entry(k)
-        .or_default()
-        .fetch_add(1, Ordering::Relaxed);
+    m.entry(k).or_default().fetch_add(1, Ordering::Relaxed);
 }
 
 impl Metrics {
@@ -80,7 +78,10 @@ impl Metrics {
     /// The exposition text, with the cache's counters.
     pub fn render(&self, cache: &CacheStats) -> String {
         let mut o = String::with_capacity(4096);
-        let _ = writeln!(o, "# HELP heartgate_requests_total HTTP requests by endpoint and status.");
+        let _ = writeln!(
+            o,
+            "# HELP heartgate_requests_total HTTP requests by endpoint and status."
+        );
         let _ = writeln!(o, "# TYPE heartgate_requests_total counter");
         let mut rows: Vec<_> = self
             .requests
@@ -94,7 +95,10 @@ impl Metrics {
                 "heartgate_requests_total{{endpoint=\"{ep}\",status=\"{st}\"}} {n}"
             );
         }
-        let _ = writeln!(o, "# HELP heartgate_request_duration_seconds Request latency by endpoint.");
+        let _ = writeln!(
+            o,
+            "# HELP heartgate_request_duration_seconds Request latency by endpoint."
+        );
         let _ = writeln!(o, "# TYPE heartgate_request_duration_seconds histogram");
         let mut eps: Vec<&'static str> = self.latency.iter().map(|e| *e.key()).collect();
         eps.sort_unstable();
@@ -123,7 +127,10 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(o, "# HELP heartgate_tokens_issued_total Access tokens issued by format.");
+        let _ = writeln!(
+            o,
+            "# HELP heartgate_tokens_issued_total Access tokens issued by format."
+        );
         let _ = writeln!(o, "# TYPE heartgate_tokens_issued_total counter");
         for f in ["jwt", "opaque", "wrapper"] {
             let n = self.tokens.get(f).map_or(0, |c| c.load(Ordering::Relaxed));
@@ -144,7 +151,10 @@ impl Metrics {
             );
         }
         let _ = writeln!(o, "# HELP heartgate_introspection_cache_lookups_total Introspection cache lookups by result.");
-        let _ = writeln!(o, "# TYPE heartgate_introspection_cache_lookups_total counter");
+        let _ = writeln!(
+            o,
+            "# TYPE heartgate_introspection_cache_lookups_total counter"
+        );
         let _ = writeln!(
             o,
             "heartgate_introspection_cache_lookups_total{{result=\"hit\"}} {}",
@@ -161,7 +171,10 @@ impl Metrics {
         } else {
             cache.hits as f64 / total as f64
         };
-        let _ = writeln!(o, "# HELP heartgate_introspection_cache_hit_ratio Hits over lookups since start.");
+        let _ = writeln!(
+            o,
+            "# HELP heartgate_introspection_cache_hit_ratio Hits over lookups since start."
+        );
         let _ = writeln!(o, "# TYPE heartgate_introspection_cache_hit_ratio gauge");
         let _ = writeln!(o, "heartgate_introspection_cache_hit_ratio {ratio}");
         o
@@ -182,7 +195,9 @@ mod tests {
         m.auth_failure("token");
         let text = m.render(&CacheStats::default());
         assert!(text.contains("heartgate_requests_total{endpoint=\"token\",status=\"200\"} 2"));
-        assert!(text.contains("heartgate_request_duration_seconds_bucket{endpoint=\"token\",le=\"0.0025\"} 2"));
+        assert!(text.contains(
+            "heartgate_request_duration_seconds_bucket{endpoint=\"token\",le=\"0.0025\"} 2"
+        ));
         assert!(text.contains("heartgate_request_duration_seconds_count{endpoint=\"token\"} 3"));
         assert!(text.contains("heartgate_tokens_issued_total{format=\"jwt\"} 1"));
         assert!(text.contains("heartgate_client_auth_failures_total{endpoint=\"token\"} 1"));

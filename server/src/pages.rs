@@ -252,7 +252,9 @@ mod tests {
         )
         .unwrap();
         let words: Vec<String> = s.iter().map(describe).collect();
-        assert!(words.contains(&"Read and search the patient's lab results and vital signs (Observation)".to_owned()));
+        assert!(words.contains(
+            &"Read and search the patient's lab results and vital signs (Observation)".to_owned()
+        ));
         assert!(words.contains(&"Know who you are (your identity)".to_owned()));
         assert!(words.contains(&"Know which patient you are working with".to_owned()));
         assert!(words.contains(&"Read the patient's health records of every kind".to_owned()));

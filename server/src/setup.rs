@@ -187,10 +187,7 @@ impl DataDir {
             Ok(t) => Ok((Zeroizing::new(t.trim().to_owned()), false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let b = random_bytes::<32>()?;
-                let t = Zeroizing::new(format!(
-                    "hgiat_{}",
-                    heartgate_core::jose::b64::encode(&*b)
-                ));
+                let t = Zeroizing::new(format!("hgiat_{}", heartgate_core::jose::b64::encode(*b)));
                 write_atomic(&p, t.as_bytes(), true)?;
                 Ok((t, true))
             }
@@ -245,8 +242,7 @@ impl DataDir {
     }
 
     fn save_key_state(&self, s: &KeyState) -> Result<(), SetupError> {
-        let json = serde_json::to_vec_pretty(s)
-            .map_err(|e| SetupError::Generate(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(s).map_err(|e| SetupError::Generate(e.to_string()))?;
         write_atomic(&self.path("keys/state.json"), &json, false)
     }
 
@@ -312,7 +308,10 @@ impl DataDir {
             .map_err(|e| SetupError::Generate(e.to_string()))?;
         self.save_key(&mut state, &next)?;
         state.published.insert(0, state.active.clone());
-        for gone in state.published.split_off(KEEP_PUBLISHED.min(state.published.len())) {
+        for gone in state
+            .published
+            .split_off(KEEP_PUBLISHED.min(state.published.len()))
+        {
             state.algorithms.remove(&gone);
             let _ = std::fs::remove_file(self.key_path(&gone)?);
         }
@@ -388,7 +387,11 @@ impl DataDir {
             .push(rcgen::DnType::CommonName, "heartgate development server");
         srv.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let srv_cert = srv.signed_by(&srv_key, &issuer).map_err(gen)?;
-        write_atomic(&self.path("pki/ca-key.pem"), ca_key.serialize_pem().as_bytes(), true)?;
+        write_atomic(
+            &self.path("pki/ca-key.pem"),
+            ca_key.serialize_pem().as_bytes(),
+            true,
+        )?;
         write_atomic(&key_path, srv_key.serialize_pem().as_bytes(), true)?;
         let chain = format!("{}{}", srv_cert.pem(), ca_cert.pem());
         write_atomic(&cert_path, chain.as_bytes(), false)?;
@@ -409,9 +412,13 @@ mod tests {
     fn bootstrap_creates_once_and_reuses_everything() {
         let d = tempfile::tempdir().unwrap();
         let dir = DataDir::new(d.path());
-        let a = dir.bootstrap(Algorithm::ES256, &[Algorithm::RS256]).unwrap();
+        let a = dir
+            .bootstrap(Algorithm::ES256, &[Algorithm::RS256])
+            .unwrap();
         assert!(a.first_start);
-        let b = dir.bootstrap(Algorithm::ES256, &[Algorithm::RS256]).unwrap();
+        let b = dir
+            .bootstrap(Algorithm::ES256, &[Algorithm::RS256])
+            .unwrap();
         assert!(!b.first_start);
         assert_eq!(
             a.keys.snapshot().jwks_json().as_ref(),
@@ -446,7 +453,11 @@ mod tests {
         for _ in 0..3 {
             dir.rotate_keys().unwrap();
         }
-        let s = dir.bootstrap(Algorithm::ES256, &[]).unwrap().keys.snapshot();
+        let s = dir
+            .bootstrap(Algorithm::ES256, &[])
+            .unwrap()
+            .keys
+            .snapshot();
         assert_eq!(s.jwks().keys().len(), 1 + KEEP_PUBLISHED);
     }
 

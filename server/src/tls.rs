@@ -196,7 +196,11 @@ impl ClientCas {
         let (Some(v), Some((leaf, rest))) = (&self.verifier, chain.split_first()) else {
             return false;
         };
-        v.verify_client_cert(leaf, rest, TlsTime::since_unix_epoch(std::time::Duration::from_secs(now_secs)))
-            .is_ok()
+        v.verify_client_cert(
+            leaf,
+            rest,
+            TlsTime::since_unix_epoch(std::time::Duration::from_secs(now_secs)),
+        )
+        .is_ok()
     }
 }

@@ -54,11 +54,7 @@ fn base(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
 
 /// A JSON response with `Cache-Control: no-store`.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
-    base(
-        status,
-        "application/json",
-        Bytes::from(value.to_string()),
-    )
+    base(status, "application/json", Bytes::from(value.to_string()))
 }
 
 /// A JSON response from already serialised text.

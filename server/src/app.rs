@@ -1,0 +1,1189 @@
+//! The application: server state and every endpoint. Handlers parse HTTP, call core, and
+//! answer through [`crate::wire`]; no protocol decision is made here that core could make.
+
+// A handler's early return is its response, built once per request; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use heartgate_core::audit::AuditSink;
+use heartgate_core::authorize::code::{complete, error_response, Approval, Redirect};
+use heartgate_core::authorize::par::{
+    consume, front_channel, lookup, push, FrontChannelError, ParConfig, Params,
+};
+use heartgate_core::client::{
+    authenticate, AuthenticatedClient, ClientAuthError, ClientCredentials, ClientDirectory,
+    Endpoints, Provenance, Registrar, RegistrarConfig, StoreClientDirectory, ValidatedClient,
+};
+use heartgate_core::clock::UnixTime;
+use heartgate_core::error::{ToWire, WireError};
+use heartgate_core::grant::{self, GrantContext, GrantError, TokenResponse};
+use heartgate_core::introspect::{IntrospectionCache, TOKEN_INTROSPECTION_JWT_MEDIA_TYPE};
+use heartgate_core::jose::{Algorithm, AlgorithmSet, JwkSet};
+use heartgate_core::lifecycle::{self, LifecycleContext};
+use heartgate_core::oidc::PairwiseSubjects;
+use heartgate_core::scope::{Scope, ScopeSet};
+use heartgate_core::store::{Namespace, Store};
+use heartgate_core::token::{RefreshPolicy, TokenFormat, TokenIssuer};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use rustls::pki_types::CertificateDer;
+use serde_json::{json, Map, Value};
+
+use crate::metrics::Metrics;
+use crate::pages;
+use crate::session::{self, Sessions};
+use crate::tls::ClientCas;
+use crate::wire::{self, Resp};
+
+/// The current time (the only place the server reads the system clock for protocol
+/// decisions).
+pub fn now() -> UnixTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// A user who signed in.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Stable local subject.
+    pub subject: String,
+    /// Name to show.
+    pub display_name: String,
+    /// SMART `fhirUser`, e.g. `Practitioner/7`.
+    pub fhir_user: Option<String>,
+    /// Patients this user may pick as launch context, as (FHIR id, label).
+    pub patients: Vec<(String, String)>,
+}
+
+/// Why a login failed (the page shows one fixed message per case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// Unknown user or wrong password: indistinguishable.
+    InvalidCredentials,
+    /// Too many failures recently.
+    TooManyAttempts,
+}
+
+/// The local users.
+pub trait Users: Send + Sync {
+    /// Check a password.
+    fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<User, LoginFailure>;
+    /// The user with this subject.
+    fn by_subject(&self, subject: &str) -> Option<User>;
+}
+
+/// Where a request came from.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The peer address.
+    pub remote: SocketAddr,
+    /// The TLS client certificate chain, leaf first, if one was presented.
+    pub peer_chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// Server settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The issuer identifier.
+    pub issuer: String,
+    /// Audience of tokens when no resource was named.
+    pub default_audience: String,
+    /// Default access-token format for clients that registered none.
+    pub default_format: TokenFormat,
+    /// PAR lifetime, seconds.
+    pub par_lifetime: u32,
+    /// Refresh grace window for confidential clients, if configured.
+    pub refresh_grace: Option<u32>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Body read timeout.
+    pub body_timeout: std::time::Duration,
+    /// Proxies trusted for `Client-Cert`.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Whether dynamic registration is open.
+    pub registration_open: bool,
+}
+
+/// The fetched keys of `jwks_uri` clients, as the outbound module keeps them.
+pub trait RemoteKeys: Send + Sync {
+    /// The cached key set of `uri`, if any.
+    fn cached(&self, uri: &str) -> Option<Arc<JwkSet>>;
+}
+
+/// No remote keys (tests, or outbound fetching disabled).
+pub struct NoRemoteKeys;
+
+impl RemoteKeys for NoRemoteKeys {
+    fn cached(&self, _uri: &str) -> Option<Arc<JwkSet>> {
+        None
+    }
+}
+
+/// The server.
+pub struct App {
+    /// Settings.
+    pub settings: Settings,
+    /// Issues and signs tokens.
+    pub tokens: TokenIssuer,
+    /// Shared state.
+    pub store: Arc<dyn Store>,
+    /// Introspection cache.
+    pub cache: IntrospectionCache,
+    /// Audit sink.
+    pub audit: Arc<dyn AuditSink>,
+    /// Pairwise subjects and audit pseudonyms.
+    pub pairwise: PairwiseSubjects,
+    /// Statically configured clients.
+    pub statics: HashMap<String, Arc<ValidatedClient>>,
+    /// Registration endpoint configuration.
+    pub registrar: RegistrarConfig,
+    /// Local users.
+    pub users: Arc<dyn Users>,
+    /// Cookies and CSRF.
+    pub sessions: Sessions,
+    /// Client CAs for `tls_client_auth`.
+    pub client_cas: ClientCas,
+    /// Fetched `jwks_uri` key sets.
+    pub remote_keys: Arc<dyn RemoteKeys>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Discovery document, built once.
+    pub discovery: Bytes,
+}
+
+/// The directory handlers use: static clients, then the store; `jwks_uri` keys from the
+/// outbound cache.
+struct Directory<'a> {
+    inner: StoreClientDirectory<'a>,
+    remote: &'a dyn RemoteKeys,
+}
+
+impl ClientDirectory for Directory<'_> {
+    fn client(&self, client_id: &str) -> Option<Arc<ValidatedClient>> {
+        self.inner.client(client_id)
+    }
+    fn keys(&self, client: &ValidatedClient) -> Option<Arc<JwkSet>> {
+        if let Some(k) = self.inner.keys(client) {
+            return Some(k);
+        }
+        client
+            .metadata()
+            .jwks_uri
+            .as_deref()
+            .and_then(|u| self.remote.cached(u))
+    }
+}
+
+/// The endpoint label of a path, for metrics.
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
+            "discovery"
+        }
+        "/jwks" => "jwks",
+        "/par" => "par",
+        "/authorize" => "authorize",
+        "/login" => "login",
+        "/consent" => "consent",
+        "/token" => "token",
+        "/introspect" => "introspect",
+        "/revoke" => "revoke",
+        "/userinfo" => "userinfo",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        p if p == "/register" || p.starts_with("/register/") => "register",
+        _ => "other",
+    }
+}
+
+/// A request with its body read (bounded in size and time).
+struct Req {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Req {
+    fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn form(&self) -> Result<Params, Resp> {
+        let ct = self.header(header::CONTENT_TYPE).unwrap_or("");
+        if !ct.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        }) {
+            return Err(wire::invalid_request(
+                "Content-Type must be application/x-www-form-urlencoded",
+            ));
+        }
+        wire::parse_form(&self.body)
+            .map_err(|_| wire::invalid_request("repeated or too many parameters"))
+    }
+
+    fn query(&self) -> Result<Params, Resp> {
+        wire::parse_form(self.query.as_deref().unwrap_or("").as_bytes())
+            .map_err(|_| wire::invalid_request("repeated or too many parameters"))
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        let v = self.header(header::AUTHORIZATION)?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// Entry point: one request.
+pub async fn handle(app: Arc<App>, conn: Arc<Conn>, req: Request<Incoming>) -> Resp {
+    let start = Instant::now();
+    let label = endpoint_label(req.uri().path());
+    let resp = match read(&app, req).await {
+        Ok(r) => route(&app, &conn, r).await,
+        Err(resp) => resp,
+    };
+    app.metrics
+        .request(label, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn read(app: &App, req: Request<Incoming>) -> Result<Req, Resp> {
+    let (parts, body) = req.into_parts();
+    let limited = Limited::new(body, app.settings.max_body_bytes);
+    let collected = tokio::time::timeout(app.settings.body_timeout, limited.collect()).await;
+    let body = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return Err(if too_large {
+                wire::error(WireError::new(
+                    413,
+                    "invalid_request",
+                    "request body too large",
+                ))
+            } else {
+                wire::invalid_request("unreadable body")
+            });
+        }
+        Err(_) => {
+            return Err(wire::error(WireError::new(
+                408,
+                "invalid_request",
+                "request body timeout",
+            )))
+        }
+    };
+    Ok(Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+    })
+}
+
+async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
+    let m = &r.method;
+    match r.path.as_str() {
+        "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server"
+            if m == Method::GET =>
+        {
+            let mut resp = wire::json_text(StatusCode::OK, app.discovery.clone());
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            );
+            resp
+        }
+        "/jwks" if m == Method::GET => {
+            let text = app.tokens.keys().snapshot().jwks_json().to_string();
+            let mut resp = wire::typed(StatusCode::OK, "application/jwk-set+json", text);
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            resp
+        }
+        "/par" if m == Method::POST => par(app, conn, &r),
+        "/authorize" if m == Method::GET || m == Method::POST => authorize(app, &r),
+        "/login" if m == Method::GET => login_page(app, &r),
+        "/login" if m == Method::POST => login_submit(app, conn, &r),
+        "/consent" if m == Method::GET => consent_page(app, &r),
+        "/consent" if m == Method::POST => consent_submit(app, &r),
+        "/token" if m == Method::POST => token(app, conn, &r),
+        "/introspect" if m == Method::POST => introspect(app, conn, &r),
+        "/revoke" if m == Method::POST => revoke(app, conn, &r),
+        "/register" if m == Method::POST => register(app, &r),
+        p if p.starts_with("/register/") => manage_registration(app, &r),
+        "/userinfo" if m == Method::GET || m == Method::POST => userinfo(app, conn, &r),
+        "/healthz" if m == Method::GET => wire::typed(StatusCode::OK, "text/plain", "ok"),
+        "/readyz" if m == Method::GET => readyz(app),
+        "/metrics" if m == Method::GET => wire::typed(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            app.metrics.render(&app.cache.stats()),
+        ),
+        "/.well-known/openid-configuration"
+        | "/.well-known/oauth-authorization-server"
+        | "/jwks"
+        | "/par"
+        | "/authorize"
+        | "/login"
+        | "/consent"
+        | "/token"
+        | "/introspect"
+        | "/revoke"
+        | "/register"
+        | "/userinfo"
+        | "/healthz"
+        | "/readyz"
+        | "/metrics" => {
+            let mut resp =
+                wire::error(WireError::new(405, "invalid_request", "method not allowed"));
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            resp
+        }
+        _ => wire::error(WireError::new(404, "not_found", "no such endpoint")),
+    }
+}
+
+impl App {
+    fn directory(&self, now: UnixTime) -> Directory<'_> {
+        Directory {
+            inner: StoreClientDirectory::new(self.store.as_ref(), now)
+                .with_static_clients(&self.statics),
+            remote: self.remote_keys.as_ref(),
+        }
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        let i = &self.settings.issuer;
+        Endpoints {
+            issuer: i.clone(),
+            token: format!("{i}/token"),
+            par: format!("{i}/par"),
+        }
+    }
+
+    fn grants(&self, now: UnixTime) -> GrantContext<'_> {
+        let mut g = GrantContext::new(
+            &self.tokens,
+            self.store.as_ref(),
+            &self.settings.default_audience,
+            now,
+        );
+        g.audit = self.audit.as_ref();
+        g.pairwise = Some(&self.pairwise);
+        g.cache = Some(&self.cache);
+        g.confidential_refresh = self
+            .settings
+            .refresh_grace
+            .map(|grace_secs| RefreshPolicy::RotateWithGrace { grace_secs });
+        g
+    }
+
+    fn lifecycle(&self, now: UnixTime) -> LifecycleContext<'_> {
+        let mut l = LifecycleContext::new(&self.tokens, self.store.as_ref(), now);
+        l.audit = self.audit.as_ref();
+        l.pairwise = Some(&self.pairwise);
+        l.cache = Some(&self.cache);
+        l
+    }
+
+    fn par_config(&self) -> ParConfig {
+        ParConfig {
+            issuer: self.settings.issuer.clone(),
+            lifetime: self.settings.par_lifetime,
+        }
+    }
+
+    /// The client certificate of the request: from the TLS handshake, or from a trusted
+    /// proxy's RFC 9440 `Client-Cert` header (ignored from anyone else). Returns the
+    /// leaf DER and whether its chain leads to a configured client CA.
+    fn client_certificate(&self, conn: &Conn, r: &Req, now: UnixTime) -> Option<(Vec<u8>, bool)> {
+        let from_proxy = self.settings.trusted_proxies.contains(&conn.remote.ip());
+        if from_proxy {
+            if let Some(h) = r.headers.get("client-cert").and_then(|v| v.to_str().ok()) {
+                let der = heartgate_core::mtls::parse_client_cert_header(h).ok()?;
+                let chain = [CertificateDer::from(der.clone())];
+                let ok = self
+                    .client_cas
+                    .verify(&chain, u64::try_from(now.secs()).unwrap_or(0));
+                return Some((der, ok));
+            }
+        }
+        let chain = conn.peer_chain.as_ref()?;
+        let leaf = chain.first()?.as_ref().to_vec();
+        let ok = self
+            .client_cas
+            .verify(chain, u64::try_from(now.secs()).unwrap_or(0));
+        Some((leaf, ok))
+    }
+
+    /// Authenticate the client of a back-channel request; the response on failure.
+    fn authenticate(
+        &self,
+        conn: &Conn,
+        r: &Req,
+        form: &Params,
+        endpoint: &'static str,
+        now: UnixTime,
+    ) -> Result<AuthenticatedClient, Resp> {
+        let cert = self.client_certificate(conn, r, now);
+        let basic = r
+            .header(header::AUTHORIZATION)
+            .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
+        let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let creds = ClientCredentials {
+            client_id: get("client_id"),
+            client_assertion_type: get("client_assertion_type"),
+            client_assertion: get("client_assertion"),
+            client_secret: get("client_secret"),
+            basic_authorization: basic,
+            certificate: cert.as_ref().map(|(d, _)| d.as_slice()),
+            certificate_chain_verified: cert.as_ref().is_some_and(|(_, ok)| *ok),
+        };
+        let dir = self.directory(now);
+        match authenticate(
+            &creds,
+            &dir,
+            &self.endpoints(),
+            self.store.as_ref(),
+            now,
+            self.audit.as_ref(),
+        ) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.metrics.auth_failure(endpoint);
+                if dir.inner.store_status().is_err() {
+                    return Err(wire::unavailable());
+                }
+                if matches!(e, ClientAuthError::InvalidClient(_)) {
+                    tracing::info!(endpoint, "client authentication refused");
+                }
+                Err(wire::flow_error(&e))
+            }
+        }
+    }
+}
+
+fn par(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let form = match r.form() {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let client = match app.authenticate(conn, r, &form, "par", now) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    // The client's own credentials are not request parameters.
+    let mut body = form;
+    for k in ["client_assertion", "client_assertion_type"] {
+        body.remove(k);
+    }
+    match push(
+        &client,
+        &body,
+        &app.directory(now),
+        &app.par_config(),
+        app.store.as_ref(),
+        now,
+        app.audit.as_ref(),
+    ) {
+        Ok(p) => wire::json(
+            StatusCode::CREATED,
+            &json!({"request_uri": p.request_uri, "expires_in": p.expires_in}),
+        ),
+        Err(e) => wire::flow_error(&e),
+    }
+}
+
+fn client_alg(c: &ValidatedClient) -> Option<Algorithm> {
+    c.metadata()
+        .authorization_signed_response_alg
+        .as_deref()
+        .and_then(|a| Algorithm::from_name(a).ok())
+}
+
+/// Send an authorization response (code or error) back to the client.
+fn respond(
+    app: &App,
+    resp: heartgate_core::authorize::code::AuthorizationResponse,
+    now: UnixTime,
+) -> Resp {
+    let alg = app
+        .statics
+        .get(&resp.client_id)
+        .cloned()
+        .or_else(|| app.directory(now).client(&resp.client_id))
+        .and_then(|c| client_alg(&c));
+    match resp.into_redirect(&app.settings.issuer, app.tokens.keys(), alg, now) {
+        Ok(Redirect::SeeOther(url)) => wire::see_other(&url),
+        Ok(Redirect::FormPost { action, fields }) => {
+            wire::html(StatusCode::OK, pages::form_post(&action, &fields))
+        }
+        Err(e) => wire::flow_error(&e),
+    }
+}
+
+fn interaction_url(page: &str, client_id: &str, interaction: &str) -> String {
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", client_id)
+        .append_pair("interaction", interaction)
+        .finish();
+    format!("{page}?{q}")
+}
+
+fn error_page(status: StatusCode, message: &str) -> Resp {
+    wire::html(status, pages::error(message))
+}
+
+fn authorize(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let params = if r.method == Method::POST {
+        match r.form() {
+            Ok(p) => p,
+            Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request is malformed."),
+        }
+    } else {
+        match r.query() {
+            Ok(p) => p,
+            Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request is malformed."),
+        }
+    };
+    let (client_id, interaction) = if let Some(ru) = params.get("request_uri") {
+        let Some(cid) = params.get("client_id") else {
+            return error_page(StatusCode::BAD_REQUEST, "The request names no client.");
+        };
+        match lookup(&app.settings.issuer, cid, ru, app.store.as_ref(), now) {
+            Ok(_) => (cid.clone(), ru.clone()),
+            Err(heartgate_core::authorize::par::RequestUriError::Unavailable) => {
+                return wire::unavailable()
+            }
+            Err(_) => return error_page(
+                StatusCode::BAD_REQUEST,
+                "This authorization request has expired or was already used (invalid_request_uri).",
+            ),
+        }
+    } else {
+        match front_channel(
+            &params,
+            &app.directory(now),
+            &app.par_config(),
+            app.store.as_ref(),
+            now,
+            app.audit.as_ref(),
+        ) {
+            Ok(p) => (
+                params.get("client_id").cloned().unwrap_or_default(),
+                p.request_uri,
+            ),
+            Err(FrontChannelError::ErrorPage(e)) => {
+                let w = e.to_wire();
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "The application sent an invalid request ({}: {}).",
+                        w.code,
+                        w.description.unwrap_or("")
+                    ),
+                );
+            }
+            Err(FrontChannelError::Redirect(resp)) => return respond(app, resp, now),
+            Err(FrontChannelError::Unavailable) => return wire::unavailable(),
+            Err(_) => return wire::unavailable(),
+        }
+    };
+    let prompt_login = params
+        .get("prompt")
+        .is_some_and(|p| p.split(' ').any(|x| x == "login"));
+    let signed_in = session::cookie(r.header(header::COOKIE), session::SESSION_COOKIE)
+        .and_then(|c| app.sessions.read(c, now.secs()))
+        .is_some();
+    let page = if signed_in && !prompt_login {
+        "/consent"
+    } else {
+        "/login"
+    };
+    wire::see_other(&interaction_url(page, &client_id, &interaction))
+}
+
+fn client_name(app: &App, client_id: &str, now: UnixTime) -> String {
+    app.directory(now)
+        .client(client_id)
+        .and_then(|c| c.metadata().client_name.clone())
+        .unwrap_or_else(|| client_id.to_owned())
+}
+
+fn login_page(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let q = match r.query() {
+        Ok(q) => q,
+        Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request is malformed."),
+    };
+    let (Some(cid), Some(ix)) = (q.get("client_id"), q.get("interaction")) else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    if lookup(&app.settings.issuer, cid, ix, app.store.as_ref(), now).is_err() {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This authorization request has expired or was already used.",
+        );
+    }
+    let Some(pre) = session::Sessions::nonce() else {
+        return wire::unavailable();
+    };
+    let csrf = app.sessions.csrf("login", &format!("{cid} {ix}"), &pre);
+    let mut resp = wire::html(
+        StatusCode::OK,
+        pages::login(
+            &client_name(app, cid, now),
+            &format!("{cid} {ix}"),
+            &csrf,
+            None,
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(session::PRE_COOKIE, &pre, 900)) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `client_id interaction` as carried by the forms.
+fn split_interaction(v: &str) -> Option<(&str, &str)> {
+    v.split_once(' ')
+}
+
+fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let Ok(f) = r.form() else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let ix = get("interaction");
+    let pre = session::cookie(r.header(header::COOKIE), session::PRE_COOKIE).unwrap_or("");
+    if !app.sessions.check_csrf("login", ix, pre, get("csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired or did not come from this site. Go back to the application and start again.",
+        );
+    }
+    let Some((cid, ru)) = split_interaction(ix) else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    if lookup(&app.settings.issuer, cid, ru, app.store.as_ref(), now).is_err() {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This authorization request has expired or was already used.",
+        );
+    }
+    match app.users.login(
+        get("username"),
+        get("password"),
+        conn.remote.ip(),
+        now.secs(),
+    ) {
+        Ok(user) => {
+            let cookie = app.sessions.issue(&user.subject, now.secs());
+            let mut resp = wire::see_other(&interaction_url("/consent", cid, ru));
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+                session::SESSION_COOKIE,
+                &cookie,
+                session::SESSION_LIFETIME,
+            )) {
+                h.append(header::SET_COOKIE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(session::PRE_COOKIE, "", 0)) {
+                h.append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(failure) => {
+            let message = match failure {
+                LoginFailure::InvalidCredentials => "Wrong username or password.",
+                LoginFailure::TooManyAttempts => {
+                    "Too many failed attempts. Wait a few minutes and try again."
+                }
+            };
+            let csrf = app.sessions.csrf("login", ix, pre);
+            wire::html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(&client_name(app, cid, now), ix, &csrf, Some(message)),
+            )
+        }
+    }
+}
+
+fn signed_in(app: &App, r: &Req, now: UnixTime) -> Option<(session::Session, String)> {
+    let c = session::cookie(r.header(header::COOKIE), session::SESSION_COOKIE)?;
+    let s = app.sessions.read(c, now.secs())?;
+    Some((s, c.to_owned()))
+}
+
+fn needs_patient(scope: &ScopeSet) -> bool {
+    scope.needs_patient_context() || scope.contains(&Scope::Launch("patient".into()))
+}
+
+fn consent_page(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let Ok(q) = r.query() else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let (Some(cid), Some(ru)) = (q.get("client_id"), q.get("interaction")) else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let Some((s, cookie)) = signed_in(app, r, now) else {
+        return wire::see_other(&interaction_url("/login", cid, ru));
+    };
+    let Some(user) = app.users.by_subject(&s.subject) else {
+        return wire::see_other(&interaction_url("/login", cid, ru));
+    };
+    let req = match lookup(&app.settings.issuer, cid, ru, app.store.as_ref(), now) {
+        Ok(q) => q,
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This authorization request has expired or was already used.",
+            )
+        }
+    };
+    let Ok(scopes) = ScopeSet::parse(&req.scope) else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let ix = format!("{cid} {ru}");
+    let patients: &[(String, String)] = if needs_patient(&scopes) {
+        &user.patients
+    } else {
+        &[]
+    };
+    let dynamic = matches!(
+        app.directory(now).inner.provenance(cid),
+        Some(Provenance::Dynamic { .. })
+    );
+    wire::html(
+        StatusCode::OK,
+        pages::consent(&pages::Consent {
+            client_name: &client_name(app, cid, now),
+            dynamically_registered: dynamic,
+            scopes: &scopes,
+            patients,
+            interaction: &ix,
+            csrf: &app.sessions.csrf("consent", &ix, &cookie),
+            user: &user.display_name,
+        }),
+    )
+}
+
+fn consent_submit(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let Ok(f) = r.form() else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let ix = get("interaction");
+    let Some((s, cookie)) = signed_in(app, r, now) else {
+        return error_page(StatusCode::FORBIDDEN, "You are not signed in.");
+    };
+    if !app.sessions.check_csrf("consent", ix, &cookie, get("csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired or did not come from this site.",
+        );
+    }
+    let Some((cid, ru)) = split_interaction(ix) else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let Some(user) = app.users.by_subject(&s.subject) else {
+        return error_page(StatusCode::FORBIDDEN, "You are not signed in.");
+    };
+    let req = match lookup(&app.settings.issuer, cid, ru, app.store.as_ref(), now) {
+        Ok(q) => q,
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This authorization request has expired or was already used.",
+            )
+        }
+    };
+    let profile = match app.directory(now).client(cid) {
+        Some(c) => c.metadata().profile,
+        None => return error_page(StatusCode::BAD_REQUEST, "The application is unknown."),
+    };
+    if get("decision") != "allow" {
+        // Consumed, so the denied request cannot be completed later.
+        return match consume(&app.settings.issuer, cid, ru, app.store.as_ref(), now) {
+            Ok(req) => respond(
+                app,
+                error_response(&app.settings.issuer, &req, "access_denied"),
+                now,
+            ),
+            Err(_) => error_page(
+                StatusCode::BAD_REQUEST,
+                "This authorization request has expired or was already used.",
+            ),
+        };
+    }
+    let Ok(scopes) = ScopeSet::parse(&req.scope) else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let mut context = Map::new();
+    if needs_patient(&scopes) {
+        let chosen = get("patient");
+        if !user.patients.iter().any(|(id, _)| id == chosen) {
+            return error_page(StatusCode::BAD_REQUEST, "Choose one of your patients.");
+        }
+        context.insert("patient".into(), Value::from(chosen));
+    }
+    if let Some(fu) = &user.fhir_user {
+        context.insert("fhirUser".into(), Value::from(fu.clone()));
+    }
+    let approval = Approval {
+        subject: s.subject.clone(),
+        auth_time: UnixTime(s.auth_time),
+        acr: None,
+        granted_scope: scopes,
+        context,
+    };
+    match complete(
+        &app.settings.issuer,
+        cid,
+        ru,
+        profile,
+        &approval,
+        app.store.as_ref(),
+        now,
+        app.audit.as_ref(),
+    ) {
+        Ok((_, resp)) => respond(app, resp, now),
+        Err(heartgate_core::authorize::code::CodeError::Unavailable) => wire::unavailable(),
+        Err(e) => {
+            let w = e.to_wire();
+            error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("The request cannot be completed ({}).", w.code),
+            )
+        }
+    }
+}
+
+fn token_json(t: TokenResponse) -> Value {
+    let mut o = Map::new();
+    o.insert("access_token".into(), t.access_token.expose().into());
+    o.insert("token_type".into(), t.token_type.into());
+    o.insert("expires_in".into(), t.expires_in.into());
+    if !t.scope.is_empty() {
+        o.insert("scope".into(), t.scope.clone().into());
+    }
+    if let Some(rt) = &t.refresh_token {
+        o.insert("refresh_token".into(), rt.expose().into());
+    }
+    if let Some(id) = &t.id_token {
+        o.insert("id_token".into(), id.clone().into());
+    }
+    // SMART: launch context in the token response (never overriding a member above).
+    for (k, v) in &t.context {
+        if !o.contains_key(k) {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(o)
+}
+
+fn format_label(client: &AuthenticatedClient) -> &'static str {
+    match client.client().metadata().access_token_format {
+        TokenFormat::Jwt => "jwt",
+        TokenFormat::Opaque => "opaque",
+        TokenFormat::Wrapper => "wrapper",
+    }
+}
+
+fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let form = match r.form() {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let Some(grant_type) = get("grant_type") else {
+        return wire::invalid_request("grant_type missing");
+    };
+    if !matches!(
+        grant_type,
+        "authorization_code" | "refresh_token" | "client_credentials"
+    ) {
+        return wire::error(WireError::bare(400, "unsupported_grant_type"));
+    }
+    let client = match app.authenticate(conn, r, &form, "token", now) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let ctx = app.grants(now);
+    let result: Result<TokenResponse, GrantError> = match grant_type {
+        "authorization_code" => grant::authorization_code(
+            &client,
+            get("code"),
+            get("redirect_uri"),
+            get("code_verifier"),
+            &ctx,
+        ),
+        "refresh_token" => grant::refresh_token(&client, get("refresh_token"), get("scope"), &ctx),
+        _ => grant::client_credentials(&client, get("scope"), &ctx),
+    };
+    match result {
+        Ok(t) => {
+            app.metrics.token_issued(format_label(&client));
+            wire::json(StatusCode::OK, &token_json(t))
+        }
+        Err(e) => wire::flow_error(&e),
+    }
+}
+
+fn introspect(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let form = match r.form() {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let client = match app.authenticate(conn, r, &form, "introspect", now) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let ctx = app.lifecycle(now);
+    let token = form.get("token").map(String::as_str);
+    let resp = match lifecycle::introspect(&client, token, &ctx) {
+        Ok(r) => r,
+        Err(e) => return wire::flow_error(&e),
+    };
+    let wants_jwt = r
+        .header(header::ACCEPT)
+        .is_some_and(|a| a.contains(TOKEN_INTROSPECTION_JWT_MEDIA_TYPE));
+    if wants_jwt {
+        match lifecycle::introspection_jwt(&client, &resp, &ctx) {
+            Ok(jwt) => wire::typed(StatusCode::OK, TOKEN_INTROSPECTION_JWT_MEDIA_TYPE, jwt),
+            Err(e) => wire::flow_error(&e),
+        }
+    } else {
+        wire::json_text(StatusCode::OK, resp.to_json_string())
+    }
+}
+
+fn revoke(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let form = match r.form() {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let client = match app.authenticate(conn, r, &form, "revoke", now) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    match lifecycle::revoke(
+        &client,
+        form.get("token").map(String::as_str),
+        &app.lifecycle(now),
+    ) {
+        Ok(_) => wire::empty(StatusCode::OK),
+        Err(e) => wire::flow_error(&e),
+    }
+}
+
+fn registrar(app: &App) -> Registrar<'_> {
+    Registrar::new(app.registrar.clone(), app.audit.as_ref())
+}
+
+fn register(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let json_body = r
+        .header(header::CONTENT_TYPE)
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json_body {
+        return wire::error(WireError::new(
+            400,
+            "invalid_client_metadata",
+            "Content-Type must be application/json",
+        ));
+    }
+    match registrar(app).register(r.bearer(), &r.body, app.store.as_ref(), now) {
+        Ok(info) => {
+            let mut resp = wire::json_text(StatusCode::CREATED, info.to_json().to_string());
+            if let Ok(v) = HeaderValue::from_str(info.registration_client_uri()) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        Err(e) => wire::flow_error(&e),
+    }
+}
+
+fn manage_registration(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let id = r.path.trim_start_matches("/register/");
+    let reg = registrar(app);
+    let store = app.store.as_ref();
+    match r.method {
+        Method::GET => match reg.read(id, r.bearer(), store, now) {
+            Ok(info) => wire::json_text(StatusCode::OK, info.to_json().to_string()),
+            Err(e) => wire::flow_error(&e),
+        },
+        Method::PUT => match reg.update(id, r.bearer(), &r.body, store, now) {
+            Ok(info) => wire::json_text(StatusCode::OK, info.to_json().to_string()),
+            Err(e) => wire::flow_error(&e),
+        },
+        Method::DELETE => match reg.delete(id, r.bearer(), store, now) {
+            Ok(()) => wire::empty(StatusCode::NO_CONTENT),
+            Err(e) => wire::flow_error(&e),
+        },
+        _ => wire::error(WireError::new(405, "invalid_request", "method not allowed")),
+    }
+}
+
+fn userinfo(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let invalid = || wire::error(WireError::bare(401, "invalid_token"));
+    let Some(token) = r.bearer() else {
+        return invalid();
+    };
+    let info = match lifecycle::inspect(token, &app.lifecycle(now)) {
+        Ok(i) => i,
+        Err(e) => return wire::flow_error(&e),
+    };
+    if !info.is_active() {
+        return invalid();
+    }
+    // A certificate-bound token is only good with its certificate (RFC 8705 §3).
+    if let Some(cnf) = info.cnf() {
+        let presented = app
+            .client_certificate(conn, r, now)
+            .and_then(|(der, _)| heartgate_core::mtls::Confirmation::for_certificate(&der).ok());
+        if presented.as_ref() != Some(cnf) {
+            return invalid();
+        }
+    }
+    if !info.scopes().any(|s| s == "openid") {
+        return wire::error(WireError::bare(403, "insufficient_scope"));
+    }
+    let (Some(sub), Some(client_id)) = (info.sub(), info.client_id()) else {
+        return invalid();
+    };
+    let Some(client) = app.directory(now).client(client_id) else {
+        return invalid();
+    };
+    let Ok(visible) = PairwiseSubjects::for_client(Some(&app.pairwise), client.metadata(), sub)
+    else {
+        return wire::unavailable();
+    };
+    let mut o = Map::new();
+    o.insert("sub".into(), visible.into());
+    if info.scopes().any(|s| s == "fhirUser") {
+        if let Some(fu) = info.extension("fhirUser") {
+            o.insert("fhirUser".into(), fu.clone());
+        }
+    }
+    if info.scopes().any(|s| s == "profile") {
+        if let Some(u) = app.users.by_subject(sub) {
+            o.insert("name".into(), u.display_name.into());
+        }
+    }
+    wire::json(StatusCode::OK, &Value::Object(o))
+}
+
+fn readyz(app: &App) -> Resp {
+    match app.store.get(Namespace::RateLimit, b"readyz-probe", now()) {
+        Ok(_) => wire::typed(StatusCode::OK, "text/plain", "ready"),
+        Err(_) => wire::error(WireError::UNAVAILABLE),
+    }
+}
+
+/// The discovery document (RFC 8414, OIDC Discovery), built once at start.
+pub fn discovery(issuer: &str, signing: &[Algorithm]) -> Bytes {
+    let u = |p: &str| format!("{issuer}{p}");
+    let client_algs: Vec<&str> = [
+        Algorithm::ES256,
+        Algorithm::PS256,
+        Algorithm::EdDSA,
+        Algorithm::RS256,
+        Algorithm::ES384,
+        Algorithm::RS384,
+    ]
+    .into_iter()
+    .filter(|a| AlgorithmSet::ALL.contains(*a))
+    .map(Algorithm::as_str)
+    .collect();
+    let as_algs: Vec<&str> = signing.iter().map(|a| a.as_str()).collect();
+    let back_channel_methods = [
+        "private_key_jwt",
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+    ];
+    let doc = json!({
+        "issuer": issuer,
+        "authorization_endpoint": u("/authorize"),
+        "token_endpoint": u("/token"),
+        "pushed_authorization_request_endpoint": u("/par"),
+        "introspection_endpoint": u("/introspect"),
+        "revocation_endpoint": u("/revoke"),
+        "registration_endpoint": u("/register"),
+        "userinfo_endpoint": u("/userinfo"),
+        "jwks_uri": u("/jwks"),
+        "mtls_endpoint_aliases": {
+            "token_endpoint": u("/token"),
+            "pushed_authorization_request_endpoint": u("/par"),
+            "introspection_endpoint": u("/introspect"),
+            "revocation_endpoint": u("/revoke"),
+            "userinfo_endpoint": u("/userinfo"),
+        },
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "jwt", "query.jwt", "fragment.jwt", "form_post.jwt"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": client_algs,
+        "pushed_authorization_request_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth", "none"],
+        "introspection_endpoint_auth_methods_supported": back_channel_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": client_algs,
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth", "none"],
+        "revocation_endpoint_auth_signing_alg_values_supported": client_algs,
+        "request_object_signing_alg_values_supported": client_algs,
+        "authorization_signing_alg_values_supported": as_algs,
+        "id_token_signing_alg_values_supported": as_algs,
+        "introspection_signing_alg_values_supported": as_algs,
+        "require_pushed_authorization_requests": false,
+        "request_parameter_supported": true,
+        "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
+        "tls_client_certificate_bound_access_tokens": true,
+        "subject_types_supported": ["public", "pairwise"],
+        "scopes_supported": ["openid", "fhirUser", "profile", "offline_access", "online_access", "launch", "launch/patient", "launch/encounter"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "azp", "fhirUser", "name"],
+        "capabilities": ["launch-standalone", "client-public", "client-confidential-asymmetric", "context-standalone-patient", "permission-patient", "permission-user", "permission-v2", "sso-openid-connect"],
+    });
+    Bytes::from(doc.to_string())
+}
