@@ -559,4 +559,12 @@ resources = ["https://fhir.example/r4"]
         let r = Config::parse(text, &Env::new()).unwrap().resolve().unwrap();
         assert!(r.clients.contains_key("fhir-server"));
     }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../../heartgate.example.toml");
+        let r = Config::parse(text, &Env::new()).unwrap().resolve().unwrap();
+        assert_eq!(r.issuer, "https://127.0.0.1:8443");
+        assert_eq!(r.config.limits.max_body_bytes, 65536);
+    }
 }

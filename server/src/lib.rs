@@ -16,3 +16,4 @@ pub mod stores;
 pub mod tls;
 pub mod users;
 pub mod wire;
+pub mod http;
