@@ -7,13 +7,14 @@
 pub mod app;
 pub mod audit_log;
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod outbound;
 pub mod pages;
+pub mod run;
 pub mod session;
 pub mod setup;
 pub mod stores;
 pub mod tls;
 pub mod users;
 pub mod wire;
-pub mod http;

@@ -1,9 +1,233 @@
-//! The `heartgate` server binary.
+//! The `heartgate` command.
+//!
+//! ```text
+//! heartgate [--config FILE] [--data-dir DIR] [--listen ADDR]   start the server
+//! heartgate check-config [--config FILE]                      validate, print the result
+//! heartgate users add USERNAME [--name N] [--fhir-user R] [--patient ID[=LABEL]]...
+//! heartgate keys rotate                                       new active signing key
+//! heartgate audit verify FILE                                 check the audit chain
+//! ```
 
-fn main() {
-    println!(
-        "heartgate {}: the server endpoints are being built (see README, 'Status')",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use heartgate_server::config::{process_env, Config, Env, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "heartgate",
+    version,
+    about = "A zero-trust token service for health data"
+)]
+struct Cli {
+    /// Configuration file (TOML). Every setting can also come from HEARTGATE_* variables.
+    #[arg(long, global = true, env = "HEARTGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (keys, development PKI, embedded store, audit log).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and exit.
+    CheckConfig,
+    /// Manage local users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user; the password is read from standard input (one line).
+    Add {
+        /// Login name.
+        username: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// SMART fhirUser, e.g. Practitioner/7.
+        #[arg(long)]
+        fhir_user: Option<String>,
+        /// A patient the user may select, `Patient/123` or `Patient/123=Label`.
+        #[arg(long = "patient")]
+        patients: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a new active signing key; the previous one stays published.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of an audit log file.
+    Verify {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn env_with_flags(cli: &Cli) -> Env {
+    let mut env = process_env();
+    if let Some(d) = &cli.data_dir {
+        env.push((
+            "HEARTGATE_DATA_DIR".into(),
+            format!("{:?}", d.display().to_string()),
+        ));
+    }
+    if let Some(l) = &cli.listen {
+        env.push(("HEARTGATE_LISTEN".into(), format!("\"{l}\"")));
+    }
+    env
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Human => b.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = env_with_flags(&cli);
+    let resolved = match Config::load(cli.config.as_deref(), &env) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("heartgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!(
+                "configuration ok: issuer {}, listen {}, store {:?}, {} static client(s)",
+                resolved.issuer,
+                resolved.config.listen,
+                resolved.config.store,
+                resolved.clients.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Command::Keys {
+            command: KeysCommand::Rotate,
+        }) => {
+            let dir = heartgate_server::setup::DataDir::new(&resolved.config.data_dir);
+            match dir
+                .bootstrap(resolved.algorithm, &resolved.additional_algorithms)
+                .and_then(|_| dir.rotate_keys())
+            {
+                Ok(kid) => {
+                    println!("new active signing key {kid}; restart the server to use it");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("heartgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Audit {
+            command: AuditCommand::Verify { file },
+        }) => match heartgate_server::audit_log::verify(&file) {
+            Ok(report) => {
+                println!("{}", heartgate_server::audit_log::summary(&Ok(report)));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{}", heartgate_server::audit_log::summary(&Err(e)));
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Users {
+            command:
+                UsersCommand::Add {
+                    username,
+                    name,
+                    fhir_user,
+                    patients,
+                },
+        }) => {
+            let mut password = String::new();
+            if std::io::stdin().lock().read_line(&mut password).is_err() {
+                eprintln!("heartgate: cannot read the password from standard input");
+                return ExitCode::FAILURE;
+            }
+            let password =
+                zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
+            let dir = heartgate_server::setup::DataDir::new(&resolved.config.data_dir);
+            match heartgate_server::users::add_user(
+                &dir.path("users.json"),
+                &username,
+                &password,
+                name,
+                fhir_user,
+                patients,
+            ) {
+                Ok(()) => {
+                    println!("user {username} added; restart the server to load it");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("heartgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            init_logging(resolved.config.log.format, &resolved.config.log.level);
+            let server = match heartgate_server::run::build(&resolved) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("heartgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("heartgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(heartgate_server::run::run(server)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("heartgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

@@ -1,1 +1,345 @@
-//! End-to-end tests of heartgate. They arrive with the server issue.
+//! End-to-end test harness: a real `heartgate` server on 127.0.0.1 (a free port), over
+//! TLS with its development PKI, in a temporary data directory, stopped when the test
+//! ends; and a small HTTPS client that can present client certificates.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test harness; a failure is a failed test
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use heartgate_server::config::{Config, Env};
+use heartgate_server::http::Running;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A client identity: certificate chain and key.
+#[derive(Clone)]
+pub struct Identity {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// DER of the leaf.
+    pub der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+impl Identity {
+    /// A self-signed certificate for `name`.
+    pub fn self_signed(name: &str) -> Identity {
+        let c = rcgen::generate_simple_self_signed(vec![name.into()]).unwrap();
+        let der = c.cert.der().to_vec();
+        Identity {
+            chain: vec![CertificateDer::from(der.clone())],
+            der,
+            key_der: c.signing_key.serialize_der(),
+        }
+    }
+}
+
+/// A test PKI: a CA that issues client certificates (for `tls_client_auth`).
+pub struct TestCa {
+    /// PEM of the CA certificate.
+    pub pem: String,
+    key: rcgen::KeyPair,
+    params: rcgen::CertificateParams,
+}
+
+impl TestCa {
+    /// A new CA.
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "e2e client CA");
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            key,
+            params,
+        }
+    }
+
+    /// A client certificate whose subject reads `CN=<cn>,O=Clinic` (RFC 4514).
+    pub fn issue(&self, cn: &str) -> Identity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        // ASN.1 order O, CN: the RFC 4514 string (most specific first) is `CN=…,O=Clinic`.
+        // (A fresh name: rcgen's default one already holds a CN, which would stay first.)
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Clinic");
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        let der = cert.der().to_vec();
+        Identity {
+            chain: vec![CertificateDer::from(der.clone())],
+            der,
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Resp {
+    /// Status.
+    pub status: u16,
+    /// Headers (lowercase names; the last value of repeated ones, `set-cookie` joined by
+    /// newlines).
+    pub headers: HashMap<String, String>,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Resp {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}), status {}: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    /// `https://127.0.0.1:<port>`.
+    pub issuer: String,
+    /// The address.
+    pub addr: SocketAddr,
+    /// The development CA.
+    pub ca_pem: String,
+    /// The initial access token.
+    pub iat: String,
+    /// The data directory.
+    pub data_dir: tempfile::TempDir,
+    running: Option<Running>,
+}
+
+impl TestServer {
+    /// Start a server with extra TOML configuration (appended to the defaults: memory
+    /// store, a free port on 127.0.0.1, a temporary data directory).
+    pub async fn start(extra_toml: &str) -> TestServer {
+        Self::start_in(tempfile::tempdir().unwrap(), extra_toml, "memory").await
+    }
+
+    /// Start with the embedded store in `dir` (for restart tests).
+    pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str, store: &str) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let text = format!(
+            "issuer = \"https://127.0.0.1:{}\"\nlisten = \"{addr}\"\ndata_dir = {:?}\nstore = \"{store}\"\n{extra_toml}",
+            addr.port(),
+            dir.path().display().to_string(),
+        );
+        let resolved = Config::parse(&text, &Env::new())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let server = heartgate_server::run::build(&resolved).unwrap();
+        let ca_pem = std::fs::read_to_string(server.banner.ca_path.clone().unwrap()).unwrap();
+        let iat = std::fs::read_to_string(&server.banner.initial_access_token_path)
+            .unwrap()
+            .trim()
+            .to_owned();
+        let running = Running::spawn(
+            listener,
+            server.tls.clone(),
+            server.app.clone(),
+            server.limits.clone(),
+        )
+        .unwrap();
+        TestServer {
+            issuer: format!("https://127.0.0.1:{}", addr.port()),
+            addr,
+            ca_pem,
+            iat,
+            data_dir: dir,
+            running: Some(running),
+        }
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        self.data_dir
+    }
+
+    fn tls(&self, id: Option<&Identity>) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let cfg = match id {
+            None => b.with_no_client_auth(),
+            Some(i) => b
+                .with_client_auth_cert(
+                    i.chain.clone(),
+                    PrivateKeyDer::try_from(i.key_der.clone()).unwrap(),
+                )
+                .unwrap(),
+        };
+        Arc::new(cfg)
+    }
+
+    /// Send one request on a fresh connection.
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        id: Option<&Identity>,
+    ) -> Resp {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(self.tls(id));
+        let tls = connector
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", format!("127.0.0.1:{}", self.addr.port()));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(b.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let mut hs = HashMap::new();
+        for (k, v) in resp.headers() {
+            let v = v.to_str().unwrap_or("").to_owned();
+            hs.entry(k.as_str().to_owned())
+                .and_modify(|e: &mut String| {
+                    e.push('\n');
+                    e.push_str(&v);
+                })
+                .or_insert(v);
+        }
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers: hs,
+            body,
+        }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send("GET", path, &[], Vec::new(), None).await
+    }
+
+    /// POST a form.
+    pub async fn form(&self, path: &str, fields: &[(&str, &str)], id: Option<&Identity>) -> Resp {
+        self.form_with(path, fields, &[], id).await
+    }
+
+    /// POST a form with extra headers.
+    pub async fn form_with(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        id: Option<&Identity>,
+    ) -> Resp {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut h = vec![("content-type", "application/x-www-form-urlencoded")];
+        h.extend_from_slice(headers);
+        self.send("POST", path, &h, body.into_bytes(), id).await
+    }
+
+    /// POST JSON with a bearer token.
+    pub async fn json_post(&self, path: &str, bearer: &str, body: &serde_json::Value) -> Resp {
+        let auth = format!("Bearer {bearer}");
+        self.send(
+            "POST",
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            body.to_string().into_bytes(),
+            None,
+        )
+        .await
+    }
+}
+
+/// A query or fragment parameter of a URL.
+pub fn url_param(url: &str, name: &str) -> Option<String> {
+    let q = url
+        .split_once('#')
+        .map(|(_, f)| f)
+        .or_else(|| url.split_once('?').map(|(_, q)| q))?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The value of a hidden input in an HTML page.
+pub fn hidden_input(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// The `name=value` of a `Set-Cookie` header with that name.
+pub fn cookie_pair(set_cookie: &str, name: &str) -> Option<String> {
+    set_cookie
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}=")))
+        .and_then(|l| l.split(';').next())
+        .map(str::to_owned)
+}

@@ -1,0 +1,299 @@
+//! Putting the server together from a resolved configuration: data directory, keys,
+//! TLS, store, users, audit log, outbound fetching; then serving until a signal.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use heartgate_core::audit::AuditSink;
+use heartgate_core::client::RegistrarConfig;
+use heartgate_core::introspect::{CacheConfig, IntrospectionCache};
+use heartgate_core::oidc::PairwiseSubjects;
+use heartgate_core::store::{MemoryStore, Store};
+use heartgate_core::token::{TokenHash, TokenIssuer};
+use tokio::net::TcpListener;
+
+use crate::app::{discovery, App, NoRemoteKeys, RemoteKeys, Settings, Users};
+use crate::audit_log::AuditLog;
+use crate::config::{Resolved, StoreKind};
+use crate::metrics::Metrics;
+use crate::session::Sessions;
+use crate::setup::{DataDir, SetupError};
+use crate::tls::{self, ClientCas};
+use crate::users::UserDirectory;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The data directory.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Anything else, with its context.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(context: &str, e: impl std::fmt::Display) -> RunError {
+    RunError::Other(format!("{context}: {e}"))
+}
+
+/// What a start prints: where to find things (never a secret other than the demo
+/// password on the very first start, and the initial access token's file path).
+#[derive(Debug, Clone)]
+pub struct Banner {
+    /// The issuer.
+    pub issuer: String,
+    /// The development CA to trust, when the development PKI is used.
+    pub ca_path: Option<PathBuf>,
+    /// The file holding the initial access token.
+    pub initial_access_token_path: PathBuf,
+    /// The demo user's password, only on the first start.
+    pub demo_password: Option<String>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Banner {
+    /// The text printed at start.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "heartgate {} listening\n  issuer:        {}\n  data dir:      {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.issuer,
+            self.data_dir.display()
+        );
+        if let Some(ca) = &self.ca_path {
+            s.push_str(&format!(
+                "  trust this CA: {} (development PKI)\n",
+                ca.display()
+            ));
+        }
+        if let Some(p) = &self.demo_password {
+            s.push_str(&format!(
+                "  demo user:     username `demo`, password `{p}` (shown once; `heartgate users add` for more)\n"
+            ));
+        }
+        let ca = self
+            .ca_path
+            .as_ref()
+            .map(|p| format!(" --cacert {}", p.display()))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "\nRegister a client:\n  curl{ca} -X POST {}/register \\\n    -H \"Authorization: Bearer $(cat {})\" \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"profile\":\"smart\",\"client_name\":\"My app\",\"redirect_uris\":[\"http://127.0.0.1:8080/cb\"],\"token_endpoint_auth_method\":\"none\",\"grant_types\":[\"authorization_code\",\"refresh_token\"]}}'\n",
+            self.issuer,
+            self.initial_access_token_path.display()
+        ));
+        s
+    }
+}
+
+/// A server ready to listen.
+pub struct Server {
+    /// The application.
+    pub app: Arc<App>,
+    /// TLS configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Limits.
+    pub limits: crate::config::LimitsConfig,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// What to print.
+    pub banner: Banner,
+    /// The audit log, to close on shutdown.
+    pub audit_log: Option<Arc<AuditLog>>,
+}
+
+/// The users of the configuration and of the data directory's `users.json`; on the first
+/// start a demo user is created and its password returned.
+fn users(cfg: &Resolved, dir: &DataDir) -> Result<(UserDirectory, Option<String>), RunError> {
+    let path = dir.path("users.json");
+    let mut entries = crate::users::load_entries(&path).map_err(|e| other("users.json", e))?;
+    let mut demo = None;
+    if entries.is_empty() && cfg.config.users.is_empty() {
+        let (entry, password) = crate::users::demo_user().map_err(|e| other("demo user", e))?;
+        entries.push(entry);
+        crate::users::save_entries(&path, &entries).map_err(|e| other("users.json", e))?;
+        demo = Some(password);
+    }
+    for t in &cfg.config.users {
+        let e: crate::users::UserEntry = toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| other("users", e.message()))?;
+        entries.push(e);
+    }
+    let dir = UserDirectory::new(entries).map_err(|e| other("users", e))?;
+    Ok((dir, demo))
+}
+
+/// Build the server from `cfg`.
+pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
+    let c = &cfg.config;
+    let dir = DataDir::new(&c.data_dir);
+    let boot = dir.bootstrap(cfg.algorithm, &cfg.additional_algorithms)?;
+    let (chain, key, ca_path) = match (&c.tls.cert, &c.tls.key) {
+        (Some(cert), Some(key)) => (tls::load_certs(cert)?, tls::load_key(key)?, None),
+        _ => {
+            let host = url::Url::parse(&cfg.issuer)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "127.0.0.1".into());
+            let pki = dir.dev_pki(&host)?;
+            (
+                tls::load_certs(&pki.cert_path)?,
+                tls::load_key(&pki.key_path)?,
+                Some(pki.ca_path),
+            )
+        }
+    };
+    let tls_config = tls::server_config(chain, key)?;
+    let client_cas = ClientCas::load(&c.tls.client_ca)?;
+    let store: Arc<dyn Store> = match c.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Embedded => Arc::new(
+            crate::stores::redb::RedbStore::open(dir.path("store.redb"))
+                .map_err(|e| other("store.redb", e))?,
+        ),
+    };
+    let audit_log =
+        Arc::new(AuditLog::open(dir.path("audit.log")).map_err(|e| other("audit.log", e))?);
+    let audit: Arc<dyn AuditSink> = audit_log.clone();
+    let (users, demo_password) = users(cfg, &dir)?;
+    let users: Arc<dyn Users> = Arc::new(users);
+    let mut statics = HashMap::new();
+    for (id, md) in &cfg.clients {
+        let v = md.clone().validate().map_err(|e| other("clients", e))?;
+        statics.insert(id.clone(), Arc::new(v));
+    }
+    let iat_hash = match &c.registration.initial_access_token_sha256 {
+        _ if c.registration.disabled => None,
+        Some(h) => {
+            let mut b = [0u8; 32];
+            for (i, chunk) in h.as_bytes().chunks(2).enumerate() {
+                let s = std::str::from_utf8(chunk).map_err(|e| other("registration", e))?;
+                b[i] = u8::from_str_radix(s, 16).map_err(|e| other("registration", e))?;
+            }
+            Some(TokenHash(b))
+        }
+        None => Some(TokenHash::of(&boot.initial_access_token)),
+    };
+    let registrar = RegistrarConfig::new(format!("{}/register", cfg.issuer), iat_hash);
+    let pairwise = PairwiseSubjects::new(&*boot.pairwise_secret)
+        .ok_or_else(|| other("secrets/pairwise", "too short"))?;
+    let signing = boot.keys.snapshot().signing_algorithms();
+    let remote_keys: Arc<dyn RemoteKeys> = Arc::new(NoRemoteKeys);
+    let app = App {
+        settings: Settings {
+            issuer: cfg.issuer.clone(),
+            default_audience: c.tokens.default_audience.clone(),
+            default_format: c.tokens.default_format,
+            par_lifetime: c.tokens.par_lifetime,
+            refresh_grace: c.tokens.refresh_grace_seconds,
+            max_body_bytes: c.limits.max_body_bytes,
+            body_timeout: std::time::Duration::from_millis(c.limits.body_read_timeout_ms),
+            trusted_proxies: c.tls.trusted_proxies.clone(),
+            registration_open: !c.registration.disabled,
+        },
+        tokens: TokenIssuer::new(cfg.issuer.clone(), boot.keys.clone()),
+        store,
+        cache: IntrospectionCache::new(CacheConfig::default()).map_err(|e| other("cache", e))?,
+        audit,
+        pairwise,
+        statics,
+        registrar,
+        users,
+        sessions: Sessions::new(&boot.session_secret),
+        client_cas,
+        remote_keys,
+        metrics: Metrics::default(),
+        discovery: discovery(&cfg.issuer, &signing),
+    };
+    Ok(Server {
+        app: Arc::new(app),
+        tls: tls_config,
+        limits: c.limits.clone(),
+        listen: c.listen,
+        banner: Banner {
+            issuer: cfg.issuer.clone(),
+            ca_path,
+            initial_access_token_path: dir.path("initial-access-token"),
+            demo_password,
+            data_dir: c.data_dir.clone(),
+        },
+        audit_log: Some(audit_log),
+    })
+}
+
+/// Wait for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// How often expired entries are purged from the store and the cache.
+pub const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Purge expired entries periodically (off the async workers: a purge scans the store).
+pub fn spawn_purger(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let a = app.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let now = crate::app::now();
+                a.cache.purge_expired(now);
+                a.store.purge_expired(now)
+            })
+            .await;
+            match r {
+                Ok(Ok(n)) => tracing::debug!(purged = n, "expired entries purged"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
+                Err(_) => tracing::warn!("purge task failed"),
+            }
+        }
+    })
+}
+
+/// Bind and serve until a signal.
+pub async fn run(server: Server) -> Result<(), RunError> {
+    let listener = TcpListener::bind(server.listen)
+        .await
+        .map_err(|e| other(&format!("listen {}", server.listen), e))?;
+    println!("{}", server.banner.render());
+    tracing::info!(addr = %server.listen, "listening");
+    let purger = spawn_purger(server.app.clone());
+    crate::http::serve(
+        listener,
+        server.tls.clone(),
+        server.app.clone(),
+        server.limits.clone(),
+        shutdown_signal(),
+    )
+    .await;
+    purger.abort();
+    if let Some(a) = &server.audit_log {
+        a.close();
+    }
+    Ok(())
+}
