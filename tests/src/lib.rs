@@ -138,8 +138,8 @@ pub struct TestServer {
     pub ca_pem: String,
     /// The initial access token.
     pub iat: String,
-    /// The data directory.
-    pub data_dir: tempfile::TempDir,
+    /// The data directory, when the server owns a temporary one.
+    pub data_dir: Option<tempfile::TempDir>,
     running: Option<Running>,
 }
 
@@ -153,22 +153,36 @@ impl TestServer {
     /// Start with the embedded store in `dir` (for restart tests).
     pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str, store: &str) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let path = dir.path().display().to_string();
+        let mut s = Self::serve(listener, &path, extra_toml, store).await;
+        s.data_dir = Some(dir);
+        s
+    }
+
+    /// Start on `port` with the embedded store in the directory `dir` (not removed).
+    pub async fn start_at(dir: &str, extra_toml: &str, port: u16) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        Self::serve(listener, dir, extra_toml, "embedded").await
+    }
+
+    async fn serve(
+        listener: tokio::net::TcpListener,
+        dir: &str,
+        extra_toml: &str,
+        store: &str,
+    ) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let text = format!(
-            "issuer = \"https://127.0.0.1:{}\"\nlisten = \"{addr}\"\ndata_dir = {:?}\nstore = \"{store}\"\n{extra_toml}",
+            "issuer = \"https://127.0.0.1:{}\"\nlisten = \"{addr}\"\ndata_dir = {dir:?}\nstore = \"{store}\"\n{extra_toml}",
             addr.port(),
-            dir.path().display().to_string(),
         );
         let resolved = Config::parse(&text, &Env::new())
             .unwrap()
             .resolve()
             .unwrap();
         let server = heartgate_server::run::build(&resolved).unwrap();
-        let ca_pem = std::fs::read_to_string(server.banner.ca_path.clone().unwrap()).unwrap();
-        let iat = std::fs::read_to_string(&server.banner.initial_access_token_path)
-            .unwrap()
-            .trim()
-            .to_owned();
         let running = Running::spawn(
             listener,
             server.tls.clone(),
@@ -176,22 +190,36 @@ impl TestServer {
             server.limits.clone(),
         )
         .unwrap();
+        let mut s = Self::connect(dir, addr.port());
+        s.running = Some(running);
+        s
+    }
+
+    /// A client for a server (maybe in another process) serving the data directory `dir`
+    /// on 127.0.0.1:`port`.
+    pub fn connect(dir: &str, port: u16) -> TestServer {
+        let d = std::path::Path::new(dir);
+        let ca_pem = std::fs::read_to_string(d.join("pki/ca.pem")).unwrap();
+        let iat = std::fs::read_to_string(d.join("initial-access-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
         TestServer {
-            issuer: format!("https://127.0.0.1:{}", addr.port()),
-            addr,
+            issuer: format!("https://127.0.0.1:{port}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             ca_pem,
             iat,
-            data_dir: dir,
-            running: Some(running),
+            data_dir: None,
+            running: None,
         }
     }
 
-    /// Stop the server and wait for it.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Stop the server and wait for it; returns its temporary data directory, if any.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(r) = self.running.take() {
             r.stop().await;
         }
-        self.data_dir
+        self.data_dir.take()
     }
 
     fn tls(&self, id: Option<&Identity>) -> Arc<rustls::ClientConfig> {

@@ -1,0 +1,420 @@
+//! Durability: a server on the embedded store is killed with SIGKILL while it holds a
+//! pending PAR request_uri, an issued (unredeemed) code, a redeemed code, a refresh
+//! token, a revocation, a used assertion `jti` and a registered client; a new server on
+//! the same data directory has every one of them, and no one-time value works twice.
+//!
+//! The server runs in a child process: this test binary re-executed with
+//! `HEARTGATE_RESTART_CHILD` set, which starts the server in-process and waits to be
+//! killed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use heartgate_core::authorize::pkce::CodeChallenge;
+use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
+use heartgate_e2e::{cookie_pair, hidden_input, url_param, TestServer};
+use serde_json::json;
+
+const VERIFIER: &str = "restart-verifier-0123456789abcdefghijklmnopqrstuvwxyz-ABC";
+const CHILD: &str = "HEARTGATE_RESTART_CHILD";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// In the child: serve until killed.
+#[test]
+fn restart_child_server() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return; // Only meaningful when re-executed by the parent test below.
+    };
+    let v: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = TestServer::start_at(
+            v["dir"].as_str().unwrap(),
+            v["config"].as_str().unwrap(),
+            v["port"].as_u64().unwrap() as u16,
+        )
+        .await;
+        println!("READY {}", s.addr);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// The child server; killed when dropped, so a failing test leaves no process behind.
+struct ChildServer(Child);
+
+impl ChildServer {
+    fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+fn spawn_child(dir: &str, config: &str, port: u16) -> (ChildServer, String) {
+    let spec = json!({"dir": dir, "config": config, "port": port});
+    let mut child = ChildServer(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "restart_child_server",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, spec.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        let l = lines.next().expect("child exited").unwrap();
+        // libtest may print `test restart_child_server ... ` on the same line.
+        if let Some((_, addr)) = l.split_once("READY ") {
+            return (child, addr.trim().to_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let hash = heartgate_server::users::hash_password("correct horse battery").unwrap();
+    let redirect = "https://clinic.example/cb";
+    let config = toml::to_string(&json!({
+        "clients": [{"client_id": "app", "profile": "smart",
+            "redirect_uris": [redirect], "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.verifying_key().to_jwk()]},
+            "grant_types": ["authorization_code", "refresh_token"],
+            "access_token_format": "opaque"}],
+        "users": [{"username": "nurse", "password_hash": hash, "subject": "user-42"}],
+    }))
+    .unwrap();
+
+    let (mut child, _) = spawn_child(&dir, &config, port);
+    let s = TestServer::connect(&dir, port);
+    let counter = std::sync::atomic::AtomicU32::new(0);
+    let assertion = |aud: &str| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = now();
+        sign_jwt(
+            &key,
+            None,
+            json!({"iss": "app", "sub": "app", "aud": aud, "iat": t, "exp": t + 120,
+                "jti": format!("app-{n}")})
+            .as_object()
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let token_aud = format!("{}/token", s.issuer);
+    let push = |a: String| {
+        let s = &s;
+        async move {
+            let ch = CodeChallenge::for_verifier(VERIFIER);
+            let r = s
+                .form(
+                    "/par",
+                    &[
+                        ("response_type", "code"),
+                        ("redirect_uri", redirect),
+                        (
+                            "scope",
+                            "offline_access patient/Observation.rs launch/patient",
+                        ),
+                        ("code_challenge", ch.as_str()),
+                        ("code_challenge_method", "S256"),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", &a),
+                    ],
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            r.json()["request_uri"].as_str().unwrap().to_owned()
+        }
+    };
+    // A code through the pages (requests without patient scopes: this user has no
+    // patients to choose).
+    let code_for = |ru: String| {
+        let s = &s;
+        async move {
+            let q = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("client_id", "app")
+                .append_pair("request_uri", &ru)
+                .finish();
+            let r = s.get(&format!("/authorize?{q}")).await;
+            let page = s.get(r.header("location").unwrap()).await;
+            let pre = cookie_pair(page.header("set-cookie").unwrap(), "__Host-hg_pre").unwrap();
+            let html = page.text();
+            let ok = s
+                .form_with(
+                    "/login",
+                    &[
+                        ("interaction", &hidden_input(&html, "interaction").unwrap()),
+                        ("csrf", &hidden_input(&html, "csrf").unwrap()),
+                        ("username", "nurse"),
+                        ("password", "correct horse battery"),
+                    ],
+                    &[("cookie", &pre)],
+                    None,
+                )
+                .await;
+            let session =
+                cookie_pair(ok.header("set-cookie").unwrap(), "__Host-hg_session").unwrap();
+            let consent = s
+                .send(
+                    "GET",
+                    ok.header("location").unwrap(),
+                    &[("cookie", &session)],
+                    vec![],
+                    None,
+                )
+                .await
+                .text();
+            let done = s
+                .form_with(
+                    "/consent",
+                    &[
+                        (
+                            "interaction",
+                            &hidden_input(&consent, "interaction").unwrap(),
+                        ),
+                        ("csrf", &hidden_input(&consent, "csrf").unwrap()),
+                        ("decision", "allow"),
+                    ],
+                    &[("cookie", &session)],
+                    None,
+                )
+                .await;
+            assert_eq!(done.status, 303, "{}", done.text());
+            url_param(done.header("location").unwrap(), "code").unwrap()
+        }
+    };
+    let redeem = |code: String, a: String| {
+        let s = &s;
+        async move {
+            s.form(
+                "/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("code_verifier", VERIFIER),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &a),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let par_aud = format!("{}/par", s.issuer);
+
+    // State before the kill.
+    let pending_ru = push(assertion(&par_aud)).await;
+    let ru_a = push_simple(&s, &assertion(&par_aud), redirect).await;
+    let unredeemed_code = code_for(ru_a).await;
+    let ru_b = push_simple(&s, &assertion(&par_aud), redirect).await;
+    let redeemed_code = code_for(ru_b).await;
+    let t = redeem(redeemed_code.clone(), assertion(&token_aud)).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let t = t.json();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    let revoked_access = t["access_token"].as_str().unwrap().to_owned();
+    // A refresh token whose family nothing will touch.
+    let ru_c = push_simple(&s, &assertion(&par_aud), redirect).await;
+    let code_c = code_for(ru_c).await;
+    let kept = redeem(code_c, assertion(&token_aud)).await.json();
+    let kept_rt = kept["refresh_token"].as_str().unwrap().to_owned();
+    let rv = s
+        .form(
+            "/revoke",
+            &[
+                ("token", &revoked_access),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion(&token_aud)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(rv.status, 200);
+    let used_assertion = assertion(&token_aud);
+    let r = s
+        .form(
+            "/introspect",
+            &[
+                ("token", &revoked_access),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &used_assertion),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.text(), r#"{"active":false}"#);
+    let reg = s
+        .json_post(
+            "/register",
+            &s.iat,
+            &json!({"profile": "smart", "redirect_uris": ["http://127.0.0.1/cb"],
+                "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+    assert_eq!(reg.status, 201);
+    let registered = reg.json()["client_id"].as_str().unwrap().to_owned();
+
+    // SIGKILL: no shutdown, no flush.
+    child.sigkill();
+    let (mut child, _) = spawn_child(&dir, &config, port);
+    let s = TestServer::connect(&dir, port);
+
+    // The pending request_uri still leads to the login page.
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", "app")
+        .append_pair("request_uri", &pending_ru)
+        .finish();
+    let r = s.get(&format!("/authorize?{q}")).await;
+    assert_eq!(r.status, 303, "pending PAR survived: {}", r.text());
+    // The unredeemed code works once, and only once.
+    let first = redeem(unredeemed_code.clone(), assertion(&token_aud)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = redeem(unredeemed_code, assertion(&token_aud)).await;
+    assert_eq!(second.json()["error"], "invalid_grant");
+    // The code redeemed before the kill stays redeemed.
+    let again = redeem(redeemed_code, assertion(&token_aud)).await;
+    assert_eq!(again.json()["error"], "invalid_grant");
+    // The refresh token of that code's family: its code was just reused (A1), so the
+    // family is revoked; the token itself survived (it is found, and refused as revoked).
+    let rr = s
+        .form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion(&token_aud)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(rr.json()["error"], "invalid_grant");
+    // A refresh token issued before the kill, of an untouched family, works.
+    let rr = s
+        .form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &kept_rt),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion(&token_aud)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(rr.status, 200, "{}", rr.text());
+    // The used assertion is still used (C1 across restarts).
+    let replay = s
+        .form(
+            "/introspect",
+            &[
+                ("token", &revoked_access),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &used_assertion),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(replay.status, 401);
+    // The revoked token stays revoked; the registered client is still registered.
+    let r = s
+        .form(
+            "/introspect",
+            &[
+                ("token", &revoked_access),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion(&token_aud)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.text(), r#"{"active":false}"#);
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", &registered)
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", "http://127.0.0.1:5555/cb")
+        .append_pair(
+            "code_challenge",
+            CodeChallenge::for_verifier(VERIFIER).as_str(),
+        )
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    assert_eq!(s.get(&format!("/authorize?{q}")).await.status, 303);
+    child.sigkill();
+}
+
+async fn push_simple(s: &TestServer, assertion: &str, redirect: &str) -> String {
+    let ch = CodeChallenge::for_verifier(VERIFIER);
+    let r = s
+        .form(
+            "/par",
+            &[
+                ("response_type", "code"),
+                ("redirect_uri", redirect),
+                ("scope", "offline_access user/Observation.rs"),
+                ("code_challenge", ch.as_str()),
+                ("code_challenge_method", "S256"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["request_uri"].as_str().unwrap().to_owned()
+}
