@@ -126,15 +126,6 @@ pub trait RemoteKeys: Send + Sync {
     fn cached(&self, uri: &str) -> Option<Arc<JwkSet>>;
 }
 
-/// No remote keys (tests, or outbound fetching disabled).
-pub struct NoRemoteKeys;
-
-impl RemoteKeys for NoRemoteKeys {
-    fn cached(&self, _uri: &str) -> Option<Arc<JwkSet>> {
-        None
-    }
-}
-
 /// The server.
 pub struct App {
     /// Settings.
@@ -160,7 +151,7 @@ pub struct App {
     /// Client CAs for `tls_client_auth`.
     pub client_cas: ClientCas,
     /// Fetched `jwks_uri` key sets.
-    pub remote_keys: Arc<dyn RemoteKeys>,
+    pub jwks: Arc<crate::outbound::JwksCache>,
     /// Metrics.
     pub metrics: Metrics,
     /// Discovery document, built once.
@@ -306,8 +297,72 @@ async fn read(app: &App, req: Request<Incoming>) -> Result<Req, Resp> {
     })
 }
 
+/// The `kid` and unverified `iss` of a compact JWS, for choosing keys to fetch.
+fn jws_kid_iss(token: &str) -> (Option<String>, Option<String>) {
+    let mut parts = token.splitn(3, '.');
+    let decode = |p: Option<&str>| -> Option<serde_json::Map<String, Value>> {
+        let p = p?;
+        if p.len() > 8192 {
+            return None;
+        }
+        let b = heartgate_core::jose::b64::decode(p).ok()?;
+        serde_json::from_slice(&b).ok()
+    };
+    let header = decode(parts.next());
+    let payload = decode(parts.next());
+    let kid = header.and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
+    let iss = payload.and_then(|c| c.get("iss").and_then(Value::as_str).map(str::to_owned));
+    (kid, iss)
+}
+
+impl App {
+    /// For a client registered with `jwks_uri`, fetch (or refresh, rate-limited) its keys
+    /// before core reads them: core's directory is synchronous.
+    async fn prefetch_client_keys(&self, r: &Req) {
+        let Ok(form) = r.form() else {
+            return;
+        };
+        let assertion = form.get("client_assertion").map(|a| jws_kid_iss(a));
+        let request_kid = form.get("request").and_then(|t| jws_kid_iss(t).0);
+        let client_id = form
+            .get("client_id")
+            .cloned()
+            .or_else(|| assertion.as_ref().and_then(|(_, iss)| iss.clone()));
+        let Some(client_id) = client_id else {
+            return;
+        };
+        let Some(client) = self.directory(now()).client(&client_id) else {
+            return;
+        };
+        let Some(uri) = client.metadata().jwks_uri.clone() else {
+            return;
+        };
+        let kids = [assertion.and_then(|(k, _)| k), request_kid];
+        let mut any = false;
+        for kid in kids.iter().flatten() {
+            any = true;
+            if let Err(e) = self.jwks.prefetch(&uri, Some(kid)).await {
+                tracing::warn!(client_id = %client_id, error = %e, "jwks_uri fetch failed");
+            }
+        }
+        if !any {
+            if let Err(e) = self.jwks.prefetch(&uri, None).await {
+                tracing::warn!(client_id = %client_id, error = %e, "jwks_uri fetch failed");
+            }
+        }
+    }
+}
+
 async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
     let m = &r.method;
+    if m == Method::POST
+        && matches!(
+            r.path.as_str(),
+            "/par" | "/token" | "/introspect" | "/revoke"
+        )
+    {
+        app.prefetch_client_keys(&r).await;
+    }
     match r.path.as_str() {
         "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server"
             if m == Method::GET =>
@@ -377,7 +432,7 @@ impl App {
         Directory {
             inner: StoreClientDirectory::new(self.store.as_ref(), now)
                 .with_static_clients(&self.statics),
-            remote: self.remote_keys.as_ref(),
+            remote: self.jwks.as_ref(),
         }
     }
 

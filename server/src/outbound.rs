@@ -1,1 +1,409 @@
-//! (being written)
+//! Outbound https: fetching clients' `jwks_uri` documents (THREATS D2, J6).
+//!
+//! - https only; no userinfo in the URL; no redirects (a 3xx is an error).
+//! - The host is resolved once; if any address is loopback, private (RFC 1918),
+//!   link-local (incl. the 169.254.169.254 metadata address), unique-local, CGNAT,
+//!   multicast, unspecified, broadcast or documentation space — or an IPv4-mapped IPv6
+//!   form of those — the fetch is refused, unless the host is in `allow_hosts`. The
+//!   connection then goes to the checked address (no second resolution: DNS rebinding),
+//!   with the host name for SNI and certificate verification against the configured
+//!   trust anchors (default: the web PKI roots).
+//! - One total timeout covers connect, TLS, headers and body; the body is read against a
+//!   size cap as it arrives (a 100 MB answer is cut at the cap, not buffered).
+//!
+//! [`JwksCache`] keeps each fetched key set for [`JWKS_TTL`] and refetches on an unknown
+//! `kid` at most once per [`REFETCH_INTERVAL`] per URI, so a client cannot make heartgate
+//! hammer a URI. The HTTP handlers `prefetch` before calling core, whose
+//! `ClientDirectory::keys` is synchronous and reads [`JwksCache`]'s cache.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use heartgate_core::jose::{JwkSet, JwkSetOptions};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+
+/// How long a fetched key set is used.
+pub const JWKS_TTL: Duration = Duration::from_secs(600);
+/// Least time between two refetches of one URI for an unknown `kid`.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The outbound policy (`[outbound]` in the configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundPolicy {
+    /// Hosts (names or IP literals) allowed even when they resolve to loopback or private
+    /// addresses (on-premises partners, tests).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// PEM CA bundles to trust; none: the web PKI roots.
+    #[serde(default)]
+    pub trust_anchors: Vec<PathBuf>,
+    /// Total time for one fetch, milliseconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Largest response body, bytes.
+    #[serde(default = "default_max")]
+    pub max_response_bytes: usize,
+}
+
+fn default_timeout() -> u64 {
+    5_000
+}
+
+fn default_max() -> usize {
+    256 * 1024
+}
+
+impl Default for OutboundPolicy {
+    fn default() -> Self {
+        OutboundPolicy {
+            allow_hosts: Vec::new(),
+            trust_anchors: Vec::new(),
+            timeout_ms: default_timeout(),
+            max_response_bytes: default_max(),
+        }
+    }
+}
+
+/// Why a fetch failed. Never carries the response body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundError {
+    /// Not an https URL without userinfo.
+    #[error("only https URLs without userinfo are fetched")]
+    Url,
+    /// The host resolves to an address that is not allowed.
+    #[error("destination address not allowed")]
+    Forbidden,
+    /// Name resolution, connection or TLS failed.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// Not a 200 (redirects are not followed).
+    #[error("unexpected status {0}")]
+    Status(u16),
+    /// The body exceeds the cap.
+    #[error("response too large")]
+    TooLarge,
+    /// The total time ran out.
+    #[error("timeout")]
+    Timeout,
+    /// The document is not an acceptable JWK Set.
+    #[error("invalid JWK Set")]
+    InvalidJwks,
+    /// The policy cannot be used (a trust anchor file).
+    #[error("outbound policy: {0}")]
+    Policy(String),
+}
+
+/// Whether an address is one outbound calls must not reach (unless allow-listed).
+pub fn forbidden_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+                || o[0] >= 240 // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_address(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64 (reaches IPv4 anywhere)
+                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible (deprecated)
+        }
+    }
+}
+
+/// An https client under an [`OutboundPolicy`].
+pub struct OutboundClient {
+    tls: Arc<rustls::ClientConfig>,
+    policy: OutboundPolicy,
+}
+
+impl std::fmt::Debug for OutboundClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundClient")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl OutboundClient {
+    /// A client for `policy`.
+    pub fn new(policy: OutboundPolicy) -> Result<Self, OutboundError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if policy.trust_anchors.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        } else {
+            for p in &policy.trust_anchors {
+                let certs =
+                    crate::tls::load_certs(p).map_err(|e| OutboundError::Policy(e.to_string()))?;
+                for c in certs {
+                    roots
+                        .add(c)
+                        .map_err(|e| OutboundError::Policy(e.to_string()))?;
+                }
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| OutboundError::Policy(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(OutboundClient {
+            tls: Arc::new(tls),
+            policy,
+        })
+    }
+
+    fn allowed_host(&self, host: &str) -> bool {
+        self.policy
+            .allow_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// GET `url`, under the policy; the body on a 200.
+    pub async fn get(&self, url: &str) -> Result<Bytes, OutboundError> {
+        let timeout = Duration::from_millis(self.policy.timeout_ms);
+        tokio::time::timeout(timeout, self.get_inner(url))
+            .await
+            .map_err(|_| OutboundError::Timeout)?
+    }
+
+    async fn get_inner(&self, url: &str) -> Result<Bytes, OutboundError> {
+        let u = url::Url::parse(url).map_err(|_| OutboundError::Url)?;
+        if u.scheme() != "https" || !u.username().is_empty() || u.password().is_some() {
+            return Err(OutboundError::Url);
+        }
+        let host = u.host_str().ok_or(OutboundError::Url)?.to_owned();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = u.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare.as_str(), port))
+            .await
+            .map_err(|e| OutboundError::Connect(e.to_string()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(OutboundError::Connect("no address".into()));
+        }
+        if !self.allowed_host(&bare) && addrs.iter().any(|a| forbidden_address(a.ip())) {
+            return Err(OutboundError::Forbidden);
+        }
+        let tcp = tokio::net::TcpStream::connect(addrs[0])
+            .await
+            .map_err(|e| OutboundError::Connect(e.to_string()))?;
+        let name = ServerName::try_from(bare.clone())
+            .map_err(|e| OutboundError::Connect(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| OutboundError::Connect(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| OutboundError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let path = match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        };
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, u.host_str().unwrap_or(""))
+            .header(
+                hyper::header::ACCEPT,
+                "application/jwk-set+json, application/json",
+            )
+            .header(hyper::header::USER_AGENT, "heartgate")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| OutboundError::Connect(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| OutboundError::Connect(e.to_string()))?;
+        if resp.status() != hyper::StatusCode::OK {
+            return Err(OutboundError::Status(resp.status().as_u16()));
+        }
+        let body = Limited::new(resp.into_body(), self.policy.max_response_bytes)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    OutboundError::TooLarge
+                } else {
+                    OutboundError::Connect(e.to_string())
+                }
+            })?;
+        Ok(body.to_bytes())
+    }
+}
+
+struct Cached {
+    keys: Arc<JwkSet>,
+    fetched: Instant,
+}
+
+/// Fetched client key sets.
+pub struct JwksCache {
+    client: OutboundClient,
+    entries: DashMap<String, Cached>,
+    last_refetch: DashMap<String, Instant>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl JwksCache {
+    /// A cache fetching through `client`.
+    pub fn new(client: OutboundClient) -> Self {
+        JwksCache {
+            client,
+            entries: DashMap::new(),
+            last_refetch: DashMap::new(),
+        }
+    }
+
+    async fn fetch(&self, uri: &str) -> Result<(), OutboundError> {
+        let body = self.client.get(uri).await?;
+        // Client keys are judged as at registration: RSA keys need their `alg`.
+        let set = JwkSet::from_json(&body, &JwkSetOptions::default())
+            .map_err(|_| OutboundError::InvalidJwks)?;
+        self.entries.insert(
+            uri.to_owned(),
+            Cached {
+                keys: Arc::new(set),
+                fetched: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Make sure `uri`'s keys are cached and fresh, and hold `kid` when one is named: a
+    /// missing `kid` triggers at most one refetch per [`REFETCH_INTERVAL`] (J6).
+    pub async fn prefetch(&self, uri: &str, kid: Option<&str>) -> Result<(), OutboundError> {
+        let state = self.entries.get(uri).map(|c| {
+            let fresh = c.fetched.elapsed() < JWKS_TTL;
+            let has_kid = kid.is_none_or(|k| c.keys.keys().iter().any(|key| key.kid() == k));
+            (fresh, has_kid)
+        });
+        match state {
+            Some((true, true)) => Ok(()),
+            Some((true, false)) => {
+                let allowed = match self.last_refetch.get(uri) {
+                    Some(t) => t.elapsed() >= REFETCH_INTERVAL,
+                    None => true,
+                };
+                if !allowed {
+                    return Ok(());
+                }
+                self.last_refetch.insert(uri.to_owned(), Instant::now());
+                self.fetch(uri).await
+            }
+            _ => self.fetch(uri).await,
+        }
+    }
+}
+
+impl crate::app::RemoteKeys for JwksCache {
+    fn cached(&self, uri: &str) -> Option<Arc<JwkSet>> {
+        self.entries.get(uri).map(|c| c.keys.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn d2_private_loopback_link_local_and_metadata_addresses_are_forbidden() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(forbidden_address(a.parse().unwrap()), "{a}");
+        }
+        for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!forbidden_address(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_https_without_userinfo_is_fetched() {
+        let c = OutboundClient::new(OutboundPolicy::default()).unwrap();
+        for u in [
+            "http://example.com/jwks",
+            "ftp://example.com/jwks",
+            "https://user:pw@example.com/jwks",
+            "not a url",
+        ] {
+            assert_eq!(c.get(u).await.unwrap_err(), OutboundError::Url, "{u}");
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_is_refused_before_connecting_unless_allowed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = OutboundClient::new(OutboundPolicy::default()).unwrap();
+        let url = format!("https://127.0.0.1:{port}/jwks");
+        assert_eq!(c.get(&url).await.unwrap_err(), OutboundError::Forbidden);
+        // Nothing connected.
+        let none = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(none.is_err(), "no connection was made");
+        let localhost = format!("https://localhost:{port}/jwks");
+        assert_eq!(
+            c.get(&localhost).await.unwrap_err(),
+            OutboundError::Forbidden
+        );
+    }
+}

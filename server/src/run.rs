@@ -14,7 +14,7 @@ use heartgate_core::store::{MemoryStore, Store};
 use heartgate_core::token::{TokenHash, TokenIssuer};
 use tokio::net::TcpListener;
 
-use crate::app::{discovery, App, NoRemoteKeys, RemoteKeys, Settings, Users};
+use crate::app::{discovery, App, Settings, Users};
 use crate::audit_log::AuditLog;
 use crate::config::{Resolved, StoreKind};
 use crate::metrics::Metrics;
@@ -184,7 +184,12 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
     let pairwise = PairwiseSubjects::new(&*boot.pairwise_secret)
         .ok_or_else(|| other("secrets/pairwise", "too short"))?;
     let signing = boot.keys.snapshot().signing_algorithms();
-    let remote_keys: Arc<dyn RemoteKeys> = Arc::new(NoRemoteKeys);
+    let policy: crate::outbound::OutboundPolicy = toml::Value::Table(c.outbound.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| other("outbound", e.message()))?;
+    let jwks = Arc::new(crate::outbound::JwksCache::new(
+        crate::outbound::OutboundClient::new(policy).map_err(|e| other("outbound", e))?,
+    ));
     let app = App {
         settings: Settings {
             issuer: cfg.issuer.clone(),
@@ -207,7 +212,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         users,
         sessions: Sessions::new(&boot.session_secret),
         client_cas,
-        remote_keys,
+        jwks,
         metrics: Metrics::default(),
         discovery: discovery(&cfg.issuer, &signing),
     };

@@ -87,6 +87,22 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A TLS server certificate for 127.0.0.1 and localhost, with its PKCS#8 key.
+    pub fn issue_server(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+    }
+}
+
 impl Default for TestCa {
     fn default() -> Self {
         Self::new()

@@ -1,0 +1,149 @@
+//! Clients registered with `jwks_uri`: the server fetches their keys over https under
+//! the outbound policy (D2), caches them, and refetches once for an unknown `kid` (J6,
+//! key rotation at the client). A loopback `jwks_uri` is refused unless allow-listed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
+use heartgate_e2e::{TestCa, TestServer};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+/// An https server publishing a JWK Set that the test can change; counts fetches.
+async fn jwks_server(ca: &TestCa, doc: Arc<Mutex<String>>, hits: Arc<AtomicUsize>) -> u16 {
+    let (chain, key) = ca.issue_server();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let doc = doc.clone();
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |_req| {
+                    let body = doc.lock().unwrap().clone();
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn assertion(key: &SigningKey, aud: &str, jti: &str) -> String {
+    let t = now();
+    sign_jwt(
+        key,
+        None,
+        json!({"iss": "remote", "sub": "remote", "aud": aud, "iat": t, "exp": t + 60, "jti": jti})
+            .as_object()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn token(s: &TestServer, a: &str) -> u16 {
+    s.form(
+        "/token",
+        &[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", a),
+        ],
+        None,
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_uri_keys_are_fetched_cached_and_refetched_once_for_a_new_kid() {
+    let ca = TestCa::new();
+    let k1 = SigningKey::generate(Algorithm::ES256).unwrap();
+    let k2 = SigningKey::generate(Algorithm::ES256).unwrap();
+    let doc = Arc::new(Mutex::new(
+        json!({"keys": [k1.verifying_key().to_jwk()]}).to_string(),
+    ));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let port = jwks_server(&ca, doc.clone(), hits.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("partner-ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let client = json!({"clients": [{"client_id": "remote", "profile": "smart-backend",
+        "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+        "jwks_uri": format!("https://127.0.0.1:{port}/jwks")}]});
+    let allowed = format!(
+        "{}[outbound]\nallow_hosts = [\"127.0.0.1\"]\ntrust_anchors = [{:?}]\n",
+        toml::to_string(&client).unwrap(),
+        ca_path.display().to_string()
+    );
+    let s = TestServer::start(&allowed).await;
+    let aud = format!("{}/token", s.issuer);
+    assert_eq!(token(&s, &assertion(&k1, &aud, "r1")).await, 200);
+    assert_eq!(token(&s, &assertion(&k1, &aud, "r2")).await, 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "cached");
+    // The client rotates to k2: the unknown kid triggers one refetch.
+    *doc.lock().unwrap() = json!({"keys": [k2.verifying_key().to_jwk()]}).to_string();
+    assert_eq!(token(&s, &assertion(&k2, &aud, "r3")).await, 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // Another unknown kid within the interval: no fetch (J6), refused.
+    let k3 = SigningKey::generate(Algorithm::ES256).unwrap();
+    assert_eq!(token(&s, &assertion(&k3, &aud, "r4")).await, 401);
+    assert_eq!(token(&s, &assertion(&k3, &aud, "r5")).await, 401);
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "refetch is rate-limited");
+    s.stop().await;
+
+    // Not allow-listed: the loopback destination is refused (D2), nothing fetched.
+    let before = hits.load(Ordering::SeqCst);
+    let refused = format!(
+        "{}[outbound]\ntrust_anchors = [{:?}]\n",
+        toml::to_string(&client).unwrap(),
+        ca_path.display().to_string()
+    );
+    let s = TestServer::start(&refused).await;
+    assert_eq!(token(&s, &assertion(&k2, &aud_of(&s), "r6")).await, 401);
+    assert_eq!(hits.load(Ordering::SeqCst), before);
+    s.stop().await;
+}
+
+fn aud_of(s: &TestServer) -> String {
+    format!("{}/token", s.issuer)
+}
