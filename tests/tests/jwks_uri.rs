@@ -147,3 +147,138 @@ async fn jwks_uri_keys_are_fetched_cached_and_refetched_once_for_a_new_kid() {
 fn aud_of(s: &TestServer) -> String {
     format!("{}/token", s.issuer)
 }
+
+/// An https server on 127.0.0.1 answering every request with `respond` (status, body,
+/// and a delay before the body).
+async fn https_server(
+    ca: &TestCa,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    stall: std::time::Duration,
+) -> (u16, Arc<AtomicUsize>) {
+    let (chain, key) = ca.issue_server();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let (headers, body, h) = (headers.clone(), body.clone(), h.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |_req| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let (headers, body) = (headers.clone(), body.clone());
+                    async move {
+                        tokio::time::sleep(stall).await;
+                        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        for (k, v) in headers {
+                            r.headers_mut().insert(k, v.parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+fn client_for(ca: &TestCa, timeout_ms: u64) -> heartgate_server::outbound::OutboundClient {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ca.pem");
+    std::fs::write(&p, &ca.pem).unwrap();
+    let policy = heartgate_server::outbound::OutboundPolicy {
+        allow_hosts: vec!["127.0.0.1".into()],
+        trust_anchors: vec![p],
+        timeout_ms,
+        max_response_bytes: 64 * 1024,
+    };
+    heartgate_server::outbound::OutboundClient::new(policy).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn d2_redirects_big_slow_and_untrusted_servers_are_refused() {
+    use heartgate_server::outbound::OutboundError;
+    let ca = TestCa::new();
+    let c = client_for(&ca, 400);
+    // A redirect is an error; its target is never asked.
+    let (target, target_hits) =
+        https_server(&ca, 200, vec![], b"{}".to_vec(), Default::default()).await;
+    let (port, _) = https_server(
+        &ca,
+        302,
+        vec![("location", format!("https://127.0.0.1:{target}/jwks"))],
+        Vec::new(),
+        Default::default(),
+    )
+    .await;
+    assert_eq!(
+        c.get(&format!("https://127.0.0.1:{port}/jwks"))
+            .await
+            .unwrap_err(),
+        OutboundError::Status(302)
+    );
+    assert_eq!(target_hits.load(Ordering::SeqCst), 0);
+    // A body beyond the cap.
+    let (port, _) = https_server(
+        &ca,
+        200,
+        vec![],
+        vec![b'x'; 1024 * 1024],
+        Default::default(),
+    )
+    .await;
+    assert_eq!(
+        c.get(&format!("https://127.0.0.1:{port}/jwks"))
+            .await
+            .unwrap_err(),
+        OutboundError::TooLarge
+    );
+    // A server that stalls: the total timeout (400 ms) ends it.
+    let (port, _) = https_server(
+        &ca,
+        200,
+        vec![],
+        b"{}".to_vec(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    assert_eq!(
+        c.get(&format!("https://127.0.0.1:{port}/jwks"))
+            .await
+            .unwrap_err(),
+        OutboundError::Timeout
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    // A certificate from a CA that is not a trust anchor.
+    let other = TestCa::new();
+    let (port, _) = https_server(&other, 200, vec![], b"{}".to_vec(), Default::default()).await;
+    assert!(matches!(
+        c.get(&format!("https://127.0.0.1:{port}/jwks"))
+            .await
+            .unwrap_err(),
+        OutboundError::Connect(_)
+    ));
+}
