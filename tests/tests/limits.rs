@@ -1,0 +1,129 @@
+//! The listener's limits: a client that dribbles its TLS handshake or headers is cut off
+//! (slowloris), connections beyond the cap wait until one closes, and /metrics reports
+//! what happened.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use heartgate_e2e::TestServer;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LIMITS: &str = "[limits]\nheader_read_timeout_ms = 500\nmax_connections = 2\n";
+
+fn tls(s: &TestServer) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(s.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_handshakes_and_headers_are_cut_off() {
+    let s = TestServer::start(LIMITS).await;
+    // A TCP connection that never starts TLS.
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed by the server")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(start.elapsed() < Duration::from_secs(3));
+
+    // TLS done, then headers one byte at a time, slower than the header timeout.
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut conn = tls(&s)
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut cut = false;
+    for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter() {
+        if conn.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if start.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    if !cut {
+        let mut rest = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut rest)).await;
+        cut = matches!(r, Ok(Ok(_)) | Ok(Err(_)));
+    }
+    assert!(cut, "the dribbling client was disconnected");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_cap_wait_for_one_to_close() {
+    let s = TestServer::start(LIMITS).await;
+    // Two idle keep-alive connections take both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let c = tls(&s)
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    let waiting = tokio::time::timeout(Duration::from_millis(800), s.get("/healthz")).await;
+    assert!(
+        waiting.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(held.pop());
+    let served = tokio::time::timeout(Duration::from_secs(5), s.get("/healthz"))
+        .await
+        .expect("served once a slot is free");
+    assert_eq!(served.status, 200);
+    drop(held);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_report_requests_latency_tokens_and_failures() {
+    let s = TestServer::start("").await;
+    assert_eq!(s.get("/healthz").await.status, 200);
+    let r = s
+        .form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let m = s.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for line in [
+        "heartgate_requests_total{endpoint=\"healthz\",status=\"200\"} 1",
+        "heartgate_requests_total{endpoint=\"token\",status=\"401\"} 1",
+        "heartgate_client_auth_failures_total{endpoint=\"token\"} 1",
+        "heartgate_request_duration_seconds_count{endpoint=\"token\"} 1",
+        "heartgate_tokens_issued_total{format=\"jwt\"} 0",
+        "heartgate_introspection_cache_hit_ratio",
+    ] {
+        assert!(text.contains(line), "missing {line}\n{text}");
+    }
+    s.stop().await;
+}
