@@ -1,0 +1,58 @@
+// oidc-provider as heartgate's load-test peer: the same client (private_key_jwt, ES256),
+// client_credentials with a JWT access token (ES256) for one audience, and opaque tokens
+// for the introspection scenario. Usage:
+//   node server.mjs PORT CERT.pem KEY.pem CLIENT_JWKS.json
+import fs from 'node:fs';
+import https from 'node:https';
+import crypto from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const [port, certPath, keyPath, jwksPath] = process.argv.slice(2);
+const issuer = `https://127.0.0.1:${port}`;
+const clientJwks = JSON.parse(fs.readFileSync(jwksPath, 'utf8'));
+const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const signing = { ...privateKey.export({ format: 'jwk' }), alg: 'ES256', use: 'sig', kid: 'peer-es256' };
+const AUD_JWT = 'https://fhir.example/r4';
+const AUD_OPAQUE = 'https://opaque.example/r4';
+
+const client = (client_id) => ({
+  client_id,
+  token_endpoint_auth_method: 'private_key_jwt',
+  token_endpoint_auth_signing_alg: 'ES256',
+  grant_types: ['client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  jwks: clientJwks,
+  scope: 'system/Observation.rs',
+  id_token_signed_response_alg: 'ES256',
+});
+
+const provider = new Provider(issuer, {
+  clients: [client('backend')],
+  jwks: { keys: [signing] },
+  scopes: ['system/Observation.rs'],
+  clientAuthMethods: ['private_key_jwt'],
+  enabledJWA: { clientAuthSigningAlgValues: ['ES256'] },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => AUD_JWT,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => ({
+        scope: 'system/Observation.rs',
+        audience: resource,
+        accessTokenTTL: 300,
+        accessTokenFormat: resource === AUD_OPAQUE ? 'opaque' : 'jwt',
+        jwt: { sign: { alg: 'ES256' } },
+      }),
+    },
+  },
+});
+provider.proxy = false;
+
+https
+  .createServer({ cert: fs.readFileSync(certPath), key: fs.readFileSync(keyPath) }, provider.callback())
+  .listen(Number(port), '127.0.0.1', () => console.log(`READY ${issuer}`));
