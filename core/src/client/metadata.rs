@@ -191,7 +191,7 @@ pub enum MetadataError {
 #[derive(Debug, Clone)]
 pub struct ValidatedClient {
     metadata: ClientMetadata,
-    jwks: Option<JwkSet>,
+    jwks: Option<std::sync::Arc<JwkSet>>,
     tls_rule: Option<TlsClientAuthRule>,
 }
 
@@ -203,7 +203,13 @@ impl ValidatedClient {
 
     /// The client's keys, when registered by value.
     pub fn jwks(&self) -> Option<&JwkSet> {
-        self.jwks.as_ref()
+        self.jwks.as_deref()
+    }
+
+    /// The client's keys, shared (what a `ClientDirectory` hands out: no copy per
+    /// request).
+    pub fn shared_jwks(&self) -> Option<std::sync::Arc<JwkSet>> {
+        self.jwks.clone()
     }
 
     /// The `tls_client_auth` rule, for that method.
@@ -505,7 +511,7 @@ impl ClientMetadata {
         }
         Ok(ValidatedClient {
             metadata: self,
-            jwks,
+            jwks: jwks.map(std::sync::Arc::new),
             tls_rule,
         })
     }

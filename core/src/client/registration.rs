@@ -933,7 +933,7 @@ impl ClientDirectory for StoreClientDirectory<'_> {
     }
 
     fn keys(&self, client: &ValidatedClient) -> Option<Arc<JwkSet>> {
-        client.jwks().cloned().map(Arc::new)
+        client.shared_jwks()
     }
 }
 

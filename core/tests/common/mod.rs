@@ -15,7 +15,7 @@ impl ClientDirectory for Dir {
         self.0.get(id).cloned()
     }
     fn keys(&self, c: &ValidatedClient) -> Option<Arc<JwkSet>> {
-        c.jwks().cloned().map(Arc::new)
+        c.shared_jwks()
     }
 }
 
