@@ -1,43 +1,115 @@
 //! The audit log: core's audit events as JSON lines, each carrying its position (`seq`,
-//! from 1) and the SHA-256 of the previous line (`prev`, lowercase hex; 64 zeros for the
-//! first line). Editing, inserting, deleting or reordering lines breaks the chain at the
-//! first line touched, which `heartgate audit verify FILE` reports.
+//! from 1) and the SHA-256 of the previous line's exact bytes (`prev`, lowercase hex; 64
+//! zeros for the first line). A line holds the event's own fields and those two, nothing
+//! else. Editing, inserting, deleting or reordering lines breaks the chain at the first
+//! line touched, which `heartgate audit verify FILE` reports.
 //!
 //! Writing never blocks a request on disk: events go over a bounded channel to one
-//! writer thread, which appends, flushes each batch, and fsyncs at least every
-//! [`SYNC_EVERY`] lines or [`SYNC_INTERVAL`], and on close. When the channel is full the
-//! request waits for room (back-pressure) rather than dropping an event: an audit trail
-//! with silent gaps would be worse than a slower request. Reopening an existing file
-//! continues its chain; a file whose chain is broken is refused rather than extended.
+//! writer thread, which appends each batch of queued events and flushes it to the
+//! operating system, and fsyncs at least every [`AuditLogOptions::sync_every`] lines or
+//! [`AuditLogOptions::sync_interval`], and on [`AuditLog::close`] (or drop).
+//!
+//! When the channel is full, the request waits for room (back-pressure) rather than
+//! dropping the event: an audit trail with silent gaps would be worse than a slower
+//! request. Each wait is counted ([`AuditCounters::waited`]) and logged as a warning (the
+//! first and every 1024th, so a burst does not flood the log). An event that cannot be
+//! handed to the file (the log was closed, the writer stopped, the write was refused) is
+//! counted in [`AuditCounters::lost`] and logged as an error, never dropped silently. A
+//! failed flush or fsync is logged as an error too (how many of the buffered lines reached
+//! the disk is then unknown); a line missing from the file shows in `verify` as a broken
+//! chain at that place, because the chain goes on from the line as it should have been.
+//!
+//! Reopening an existing file continues its chain and its `seq`; a file whose chain is
+//! broken (including a last line cut short by a crash) is refused rather than extended,
+//! so a tampered or damaged log is looked at by a person before anything is added to it.
 //!
 //! What a chain cannot prove on its own: that nobody cut or rewrote its *end* (the last
-//! line has no successor to vouch for it). `verify` reports the last line's hash; keep
-//! it somewhere else (a SIEM, a ticket, a WORM bucket) to anchor the tail.
+//! line has no successor to vouch for it; anyone can recompute SHA-256 from any line
+//! onwards). `verify` reports the last line's hash; keep it somewhere else (a SIEM, a
+//! ticket, a WORM bucket) to anchor the tail.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heartgate_core::audit::{AuditEvent, AuditSink};
 use parking_lot::Mutex;
 use ring::digest;
 
-/// Lines between fsyncs at most.
+/// Default for [`AuditLogOptions::sync_every`]: lines between fsyncs at most.
 pub const SYNC_EVERY: usize = 256;
-/// Time between fsyncs at most.
+/// Default for [`AuditLogOptions::sync_interval`]: time a written line waits for its
+/// fsync at most.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
-/// Events queued before callers wait.
+/// Default for [`AuditLogOptions::queue`]: events queued before callers wait.
 pub const QUEUE: usize = 8192;
 
+/// `prev` of the first line.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Longest line `verify` reads; anything longer is not one of ours (an event is well
+/// under a kilobyte) and is reported as malformed rather than read into memory.
+const MAX_LINE: u64 = 1 << 20;
+/// How long `close` waits for the writer to finish.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(d.len() * 2);
+    for b in d {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
-fn line_hash(line: &str) -> String {
-    hex(digest::digest(&digest::SHA256, line.as_bytes()).as_ref())
+fn line_hash(line: &[u8]) -> String {
+    hex(digest::digest(&digest::SHA256, line).as_ref())
+}
+
+/// When the writer fsyncs, and how many events may wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditLogOptions {
+    /// fsync after at most this many lines (at least 1).
+    pub sync_every: usize,
+    /// fsync when a written line has waited this long.
+    pub sync_interval: Duration,
+    /// Events queued for the writer before [`AuditSink::record`] waits (at least 1).
+    pub queue: usize,
+}
+
+impl Default for AuditLogOptions {
+    fn default() -> Self {
+        AuditLogOptions {
+            sync_every: SYNC_EVERY,
+            sync_interval: SYNC_INTERVAL,
+            queue: QUEUE,
+        }
+    }
+}
+
+/// What the log had to do besides writing: see the module documentation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditCounters {
+    /// Events whose caller found the queue full and waited for room.
+    pub waited: u64,
+    /// Events that could not be written (each also logged as an error).
+    pub lost: u64,
+}
+
+/// [`AuditCounters`] as they are kept, shared with the writer thread.
+#[derive(Default)]
+struct Counters {
+    waited: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl Counters {
+    fn lost(&self, why: &'static str) {
+        let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(lost, "{why}; an audit event was lost");
+    }
 }
 
 enum Msg {
@@ -45,16 +117,18 @@ enum Msg {
     Close(SyncSender<()>),
 }
 
-/// The audit log writer.
+/// The audit log writer: an [`AuditSink`] appending to one hash-chained file.
 pub struct AuditLog {
     tx: Mutex<Option<SyncSender<Msg>>>,
     path: PathBuf,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
             .field("path", &self.path)
+            .field("counters", &self.counters())
             .finish()
     }
 }
@@ -66,14 +140,22 @@ pub enum AuditLogError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The existing file's chain is broken: appending would hide it.
-    #[error("existing audit log does not verify: {0}")]
+    #[error("the existing audit log is broken at {0}; it is not appended to")]
     Broken(VerifyError),
 }
 
 impl AuditLog {
-    /// Open (or create) the log at `path`, continuing an existing chain. An existing file
-    /// whose chain is broken is refused.
+    /// Open (or create) the log at `path` with the default [`AuditLogOptions`],
+    /// continuing an existing chain. An existing file whose chain is broken is refused.
     pub fn open(path: impl Into<PathBuf>) -> Result<AuditLog, AuditLogError> {
+        Self::open_with(path, AuditLogOptions::default())
+    }
+
+    /// [`AuditLog::open`] with explicit options.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        options: AuditLogOptions,
+    ) -> Result<AuditLog, AuditLogError> {
         let path = path.into();
         let (seq, prev) = match verify(&path) {
             Ok(r) => (r.lines, r.last_hash),
@@ -87,24 +169,49 @@ impl AuditLog {
             .create(true)
             .append(true)
             .open(&path)?;
-        let (tx, rx) = sync_channel(QUEUE);
+        let options = AuditLogOptions {
+            sync_every: options.sync_every.max(1),
+            queue: options.queue.max(1),
+            ..options
+        };
+        let (tx, rx) = sync_channel(options.queue);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            out: std::io::BufWriter::new(file),
+            seq,
+            prev,
+            unsynced: 0,
+            last_sync: Instant::now(),
+            options,
+            counters: counters.clone(),
+        };
         std::thread::Builder::new()
             .name("heartgate-audit".into())
-            .spawn(move || writer(file, rx, seq, prev))?;
+            .spawn(move || writer.run(rx))?;
         Ok(AuditLog {
             tx: Mutex::new(Some(tx)),
             path,
+            counters,
         })
     }
 
-    /// Flush, fsync and stop the writer. Events recorded afterwards are logged as lost.
+    /// Write what is queued, fsync and stop the writer. Events recorded afterwards are
+    /// counted and logged as lost. Calling it again does nothing.
     pub fn close(&self) {
         let tx = self.tx.lock().take();
         if let Some(tx) = tx {
             let (done_tx, done_rx) = sync_channel(1);
-            if tx.send(Msg::Close(done_tx)).is_ok() {
-                let _ = done_rx.recv_timeout(Duration::from_secs(10));
+            if tx.send(Msg::Close(done_tx)).is_err() || done_rx.recv_timeout(CLOSE_WAIT).is_err() {
+                tracing::error!("audit writer did not confirm the final fsync");
             }
+        }
+    }
+
+    /// How often callers waited for room, and how many events were lost.
+    pub fn counters(&self) -> AuditCounters {
+        AuditCounters {
+            waited: self.counters.waited.load(Ordering::Relaxed),
+            lost: self.counters.lost.load(Ordering::Relaxed),
         }
     }
 }
@@ -117,64 +224,107 @@ impl Drop for AuditLog {
 
 impl AuditSink for AuditLog {
     fn record(&self, event: AuditEvent) {
+        // Clone the sender so no lock is held while waiting for room.
         let tx = self.tx.lock().clone();
-        match tx {
-            Some(tx) => {
-                if tx.send(Msg::Event(Box::new(event))).is_err() {
-                    tracing::error!("audit writer stopped; an audit event was lost");
+        let Some(tx) = tx else {
+            return self.counters.lost("audit log closed");
+        };
+        let sent = match tx.try_send(Msg::Event(Box::new(event))) {
+            Err(TrySendError::Full(msg)) => {
+                let waited = self.counters.waited.fetch_add(1, Ordering::Relaxed) + 1;
+                if waited % 1024 == 1 {
+                    tracing::warn!(
+                        waited,
+                        "audit queue full: requests wait for the audit writer"
+                    );
                 }
+                tx.send(msg).is_ok()
             }
-            None => tracing::error!("audit log closed; an audit event was lost"),
+            other => other.is_ok(),
+        };
+        if !sent {
+            self.counters.lost("audit writer stopped");
         }
     }
 }
 
-fn writer(file: std::fs::File, rx: Receiver<Msg>, mut seq: usize, mut prev: String) {
-    let mut out = std::io::BufWriter::new(file);
-    let mut unsynced = 0usize;
-    let mut last_sync = Instant::now();
-    let sync = |out: &mut std::io::BufWriter<std::fs::File>| {
-        if out.flush().is_err() || out.get_ref().sync_data().is_err() {
-            tracing::error!("audit log write failed");
-        }
-    };
-    loop {
-        let msg = match rx.recv_timeout(SYNC_INTERVAL) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                sync(&mut out);
-                return;
-            }
-        };
-        match msg {
-            Some(Msg::Event(e)) => {
-                let mut v = match serde_json::to_value(&*e) {
-                    Ok(serde_json::Value::Object(m)) => m,
-                    _ => continue,
-                };
-                seq += 1;
-                v.insert("seq".into(), seq.into());
-                v.insert("prev".into(), prev.clone().into());
-                let line = serde_json::Value::Object(v).to_string();
-                if writeln!(out, "{line}").is_err() {
-                    tracing::error!("audit log write failed");
+/// The writer thread's state: the open file and where the chain stands.
+struct Writer {
+    out: std::io::BufWriter<std::fs::File>,
+    seq: usize,
+    prev: String,
+    unsynced: usize,
+    last_sync: Instant,
+    options: AuditLogOptions,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            // Nothing to fsync: sleep until an event comes. Otherwise wake for the deadline.
+            let next = if self.unsynced == 0 {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                let waited = self.last_sync.elapsed();
+                rx.recv_timeout(self.options.sync_interval.saturating_sub(waited))
+            };
+            let mut msg = match next {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return self.sync(),
+            };
+            // Take the whole batch that is queued, then hand it to the OS in one flush.
+            while let Some(m) = msg {
+                match m {
+                    Msg::Event(e) => self.append(&e),
+                    Msg::Close(done) => {
+                        self.sync();
+                        let _ = done.send(());
+                        return;
+                    }
                 }
-                prev = line_hash(&line);
-                unsynced += 1;
+                if self.unsynced >= self.options.sync_every
+                    || self.last_sync.elapsed() >= self.options.sync_interval
+                {
+                    self.sync();
+                }
+                msg = rx.try_recv().ok();
             }
-            Some(Msg::Close(done)) => {
-                sync(&mut out);
-                let _ = done.send(());
-                return;
+            if self.out.flush().is_err() {
+                tracing::error!("audit log write failed");
             }
-            None => {}
+            if self.unsynced > 0 && self.last_sync.elapsed() >= self.options.sync_interval {
+                self.sync();
+            }
         }
-        if unsynced > 0 && (unsynced >= SYNC_EVERY || last_sync.elapsed() >= SYNC_INTERVAL) {
-            sync(&mut out);
-            unsynced = 0;
-            last_sync = Instant::now();
+    }
+
+    fn append(&mut self, event: &AuditEvent) {
+        let mut fields = match serde_json::to_value(event) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return self.counters.lost("audit event did not serialize"),
+        };
+        self.seq += 1;
+        fields.insert("seq".into(), self.seq.into());
+        fields.insert("prev".into(), self.prev.clone().into());
+        let mut line = serde_json::Value::Object(fields).to_string().into_bytes();
+        // The chain goes on from the line as it should be: if the write fails, the hole
+        // shows as a broken chain at this place instead of being papered over.
+        self.prev = line_hash(&line);
+        line.push(b'\n');
+        if self.out.write_all(&line).is_err() {
+            self.counters.lost("audit log write failed");
         }
+        self.unsynced += 1;
+    }
+
+    fn sync(&mut self) {
+        if self.out.flush().is_err() || self.out.get_ref().sync_data().is_err() {
+            tracing::error!("audit log fsync failed");
+        }
+        self.unsynced = 0;
+        self.last_sync = Instant::now();
     }
 }
 
@@ -183,83 +333,171 @@ fn writer(file: std::fs::File, rx: Receiver<Msg>, mut seq: usize, mut prev: Stri
 pub struct VerifyReport {
     /// Lines in the file.
     pub lines: usize,
-    /// SHA-256 of the last line (the next line's `prev`).
+    /// SHA-256 of the last line (the next line's `prev`); keep it elsewhere to anchor the
+    /// tail, which the chain alone cannot vouch for.
     pub last_hash: String,
 }
 
 /// What is wrong at the first bad line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VerifyErrorKind {
     /// The file could not be read.
     Io(String),
-    /// Not a JSON object, or the last line is cut short.
+    /// Not a JSON object on one complete line (edited into something else, or cut short:
+    /// a last line without its newline).
     Malformed,
-    /// `seq` is not the line's position: a line was inserted, deleted or moved before it.
+    /// `seq` is not the line's position: a line was deleted or moved here, or this line
+    /// was inserted.
     Sequence {
         /// The position.
         expected: usize,
         /// What the line says.
         found: Option<u64>,
     },
-    /// `prev` is not the hash of the line before: that line was edited (or replaced).
+    /// The chain breaks at this line: it was edited (the next line's `prev` no longer
+    /// matches it, or its own `prev` no longer matches the line before it).
     Chain,
 }
 
 /// The first line that does not verify (1-based).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {kind:?}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
-    /// The first bad line (0 when the file could not be read).
+    /// The first bad line (0 when the file could not be opened).
     pub line: usize,
     /// What is wrong.
     pub kind: VerifyErrorKind,
 }
 
-/// Verify the chain of the log at `path`.
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = self.line;
+        match &self.kind {
+            VerifyErrorKind::Io(m) if line == 0 => write!(f, "the file: {m}"),
+            VerifyErrorKind::Io(m) => write!(f, "line {line}: {m}"),
+            VerifyErrorKind::Malformed => write!(
+                f,
+                "line {line}: not a complete JSON line (edited, or cut short)"
+            ),
+            VerifyErrorKind::Sequence { expected, found } => write!(
+                f,
+                "line {line}: sequence {} where {expected} was expected (a line was deleted, inserted or moved here)",
+                found.map_or("missing".to_owned(), |f| f.to_string())
+            ),
+            VerifyErrorKind::Chain => write!(
+                f,
+                "line {line}: the line was edited (the hash chain breaks there)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// One line read back: its exact bytes' hash and the two chain fields.
+struct Line {
+    hash: String,
+    seq: Option<u64>,
+    prev: Option<String>,
+}
+
+/// The lines of a log, one at a time.
+struct Lines<R> {
+    reader: R,
+    n: usize,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line as its position and what it says; `None` at the end.
+    fn next_line(&mut self) -> Option<(usize, Result<Line, VerifyErrorKind>)> {
+        self.buf.clear();
+        let read = (&mut self.reader)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut self.buf);
+        self.n += 1;
+        let line = match read {
+            Ok(0) => return None,
+            Ok(_) => match self.buf.strip_suffix(b"\n") {
+                Some(line) => Self::parse(line),
+                // Cut short (a crash or a truncation), or longer than any line we write.
+                None => Err(VerifyErrorKind::Malformed),
+            },
+            Err(e) => Err(VerifyErrorKind::Io(e.to_string())),
+        };
+        Some((self.n, line))
+    }
+
+    fn parse(line: &[u8]) -> Result<Line, VerifyErrorKind> {
+        let v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(line).map_err(|_| VerifyErrorKind::Malformed)?;
+        Ok(Line {
+            hash: line_hash(line),
+            seq: v.get("seq").and_then(serde_json::Value::as_u64),
+            prev: v.get("prev").and_then(|p| p.as_str()).map(str::to_owned),
+        })
+    }
+}
+
+/// Verify the chain of the log at `path`, reporting the first line touched:
+///
+/// - an edited line: the line itself (found through its successor's `prev`; when the
+///   line's own `prev` was edited, its successor no longer matches it either, which
+///   tells the two apart). The last line has no successor: an edit to it is only
+///   detected against [`VerifyReport::last_hash`] kept elsewhere;
+/// - a deleted line: its position (the line now there has the wrong `seq`);
+/// - an inserted line: the inserted line (wrong `seq`);
+/// - reordered lines: the first position holding the wrong line;
+/// - a line cut short (no newline) or not a JSON object: that line.
+///
+/// An empty file verifies, with 0 lines.
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
-    let f = std::fs::File::open(path).map_err(|e| VerifyError {
+    let file = std::fs::File::open(path).map_err(|e| VerifyError {
         line: 0,
         kind: VerifyErrorKind::Io(e.to_string()),
     })?;
-    let mut reader = std::io::BufReader::new(f);
+    let mut lines = Lines {
+        reader: std::io::BufReader::new(file),
+        n: 0,
+        buf: Vec::new(),
+    };
+    // The hash the next line's `prev` must equal.
     let mut prev = GENESIS.to_owned();
-    let mut n = 0usize;
-    let mut buf = String::new();
-    loop {
-        buf.clear();
-        let read = reader.read_line(&mut buf).map_err(|e| VerifyError {
-            line: n + 1,
-            kind: VerifyErrorKind::Io(e.to_string()),
-        })?;
-        if read == 0 {
-            break;
-        }
-        n += 1;
-        let bad = |kind| VerifyError { line: n, kind };
-        // A last line without its newline was cut short (a crash or a truncation).
-        let Some(line) = buf.strip_suffix('\n') else {
-            return Err(bad(VerifyErrorKind::Malformed));
+    let mut count = 0;
+    while let Some((n, line)) = lines.next_line() {
+        let bad = |line, kind| Err(VerifyError { line, kind });
+        let line = match line {
+            Ok(l) => l,
+            Err(kind) => return bad(n, kind),
         };
-        let v: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(line).map_err(|_| bad(VerifyErrorKind::Malformed))?;
-        let seq = v.get("seq").and_then(serde_json::Value::as_u64);
-        if seq != Some(n as u64) {
-            return Err(bad(VerifyErrorKind::Sequence {
-                expected: n,
-                found: seq,
-            }));
+        if line.seq != u64::try_from(n).ok() {
+            return bad(
+                n,
+                VerifyErrorKind::Sequence {
+                    expected: n,
+                    found: line.seq,
+                },
+            );
         }
-        if v.get("prev").and_then(|p| p.as_str()) != Some(prev.as_str()) {
-            // This line's predecessor is not what it was: report the edited line.
-            return Err(VerifyError {
-                line: n.saturating_sub(1).max(1),
-                kind: VerifyErrorKind::Chain,
-            });
+        if line.prev.as_deref() != Some(prev.as_str()) {
+            // Either the line before was edited, or this line's own `prev` was. If this
+            // line is intact, the next one still vouches for it: then it was the line
+            // before. Without a next line to ask, the earlier candidate is reported.
+            let next_vouches = match lines.next_line() {
+                Some((_, Ok(next))) => Some(next.prev.as_deref() == Some(line.hash.as_str())),
+                _ => None,
+            };
+            let edited = match next_vouches {
+                Some(false) => n,
+                Some(true) | None => n.saturating_sub(1).max(1),
+            };
+            return bad(edited, VerifyErrorKind::Chain);
         }
-        prev = line_hash(line);
+        prev = line.hash;
+        count = n;
     }
     Ok(VerifyReport {
-        lines: n,
+        lines: count,
         last_hash: prev,
     })
 }
@@ -268,24 +506,16 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
 pub fn summary(r: &Result<VerifyReport, VerifyError>) -> String {
     match r {
         Ok(r) => format!(
-            "audit log ok: {} line(s), chain intact; last line hash {}",
+            "audit log ok: {} line(s), chain intact; last line hash {} (compare with the copy kept elsewhere: the chain cannot vouch for its own end)",
             r.lines, r.last_hash
         ),
-        Err(e) => match &e.kind {
-            VerifyErrorKind::Io(m) => format!("audit log unreadable: {m}"),
-            VerifyErrorKind::Malformed => {
-                format!("audit log BROKEN at line {}: not a complete JSON line", e.line)
-            }
-            VerifyErrorKind::Sequence { expected, found } => format!(
-                "audit log BROKEN at line {}: sequence {} where {expected} was expected (a line was inserted, deleted or moved)",
-                e.line,
-                found.map_or("missing".to_owned(), |f| f.to_string())
-            ),
-            VerifyErrorKind::Chain => format!(
-                "audit log BROKEN at line {}: the line was edited (the next line's hash does not match)",
-                e.line
-            ),
-        },
+        Err(
+            e @ VerifyError {
+                kind: VerifyErrorKind::Io(_),
+                ..
+            },
+        ) => format!("audit log unreadable: {e}"),
+        Err(e) => format!("audit log BROKEN at {e}"),
     }
 }
 
@@ -327,6 +557,19 @@ mod tests {
         std::fs::write(path, s).unwrap();
     }
 
+    fn json(line: &str) -> serde_json::Value {
+        serde_json::from_str(line).unwrap()
+    }
+
+    /// A log of 6 lines, and its lines.
+    fn six() -> (tempfile::TempDir, PathBuf, Vec<String>) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        write(&p, 6);
+        let l = lines(&p);
+        (d, p, l)
+    }
+
     #[test]
     fn the_chain_continues_across_reopen_and_verifies() {
         let d = tempfile::tempdir().unwrap();
@@ -335,84 +578,197 @@ mod tests {
         write(&p, 3);
         let r = verify(&p).unwrap();
         assert_eq!(r.lines, 8);
-        let first: serde_json::Value = serde_json::from_str(&lines(&p)[0]).unwrap();
-        assert_eq!(first["seq"], 1);
-        assert_eq!(first["prev"], GENESIS);
-        assert_eq!(first["client_id"], "c0");
+        let l = lines(&p);
+        assert_eq!(json(&l[0])["prev"], GENESIS);
+        for (i, line) in l.iter().enumerate() {
+            assert_eq!(json(line)["seq"], i + 1);
+            if i > 0 {
+                assert_eq!(json(line)["prev"], line_hash(l[i - 1].as_bytes()));
+            }
+        }
+        // The sixth line is the reopened log's first: it chains to the fifth.
+        assert_eq!(json(&l[5])["client_id"], "c0");
+        assert_eq!(r.last_hash, line_hash(l[7].as_bytes()));
         assert!(summary(&Ok(r)).contains("8 line(s)"));
-        // Only the event's fields plus seq and prev.
-        let keys: Vec<_> = first.as_object().unwrap().keys().cloned().collect();
-        for k in &keys {
-            assert!(
-                [
-                    "at",
-                    "kind",
-                    "outcome",
-                    "reason",
-                    "client_id",
-                    "seq",
-                    "prev"
-                ]
-                .contains(&k.as_str()),
-                "{k}"
+    }
+
+    #[test]
+    fn a_line_holds_the_event_and_seq_and_prev_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let full = event(7)
+            .cert("thumb")
+            .scope("patient/Observation.rs")
+            .subject_ref("sref")
+            .patient_ref("pref")
+            .token_ref("jti-1");
+        let log = AuditLog::open(&p).unwrap();
+        log.record(full.clone());
+        log.record(event(8));
+        log.close();
+        let l = lines(&p);
+        assert_eq!(l.len(), 2);
+        for (line, sent) in l.iter().zip([full, event(8)]) {
+            let mut got = json(line);
+            let fields = got.as_object_mut().unwrap();
+            assert!(fields.remove("seq").is_some());
+            assert!(fields.remove("prev").is_some());
+            assert_eq!(got, serde_json::to_value(&sent).unwrap());
+        }
+    }
+
+    #[test]
+    fn an_edited_line_is_reported_at_that_line() {
+        let (_d, p, orig) = six();
+        for k in 1..=5 {
+            let mut l = orig.clone();
+            l[k - 1] = l[k - 1].replace(&format!("\"c{}\"", k - 1), "\"cX\"");
+            assert_ne!(l, orig);
+            put(&p, &l);
+            let e = verify(&p).unwrap_err();
+            assert_eq!((e.line, e.kind), (k, VerifyErrorKind::Chain), "edit {k}");
+        }
+    }
+
+    #[test]
+    fn an_edited_prev_is_reported_at_its_own_line() {
+        let (_d, p, orig) = six();
+        for k in [1, 3, 5] {
+            let mut l = orig.clone();
+            let mut v = json(&l[k - 1]);
+            v["prev"] = "ab".repeat(32).into();
+            l[k - 1] = v.to_string();
+            put(&p, &l);
+            let e = verify(&p).unwrap_err();
+            assert_eq!((e.line, e.kind), (k, VerifyErrorKind::Chain), "edit {k}");
+        }
+    }
+
+    #[test]
+    fn an_edit_that_breaks_json_or_seq_is_reported_at_that_line() {
+        let (_d, p, orig) = six();
+        let mut l = orig.clone();
+        l[2].pop();
+        put(&p, &l);
+        let e = verify(&p).unwrap_err();
+        assert_eq!((e.line, e.kind), (3, VerifyErrorKind::Malformed));
+
+        let mut l = orig.clone();
+        l[2] = l[2].replace("\"seq\":3", "\"seq\":33");
+        put(&p, &l);
+        let e = verify(&p).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(matches!(e.kind, VerifyErrorKind::Sequence { .. }));
+    }
+
+    #[test]
+    fn a_deleted_line_is_reported_at_its_position() {
+        let (_d, p, orig) = six();
+        for k in 1..=5 {
+            let mut l = orig.clone();
+            l.remove(k - 1);
+            put(&p, &l);
+            let e = verify(&p).unwrap_err();
+            assert_eq!(e.line, k, "delete {k}");
+            assert_eq!(
+                e.kind,
+                VerifyErrorKind::Sequence {
+                    expected: k,
+                    found: Some(k as u64 + 1)
+                }
             );
         }
     }
 
     #[test]
-    fn each_kind_of_tampering_is_reported_at_the_first_touched_line() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("audit.log");
-        write(&p, 6);
-        let orig = lines(&p);
-
-        // Edit line 3.
+    fn a_deletion_renumbered_to_hide_it_is_still_reported_at_its_position() {
+        let (_d, p, orig) = six();
         let mut l = orig.clone();
-        l[2] = l[2].replace("\"c2\"", "\"cX\"");
+        l.remove(2);
+        for (i, line) in l.iter_mut().enumerate().skip(2) {
+            *line = line.replace(&format!("\"seq\":{}", i + 2), &format!("\"seq\":{}", i + 1));
+        }
         put(&p, &l);
         let e = verify(&p).unwrap_err();
         assert_eq!((e.line, e.kind), (3, VerifyErrorKind::Chain));
+    }
 
-        // Delete line 3: the line now at 3 says seq 4.
+    #[test]
+    fn an_inserted_line_is_reported_at_the_inserted_line() {
+        let (_d, p, orig) = six();
+        for k in 0..=5 {
+            // A copy of line k inserted after it (at the very start: a copy of line 2; a
+            // copy of line 1 there would leave line 1 as it was, and line 2 the copy).
+            let mut l = orig.clone();
+            let copy = if k == 0 { 1 } else { k - 1 };
+            l.insert(k, orig[copy].clone());
+            put(&p, &l);
+            assert_eq!(verify(&p).unwrap_err().line, k + 1, "insert after {k}");
+        }
+        // A hand-written line.
         let mut l = orig.clone();
-        l.remove(2);
+        l.insert(2, r#"{"at":0,"kind":"token_issued"}"#.into());
         put(&p, &l);
         let e = verify(&p).unwrap_err();
-        assert_eq!(e.line, 3);
-        assert!(matches!(
-            e.kind,
-            VerifyErrorKind::Sequence {
-                expected: 3,
-                found: Some(4)
-            }
-        ));
+        assert_eq!(
+            (e.line, e.kind),
+            (
+                3,
+                VerifyErrorKind::Sequence {
+                    expected: 3,
+                    found: None
+                }
+            )
+        );
+    }
 
-        // Insert a line after line 2: reported at 3.
-        let mut l = orig.clone();
-        l.insert(2, l[1].clone());
-        put(&p, &l);
-        assert_eq!(verify(&p).unwrap_err().line, 3);
-
-        // Swap lines 4 and 5.
+    #[test]
+    fn reordered_lines_are_reported_at_the_first_moved_position() {
+        let (_d, p, orig) = six();
         let mut l = orig.clone();
         l.swap(3, 4);
         put(&p, &l);
         assert_eq!(verify(&p).unwrap_err().line, 4);
 
-        // Cut the last line short.
+        // The first line moved to the end.
+        let mut l = orig.clone();
+        l.rotate_left(1);
+        put(&p, &l);
+        assert_eq!(verify(&p).unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn a_last_line_cut_short_is_reported_at_that_line() {
+        let (_d, p, orig) = six();
         let mut s = orig.join("\n");
         s.push('\n');
-        s.truncate(s.len() - 10);
-        std::fs::write(&p, s).unwrap();
-        let e = verify(&p).unwrap_err();
-        assert_eq!((e.line, e.kind), (6, VerifyErrorKind::Malformed));
-
+        for cut in [1, 10, orig[5].len()] {
+            std::fs::write(&p, &s[..s.len() - cut]).unwrap();
+            let e = verify(&p).unwrap_err();
+            assert_eq!(
+                (e.line, e.kind),
+                (6, VerifyErrorKind::Malformed),
+                "cut {cut}"
+            );
+        }
         put(&p, &orig);
-        assert!(verify(&p).is_ok());
+        assert_eq!(verify(&p).unwrap().lines, 6);
+    }
 
-        // Empty file: valid, zero lines.
+    #[test]
+    fn an_empty_file_verifies_with_zero_lines_and_a_missing_one_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let e = verify(&p).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(matches!(e.kind, VerifyErrorKind::Io(_)));
+        assert!(summary(&Err(e)).contains("unreadable"));
         std::fs::write(&p, "").unwrap();
-        assert_eq!(verify(&p).unwrap().lines, 0);
+        let r = verify(&p).unwrap();
+        assert_eq!((r.lines, r.last_hash.as_str()), (0, GENESIS));
+        // A log opened on an empty file starts the chain.
+        write(&p, 1);
+        assert_eq!(json(&lines(&p)[0])["prev"], GENESIS);
     }
 
     #[test]
@@ -423,25 +779,99 @@ mod tests {
         let mut l = lines(&p);
         l[0] = l[0].replace("\"c0\"", "\"cX\"");
         put(&p, &l);
-        assert!(matches!(AuditLog::open(&p), Err(AuditLogError::Broken(_))));
+        let before = std::fs::read(&p).unwrap();
+        let e = AuditLog::open(&p).unwrap_err();
+        assert!(matches!(
+            e,
+            AuditLogError::Broken(VerifyError { line: 1, .. })
+        ));
+        assert!(e.to_string().contains("broken at line 1"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn events_reach_the_file_before_close() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let log = AuditLog::open_with(
+            &p,
+            AuditLogOptions {
+                sync_every: 1000,
+                sync_interval: Duration::from_millis(20),
+                queue: 16,
+            },
+        )
+        .unwrap();
+        log.record(event(1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&p).unwrap().ends_with('\n') {
+            assert!(Instant::now() < deadline, "the event was not flushed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(verify(&p).unwrap().lines, 1);
+    }
+
+    #[test]
+    fn an_event_after_close_is_counted_as_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let log = AuditLog::open(&p).unwrap();
+        log.record(event(1));
+        log.close();
+        log.close();
+        log.record(event(2));
+        assert_eq!(log.counters().lost, 1);
+        assert_eq!(verify(&p).unwrap().lines, 1);
+    }
+
+    #[test]
+    fn a_full_queue_makes_callers_wait_and_loses_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let log = AuditLog::open_with(
+            &p,
+            AuditLogOptions {
+                sync_every: 1,
+                sync_interval: Duration::from_millis(1),
+                queue: 1,
+            },
+        )
+        .unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let log = &log;
+                s.spawn(move || (0..200).for_each(|i| log.record(event(t * 1000 + i))));
+            }
+        });
+        log.close();
+        assert_eq!(log.counters().lost, 0);
+        assert_eq!(verify(&p).unwrap().lines, 800);
     }
 
     #[test]
     fn concurrent_writers_keep_one_contiguous_chain() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("audit.log");
-        let log = std::sync::Arc::new(AuditLog::open(&p).unwrap());
+        let log = AuditLog::open(&p).unwrap();
         std::thread::scope(|s| {
             for t in 0..8 {
-                let log = log.clone();
-                s.spawn(move || {
-                    for i in 0..1000 {
-                        log.record(event(t * 10_000 + i));
-                    }
-                });
+                let log = &log;
+                s.spawn(move || (0..1000).for_each(|i| log.record(event(t * 10_000 + i))));
             }
         });
         log.close();
         assert_eq!(verify(&p).unwrap().lines, 8000);
+        // Every event exactly once, each thread's in the order it recorded them.
+        let mut next = [0i64; 8];
+        for (i, line) in lines(&p).iter().enumerate() {
+            let v = json(line);
+            assert_eq!(v["seq"], i + 1);
+            let at = v["at"].as_i64().unwrap();
+            let t = usize::try_from(at / 10_000).unwrap();
+            assert_eq!(at % 10_000, next[t]);
+            next[t] += 1;
+        }
+        assert_eq!(next, [1000; 8]);
+        assert_eq!(log.counters().lost, 0);
     }
 }
