@@ -199,6 +199,13 @@ struct Count {
     since: i64,
 }
 
+impl Count {
+    /// Whether the window that began at `since` is still running at `now`.
+    fn current(&self, now: i64, window: i64) -> bool {
+        now.saturating_sub(self.since) < window
+    }
+}
+
 /// Failure counts per key, bounded.
 struct Failures<K> {
     map: HashMap<K, Count>,
@@ -217,14 +224,10 @@ impl<K: Hash + Eq + Clone> Failures<K> {
         }
     }
 
-    fn current(&self, c: &Count, now: i64) -> bool {
-        now.saturating_sub(c.since) < self.window
-    }
-
     fn blocked(&self, key: &K, now: i64) -> bool {
         self.map
             .get(key)
-            .is_some_and(|c| c.failures >= self.limit && self.current(c, now))
+            .is_some_and(|c| c.failures >= self.limit && c.current(now, self.window))
     }
 
     /// Count one failure (or an attempt in progress).
@@ -237,7 +240,7 @@ impl<K: Hash + Eq + Clone> Failures<K> {
             failures: 0,
             since: now,
         });
-        if now.saturating_sub(c.since) >= window {
+        if !c.current(now, window) {
             *c = Count {
                 failures: 0,
                 since: now,
@@ -265,7 +268,7 @@ impl<K: Hash + Eq + Clone> Failures<K> {
     /// keeps this O(n) pass rare (once per `cap / 8` new keys at most).
     fn make_room(&mut self, now: i64) {
         let window = self.window;
-        self.map.retain(|_, c| now.saturating_sub(c.since) < window);
+        self.map.retain(|_, c| c.current(now, window));
         let keep = self.cap - (self.cap / 8).max(1);
         let Some(excess) = self.map.len().checked_sub(keep).filter(|e| *e > 0) else {
             return;
