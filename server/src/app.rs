@@ -88,13 +88,80 @@ pub trait Users: Send + Sync {
     fn by_subject(&self, subject: &str) -> Option<User>;
 }
 
-/// Where a request came from.
-#[derive(Debug, Clone)]
+/// Where a request came from: one per connection, shared by its requests.
+#[derive(Debug)]
 pub struct Conn {
     /// The peer address.
     pub remote: SocketAddr,
     /// The TLS client certificate chain, leaf first, if one was presented.
     pub peer_chain: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The chain's check against the client CAs, made by the connection's first request
+    /// that needs it and reused by the others while it holds.
+    chain_verdict: std::sync::OnceLock<Option<ChainVerdict>>,
+}
+
+impl Conn {
+    /// A connection from `remote` that presented `peer_chain` in its TLS handshake.
+    pub fn new(remote: SocketAddr, peer_chain: Option<Arc<Vec<CertificateDer<'static>>>>) -> Self {
+        Conn {
+            remote,
+            peer_chain,
+            chain_verdict: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether the TLS chain leads to one of `cas` at `now`: checked by the connection's
+    /// first request that asks, then reused while that answer holds ([`ChainVerdict`]).
+    fn chain_verified(&self, cas: &ClientCas, now: UnixTime) -> bool {
+        let Some(chain) = self.peer_chain.as_deref() else {
+            return false;
+        };
+        let mut fresh = None;
+        let kept = self.chain_verdict.get_or_init(|| {
+            let (ok, keep) = ChainVerdict::check(cas, chain, now);
+            fresh = Some(ok);
+            keep
+        });
+        match (fresh, kept) {
+            (Some(ok), _) => ok,
+            (None, Some(v)) if v.holds_at(now) => v.ok,
+            (None, _) => ChainVerdict::check(cas, chain, now).0,
+        }
+    }
+}
+
+/// Whether a TLS connection's certificate chain leads to a client CA, and the time
+/// window over which that answer cannot change: from the latest `notBefore` to the
+/// earliest `notAfter` of the certificates presented (no CRLs are configured, so the
+/// validity periods are the only time-dependent part of the check). Outside the window
+/// the chain is verified again, on every request.
+#[derive(Debug, Clone, Copy)]
+struct ChainVerdict {
+    ok: bool,
+    from: i64,
+    until: i64,
+}
+
+impl ChainVerdict {
+    /// The check made at `now`, to be kept only if `now` is inside its window.
+    fn check(cas: &ClientCas, chain: &[CertificateDer<'_>], now: UnixTime) -> (bool, Option<Self>) {
+        let ok = cas.verify(chain, u64::try_from(now.secs()).unwrap_or(0));
+        let mut from = i64::MIN;
+        let mut until = i64::MAX;
+        for c in chain {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(c.as_ref()) else {
+                return (ok, None);
+            };
+            from = from.max(cert.validity().not_before.timestamp());
+            until = until.min(cert.validity().not_after.timestamp());
+        }
+        let v = ChainVerdict { ok, from, until };
+        (ok, v.holds_at(now).then_some(v))
+    }
+
+    fn holds_at(&self, now: UnixTime) -> bool {
+        (self.from..=self.until).contains(&now.secs())
+    }
 }
 
 /// Server settings the handlers need.
@@ -492,12 +559,8 @@ impl App {
                 return Some((der, ok));
             }
         }
-        let chain = conn.peer_chain.as_ref()?;
-        let leaf = chain.first()?.as_ref().to_vec();
-        let ok = self
-            .client_cas
-            .verify(chain, u64::try_from(now.secs()).unwrap_or(0));
-        Some((leaf, ok))
+        let leaf = conn.peer_chain.as_ref()?.first()?.as_ref().to_vec();
+        Some((leaf, conn.chain_verified(&self.client_cas, now)))
     }
 
     /// Authenticate the client of a back-channel request; the response on failure.
@@ -1241,4 +1304,99 @@ pub fn discovery(issuer: &str, signing: &[Algorithm]) -> Bytes {
         "capabilities": ["launch-standalone", "client-public", "client-confidential-asymmetric", "context-standalone-patient", "permission-patient", "permission-user", "permission-v2", "sso-openid-connect"],
     });
     Bytes::from(doc.to_string())
+}
+
+#[cfg(test)]
+mod chain_verdict_tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    /// A CA (its PEM) and a leaf it issued, valid from `nb` to `na` (Unix seconds).
+    fn ca_and_leaf(nb: i64, na: i64) -> (String, CertificateDer<'static>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test client CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, &ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(vec!["client.example".to_owned()]).unwrap();
+        leaf.not_before = rcgen::date_time_ymd(2026, 1, 1) + time_offset(nb - jan1());
+        leaf.not_after = rcgen::date_time_ymd(2026, 1, 1) + time_offset(na - jan1());
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        (ca_cert.pem(), cert.der().clone())
+    }
+
+    fn jan1() -> i64 {
+        rcgen::date_time_ymd(2026, 1, 1).unix_timestamp()
+    }
+
+    fn time_offset(secs: i64) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(secs).unwrap())
+    }
+
+    fn cas(pem: &str) -> (tempfile::TempDir, ClientCas) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ca.pem");
+        std::fs::write(&p, pem).unwrap();
+        let cas = ClientCas::load(&[&p]).unwrap();
+        (d, cas)
+    }
+
+    #[test]
+    fn a_verified_chain_is_kept_for_its_validity_window_only() {
+        let (nb, na) = (jan1() + DAY, jan1() + 30 * DAY);
+        let (pem, leaf) = ca_and_leaf(nb, na);
+        let (_d, cas) = cas(&pem);
+        let chain = [leaf];
+        let inside = UnixTime(nb + DAY);
+        let (ok, kept) = ChainVerdict::check(&cas, &chain, inside);
+        let kept = kept.expect("checked inside the window: kept");
+        assert!(ok && kept.ok);
+        assert_eq!((kept.from, kept.until), (nb, na));
+        assert!(kept.holds_at(UnixTime(na)));
+        // RFC 5280 §4.1.2.5: after notAfter the verdict no longer holds, and a fresh
+        // check refuses the expired certificate and is not kept.
+        let after = UnixTime(na + 1);
+        assert!(!kept.holds_at(after));
+        assert!(!ChainVerdict::check(&cas, &chain, after).0);
+        assert!(ChainVerdict::check(&cas, &chain, after).1.is_none());
+    }
+
+    #[test]
+    fn a_connection_reuses_its_verdict_and_checks_again_once_the_certificate_expires() {
+        let (nb, na) = (jan1() + DAY, jan1() + 30 * DAY);
+        let (pem, leaf) = ca_and_leaf(nb, na);
+        let (_d, cas) = cas(&pem);
+        let conn = Conn::new("127.0.0.1:1".parse().unwrap(), Some(Arc::new(vec![leaf])));
+        let verdict = |now: i64| conn.chain_verified(&cas, UnixTime(now));
+        assert!(verdict(nb + 10));
+        assert!(verdict(nb + 20), "reused");
+        assert!(conn.chain_verdict.get().unwrap().is_some());
+        assert!(!verdict(na + 1), "expired mid-connection: refused");
+    }
+
+    #[test]
+    fn a_chain_first_seen_before_its_window_is_not_kept() {
+        let (nb, na) = (jan1() + DAY, jan1() + 30 * DAY);
+        let (pem, leaf) = ca_and_leaf(nb, na);
+        let (_d, cas) = cas(&pem);
+        let (ok, kept) = ChainVerdict::check(&cas, std::slice::from_ref(&leaf), UnixTime(nb - 1));
+        assert!(!ok, "not yet valid");
+        assert!(kept.is_none(), "a refusal outside the window is not kept");
+        assert!(ChainVerdict::check(&cas, &[leaf], UnixTime(nb)).0);
+    }
+
+    #[test]
+    fn a_certificate_from_another_ca_is_refused_and_the_refusal_kept() {
+        let (pem, _) = ca_and_leaf(jan1(), jan1() + DAY);
+        let (_, stranger) = ca_and_leaf(jan1(), jan1() + 30 * DAY);
+        let (_d, cas) = cas(&pem);
+        let (ok, kept) = ChainVerdict::check(&cas, &[stranger], UnixTime(jan1() + 2));
+        assert!(!ok);
+        assert!(!kept.unwrap().ok);
+    }
 }

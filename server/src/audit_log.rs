@@ -56,10 +56,11 @@ const MAX_LINE: u64 = 1 << 20;
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 fn hex(d: &[u8]) -> String {
-    use std::fmt::Write as _;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(d.len() * 2);
     for b in d {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
 }
@@ -301,14 +302,15 @@ impl Writer {
     }
 
     fn append(&mut self, event: &AuditEvent) {
-        let mut fields = match serde_json::to_value(event) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => return self.counters.lost("audit event did not serialize"),
-        };
+        // The event's own members, then `seq` and `prev`: written straight from the
+        // struct (no intermediate map), by closing the object one member later.
+        let mut line = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut line, event).is_err() || line.pop() != Some(b'}') {
+            return self.counters.lost("audit event did not serialize");
+        }
         self.seq += 1;
-        fields.insert("seq".into(), self.seq.into());
-        fields.insert("prev".into(), self.prev.clone().into());
-        let mut line = serde_json::Value::Object(fields).to_string().into_bytes();
+        let tail = format!(r#","seq":{},"prev":"{}"}}"#, self.seq, self.prev);
+        line.extend_from_slice(tail.as_bytes());
         // The chain goes on from the line as it should be: if the write fails, the hole
         // shows as a broken chain at this place instead of being papered over.
         self.prev = line_hash(&line);

@@ -92,7 +92,7 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()));
-            let conn = Arc::new(Conn { remote, peer_chain });
+            let conn = Arc::new(Conn::new(remote, peer_chain));
             let svc = service_fn(move |req| {
                 let app = app.clone();
                 let conn = conn.clone();

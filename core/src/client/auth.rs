@@ -24,7 +24,9 @@ use crate::jose::{
     parse_compact, validate_claims, AudienceRule, JwkSet, TypRule, Validation,
     ACCESS_TOKEN_MAX_LEN, DEFAULT_LEEWAY,
 };
-use crate::mtls::{match_self_signed_jwks, match_tls_client_auth, thumbprint, X5tS256};
+use crate::mtls::{
+    match_self_signed_jwks_parsed, match_tls_client_auth_parsed, PresentedCertificate, X5tS256,
+};
 use crate::profile::AssertionAudience;
 use crate::store::{Inserted, Namespace, Store};
 
@@ -151,27 +153,26 @@ pub fn authenticate(
     audit: &dyn AuditSink,
 ) -> Result<AuthenticatedClient, ClientAuthError> {
     let r = authenticate_inner(creds, directory, endpoints, store, now);
-    let (outcome, reason) = match &r {
-        Ok(_) => (Outcome::Success, "authenticated"),
-        Err(ClientAuthError::InvalidClient(why)) => (Outcome::Failure, *why),
-        Err(e) => (Outcome::Failure, e.to_wire().code),
-    };
-    let mut e = AuditEvent::new(now, EventKind::ClientAuthentication, outcome, reason);
-    match &r {
-        Ok(c) => {
-            e = e.client(c.client_id());
-            if let Some(t) = c.certificate() {
-                e = e.cert(crate::mtls::Confirmation::from_thumbprint(t).x5t_s256);
-            }
-        }
+    // DESIGN.md §Audit: failures are events of their own; a success is recorded by the
+    // event of what the client then did (issuance, introspection, revocation, ...), which
+    // names the client and its certificate, so a resource server's every call is one line.
+    if let Err(err) = &r {
+        let reason = match err {
+            ClientAuthError::InvalidClient(why) => *why,
+            e => e.to_wire().code,
+        };
+        let mut e = AuditEvent::new(
+            now,
+            EventKind::ClientAuthentication,
+            Outcome::Failure,
+            reason,
+        );
         // The claimed id, unverified: client ids are not personal data.
-        Err(_) => {
-            if let Some(id) = creds.client_id.filter(|id| id.len() <= MAX_CLIENT_ID_LEN) {
-                e = e.client(id);
-            }
+        if let Some(id) = creds.client_id.filter(|id| id.len() <= MAX_CLIENT_ID_LEN) {
+            e = e.client(id);
         }
+        audit.record(e);
     }
-    audit.record(e);
     r
 }
 
@@ -192,10 +193,12 @@ fn authenticate_inner(
     if secret {
         return Err(invalid("client secrets are not supported"));
     }
-    let certificate = match creds.certificate {
-        Some(der) => Some(thumbprint(der).map_err(|_| invalid("certificate"))?),
+    // Parsed once, for the thumbprint and for the matching rules below.
+    let presented = match creds.certificate {
+        Some(der) => Some(PresentedCertificate::parse(der).map_err(|_| invalid("certificate"))?),
         None => None,
     };
+    let certificate = presented.as_ref().map(|p| p.thumbprint);
     if assertion {
         return private_key_jwt(creds, directory, endpoints, store, now, certificate);
     }
@@ -208,19 +211,20 @@ fn authenticate_inner(
         AuthMethod::PrivateKeyJwt => return Err(invalid("assertion required")),
         AuthMethod::None => {}
         AuthMethod::TlsClientAuth => {
-            let der = creds.certificate.ok_or(invalid("no client certificate"))?;
+            let cert = presented.as_ref().ok_or(invalid("no client certificate"))?;
             if !creds.certificate_chain_verified {
                 return Err(invalid("certificate not issued by a trusted client CA"));
             }
             let rule = client
                 .tls_rule()
                 .ok_or(invalid("no tls_client_auth rule"))?;
-            match_tls_client_auth(der, rule).map_err(|_| invalid("certificate does not match"))?;
+            match_tls_client_auth_parsed(cert, rule)
+                .map_err(|_| invalid("certificate does not match"))?;
         }
         AuthMethod::SelfSignedTlsClientAuth => {
-            let der = creds.certificate.ok_or(invalid("no client certificate"))?;
+            let cert = presented.as_ref().ok_or(invalid("no client certificate"))?;
             let keys = directory.keys(&client).ok_or(invalid("no keys"))?;
-            match_self_signed_jwks(der, &keys)
+            match_self_signed_jwks_parsed(cert, &keys)
                 .map_err(|_| invalid("certificate not registered"))?;
         }
     }

@@ -75,13 +75,6 @@ impl Audience {
     pub fn contains(&self, audience: &str) -> bool {
         self.iter().any(|a| a == audience)
     }
-
-    fn to_value(&self) -> Value {
-        match self {
-            Audience::Single(s) => Value::String(s.clone()),
-            Audience::Multiple(v) => Value::Array(v.iter().cloned().map(Value::String).collect()),
-        }
-    }
 }
 
 /// An RFC 7662 §2.2 introspection response.
@@ -217,11 +210,20 @@ impl IntrospectionResponse {
         &self.extensions
     }
 
-    /// The response as a JSON object, members absent when `None`. This is what
-    /// [`Serialize`] writes and what RFC 9701 wraps under `token_introspection`.
+    /// The response as a JSON object, members absent when `None`: what [`Serialize`]
+    /// writes, and what RFC 9701 wraps under `token_introspection`.
     pub fn to_json_object(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("active".into(), Value::Bool(self.active));
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            // Serializing strings, integers and JSON values into a value cannot fail.
+            _ => Map::new(),
+        }
+    }
+
+    /// The members to write, sorted by name (the order of a JSON object in this crate),
+    /// borrowed from `self`: serializing writes them straight to the output.
+    fn members(&self) -> Vec<(&str, Member<'_>)> {
+        let mut m: Vec<(&str, Member<'_>)> = vec![("active", Member::Bool(self.active))];
         if !self.active {
             // Belt and braces: an inactive value is built empty, but never emit more.
             return m;
@@ -231,45 +233,41 @@ impl IntrospectionResponse {
             ("client_id", &self.client_id),
             ("username", &self.username),
             ("token_type", &self.token_type),
+            ("sub", &self.sub),
+            ("iss", &self.iss),
+            ("jti", &self.jti),
         ];
         for (name, v) in strings {
             if let Some(v) = v {
-                m.insert(name.into(), Value::String(v.clone()));
+                m.push((name, Member::Str(v)));
             }
         }
         for (name, t) in [("exp", self.exp), ("iat", self.iat), ("nbf", self.nbf)] {
             if let Some(t) = t {
-                m.insert(name.into(), Value::from(t.secs()));
+                m.push((name, Member::Int(t.secs())));
             }
         }
-        if let Some(sub) = &self.sub {
-            m.insert("sub".into(), Value::String(sub.clone()));
-        }
         if let Some(aud) = &self.aud {
-            m.insert("aud".into(), aud.to_value());
-        }
-        if let Some(iss) = &self.iss {
-            m.insert("iss".into(), Value::String(iss.clone()));
-        }
-        if let Some(jti) = &self.jti {
-            m.insert("jti".into(), Value::String(jti.clone()));
+            m.push(("aud", Member::Aud(aud)));
         }
         if let Some(cnf) = &self.cnf {
-            let mut c = Map::new();
-            c.insert("x5t#S256".into(), Value::String(cnf.x5t_s256.clone()));
-            m.insert("cnf".into(), Value::Object(c));
+            m.push(("cnf", Member::Cnf(&cnf.x5t_s256)));
         }
+        let registered = m.len();
         for (k, v) in &self.extensions {
-            // Extension names never collide (checked at construction); `entry` keeps the
-            // registered member should that invariant ever break.
-            m.entry(k.clone()).or_insert_with(|| v.clone());
+            // Extension names never collide (checked at construction); the registered
+            // member wins should that invariant ever break.
+            if !m[..registered].iter().any(|(n, _)| n == k) {
+                m.push((k, Member::Ext(v)));
+            }
         }
+        m.sort_unstable_by(|a, b| a.0.cmp(b.0));
         m
     }
 
     /// The response as compact JSON text, e.g. `{"active":false}`.
     pub fn to_json_string(&self) -> String {
-        Value::Object(self.to_json_object()).to_string()
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"active":false}"#.to_owned())
     }
 
     /// The claim set of an RFC 9701 §5 JWT introspection response:
@@ -370,9 +368,39 @@ impl TryFrom<Map<String, Value>> for IntrospectionResponse {
 
 impl Serialize for IntrospectionResponse {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // One source of truth for the wire form: the JSON object.
-        self.to_json_object().serialize(serializer)
+        // One source of truth for the wire form, written without an intermediate map.
+        use serde::ser::SerializeMap;
+        let members = self.members();
+        let mut map = serializer.serialize_map(Some(members.len()))?;
+        for (name, v) in &members {
+            match v {
+                Member::Bool(b) => map.serialize_entry(name, b)?,
+                Member::Str(s) => map.serialize_entry(name, s)?,
+                Member::Int(i) => map.serialize_entry(name, i)?,
+                Member::Aud(Audience::Single(a)) => map.serialize_entry(name, a)?,
+                Member::Aud(Audience::Multiple(a)) => map.serialize_entry(name, a)?,
+                Member::Cnf(t) => map.serialize_entry(name, &CnfMember { x5t_s256: t })?,
+                Member::Ext(v) => map.serialize_entry(name, v)?,
+            }
+        }
+        map.end()
     }
+}
+
+/// One member of a response being written.
+enum Member<'a> {
+    Bool(bool),
+    Str(&'a str),
+    Int(i64),
+    Aud(&'a Audience),
+    Cnf(&'a str),
+    Ext(&'a Value),
+}
+
+#[derive(serde::Serialize)]
+struct CnfMember<'a> {
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: &'a str,
 }
 
 impl<'de> Deserialize<'de> for IntrospectionResponse {

@@ -12,8 +12,9 @@ use x509_parser::oid_registry::{
 use x509_parser::public_key::PublicKey;
 
 use super::client_auth::{ClientCertMatch, MatchedBy};
-use super::thumbprint::{parse_certificate, thumbprint, X5tS256};
+use super::thumbprint::{parse_certificate, thumbprint, PresentedCertificate, X5tS256};
 use super::MtlsError;
+use x509_parser::certificate::X509Certificate;
 
 /// A public key as it can appear both in a certificate and in a registered JWK.
 ///
@@ -109,7 +110,11 @@ fn strip_leading_zeros(b: &[u8]) -> &[u8] {
 /// Other key types, other curves and compressed points give
 /// [`MtlsError::UnsupportedKeyType`]; a malformed key gives [`MtlsError::BadCertificate`].
 pub fn certificate_public_key(cert_der: &[u8]) -> Result<CertPublicKey, MtlsError> {
-    let cert = parse_certificate(cert_der)?;
+    public_key_of(&parse_certificate(cert_der)?)
+}
+
+/// [`certificate_public_key`] of a parsed certificate.
+fn public_key_of(cert: &X509Certificate<'_>) -> Result<CertPublicKey, MtlsError> {
     let spki = cert.public_key();
     if spki.subject_public_key.unused_bits != 0 {
         return Err(MtlsError::BadCertificate);
@@ -170,10 +175,17 @@ pub fn match_self_signed(
     cert_der: &[u8],
     registered: &[CertPublicKey],
 ) -> Result<ClientCertMatch, MtlsError> {
-    let key = certificate_public_key(cert_der)?;
+    match_self_signed_parsed(&PresentedCertificate::parse(cert_der)?, registered)
+}
+
+fn match_self_signed_parsed(
+    presented: &PresentedCertificate<'_>,
+    registered: &[CertPublicKey],
+) -> Result<ClientCertMatch, MtlsError> {
+    let key = public_key_of(&presented.cert)?;
     if registered.contains(&key) {
         Ok(ClientCertMatch::new(
-            X5tS256::digest_of(cert_der),
+            presented.thumbprint,
             MatchedBy::SelfSignedPublicKey,
         ))
     } else {
@@ -188,7 +200,13 @@ pub fn match_self_signed_x5c<T: AsRef<[u8]>>(
     cert_der: &[u8],
     registered_cert_ders: &[T],
 ) -> Result<ClientCertMatch, MtlsError> {
-    let presented = thumbprint(cert_der)?;
+    match_x5c(thumbprint(cert_der)?, registered_cert_ders)
+}
+
+fn match_x5c<T: AsRef<[u8]>>(
+    presented: X5tS256,
+    registered_cert_ders: &[T],
+) -> Result<ClientCertMatch, MtlsError> {
     let found = registered_cert_ders.iter().fold(Choice::from(0), |acc, r| {
         acc | X5tS256::digest_of(r.as_ref()).ct_eq(&presented)
     });
@@ -209,16 +227,24 @@ pub fn match_self_signed_jwks(
     cert_der: &[u8],
     jwks: &crate::jose::JwkSet,
 ) -> Result<ClientCertMatch, MtlsError> {
+    match_self_signed_jwks_parsed(&PresentedCertificate::parse(cert_der)?, jwks)
+}
+
+/// [`match_self_signed_jwks`] on a certificate already parsed.
+pub(crate) fn match_self_signed_jwks_parsed(
+    presented: &PresentedCertificate<'_>,
+    jwks: &crate::jose::JwkSet,
+) -> Result<ClientCertMatch, MtlsError> {
     let certs: Vec<&[u8]> = (0..jwks.keys().len())
         .filter_map(|i| jwks.certificates(i).first().map(Vec::as_slice))
         .collect();
     if !certs.is_empty() {
-        if let Ok(m) = match_self_signed_x5c(cert_der, &certs) {
+        if let Ok(m) = match_x5c(presented.thumbprint, &certs) {
             return Ok(m);
         }
     }
     let keys: Vec<CertPublicKey> = jwks.keys().iter().map(CertPublicKey::from).collect();
-    match_self_signed(cert_der, &keys)
+    match_self_signed_parsed(presented, &keys)
 }
 
 #[cfg(test)]
