@@ -1,15 +1,17 @@
 // oidc-provider as heartgate's load-test peer: the same client (private_key_jwt, ES256),
 // client_credentials with a JWT access token (ES256) for one audience, and opaque tokens
-// for the introspection scenario. Usage:
-//   node server.mjs PORT CERT.pem KEY.pem CLIENT_JWKS.json
+// for the introspection scenario, and a resource server `rs-mtls` that introspects with
+// self_signed_tls_client_auth (RFC 8705 §2.2) as heartgate's does. Usage:
+//   node server.mjs PORT CERT.pem KEY.pem CLIENT_JWKS.json MTLS_JWKS.json
 import fs from 'node:fs';
 import https from 'node:https';
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
 
-const [port, certPath, keyPath, jwksPath] = process.argv.slice(2);
+const [port, certPath, keyPath, jwksPath, mtlsJwksPath] = process.argv.slice(2);
 const issuer = `https://127.0.0.1:${port}`;
 const clientJwks = JSON.parse(fs.readFileSync(jwksPath, 'utf8'));
+const mtlsJwks = JSON.parse(fs.readFileSync(mtlsJwksPath, 'utf8'));
 const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const signing = { ...privateKey.export({ format: 'jwk' }), alg: 'ES256', use: 'sig', kid: 'peer-es256' };
 const AUD_JWT = 'https://fhir.example/r4';
@@ -28,15 +30,30 @@ const client = (client_id) => ({
 });
 
 const provider = new Provider(issuer, {
-  clients: [client('backend')],
+  clients: [
+    client('backend'),
+    {
+      ...client('rs-mtls'),
+      token_endpoint_auth_method: 'self_signed_tls_client_auth',
+      token_endpoint_auth_signing_alg: undefined,
+      jwks: mtlsJwks,
+    },
+  ],
   jwks: { keys: [signing] },
   scopes: ['system/Observation.rs'],
-  clientAuthMethods: ['private_key_jwt'],
+  clientAuthMethods: ['private_key_jwt', 'self_signed_tls_client_auth'],
   enabledJWA: { clientAuthSigningAlgValues: ['ES256'] },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    mTLS: {
+      enabled: true,
+      selfSignedTlsClientAuth: true,
+      // The certificate of the TLS connection (Node verifies the handshake signature;
+      // the client is matched by the certificate's thumbprint).
+      getCertificate: (ctx) => ctx.socket.getPeerX509Certificate() ?? undefined,
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => AUD_JWT,
@@ -54,5 +71,13 @@ const provider = new Provider(issuer, {
 provider.proxy = false;
 
 https
-  .createServer({ cert: fs.readFileSync(certPath), key: fs.readFileSync(keyPath) }, provider.callback())
+  .createServer(
+    {
+      cert: fs.readFileSync(certPath),
+      key: fs.readFileSync(keyPath),
+      requestCert: true,
+      rejectUnauthorized: false,
+    },
+    provider.callback(),
+  )
   .listen(Number(port), '127.0.0.1', () => console.log(`READY ${issuer}`));

@@ -230,7 +230,15 @@ fn keygen(dir: &str) {
         .unwrap();
     std::fs::write(format!("{dir}/mtls-cert.pem"), cert.pem()).unwrap();
     std::fs::write(format!("{dir}/mtls-key.pem"), kp.serialize_pem()).unwrap();
-    let jwks = serde_json::json!({"keys": [m.verifying_key().to_jwk()]});
+    // The key with its certificate (`x5c`): oidc-provider matches self-signed
+    // certificates by `x5t#S256` of a registered `x5c` only; heartgate takes either.
+    let mut jwk = m.verifying_key().to_jwk();
+    use base64::Engine as _;
+    jwk.insert(
+        "x5c".into(),
+        serde_json::json!([base64::engine::general_purpose::STANDARD.encode(cert.der())]),
+    );
+    let jwks = serde_json::json!({"keys": [jwk]});
     std::fs::write(format!("{dir}/mtls-jwks.json"), jwks.to_string()).unwrap();
 }
 
