@@ -564,6 +564,36 @@ fn c16_self_signed_client_needs_its_registered_key() {
 }
 
 #[test]
+fn c16_kept_certificate_facts_are_used_only_for_their_own_certificate() {
+    use heartgate_core::mtls::{thumbprint, CertificateFacts};
+    let f = fixture();
+    let own = CertificateFacts::of(&f.self_signed).unwrap();
+    let c = f
+        .auth(&ClientCredentials {
+            client_id: Some("selfsigned"),
+            certificate: Some(&f.self_signed),
+            certificate_facts: Some(&own),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(c.certificate(), Some(thumbprint(&f.self_signed).unwrap()));
+    // Facts of the registered certificate next to another certificate: they describe
+    // something else, so the presented certificate is read and refused (M3).
+    assert!(!own.describe(&f.mtls_cert));
+    assert!(is_invalid_client(&f.refused(&ClientCredentials {
+        client_id: Some("selfsigned"),
+        certificate: Some(&f.mtls_cert),
+        certificate_facts: Some(&own),
+        ..Default::default()
+    })));
+    // M5: facts are only made of exactly one well-formed certificate.
+    let mut trailing = f.self_signed.clone();
+    trailing.push(0);
+    assert!(CertificateFacts::of(&trailing).is_err());
+    assert!(CertificateFacts::of(b"not a certificate").is_err());
+}
+
+#[test]
 fn public_clients_authenticate_by_id_and_confidential_ones_cannot() {
     let f = fixture();
     assert_eq!(

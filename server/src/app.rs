@@ -25,6 +25,7 @@ use heartgate_core::grant::{self, GrantContext, GrantError, TokenResponse};
 use heartgate_core::introspect::{IntrospectionCache, TOKEN_INTROSPECTION_JWT_MEDIA_TYPE};
 use heartgate_core::jose::{Algorithm, AlgorithmSet, JwkSet};
 use heartgate_core::lifecycle::{self, LifecycleContext};
+use heartgate_core::mtls::CertificateFacts;
 use heartgate_core::oidc::PairwiseSubjects;
 use heartgate_core::scope::{Scope, ScopeSet};
 use heartgate_core::store::{Namespace, Store};
@@ -98,6 +99,18 @@ pub struct Conn {
     /// The chain's check against the client CAs, made by the connection's first request
     /// that needs it and reused by the others while it holds.
     chain_verdict: std::sync::OnceLock<Option<ChainVerdict>>,
+    /// What client authentication needs of the leaf, read by the first request that asks.
+    facts: std::sync::OnceLock<Option<CertificateFacts>>,
+}
+
+/// A request's client certificate.
+struct PresentedCert<'c> {
+    /// The leaf, DER.
+    der: std::borrow::Cow<'c, [u8]>,
+    /// Whether its chain leads to a configured client CA.
+    verified: bool,
+    /// Its facts, kept by the connection (TLS certificates only).
+    facts: Option<&'c CertificateFacts>,
 }
 
 impl Conn {
@@ -107,7 +120,19 @@ impl Conn {
             remote,
             peer_chain,
             chain_verdict: std::sync::OnceLock::new(),
+            facts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The leaf certificate's [`CertificateFacts`], read once per connection; `None`
+    /// without a certificate or when it does not parse (core then refuses it).
+    fn facts(&self) -> Option<&CertificateFacts> {
+        self.facts
+            .get_or_init(|| {
+                let leaf = self.peer_chain.as_deref()?.first()?;
+                CertificateFacts::of(leaf.as_ref()).ok()
+            })
+            .as_ref()
     }
 
     /// Whether the TLS chain leads to one of `cas` at `now`: checked by the connection's
@@ -545,22 +570,34 @@ impl App {
     }
 
     /// The client certificate of the request: from the TLS handshake, or from a trusted
-    /// proxy's RFC 9440 `Client-Cert` header (ignored from anyone else). Returns the
-    /// leaf DER and whether its chain leads to a configured client CA.
-    fn client_certificate(&self, conn: &Conn, r: &Req, now: UnixTime) -> Option<(Vec<u8>, bool)> {
+    /// proxy's RFC 9440 `Client-Cert` header (ignored from anyone else).
+    fn client_certificate<'c>(
+        &self,
+        conn: &'c Conn,
+        r: &Req,
+        now: UnixTime,
+    ) -> Option<PresentedCert<'c>> {
         let from_proxy = self.settings.trusted_proxies.contains(&conn.remote.ip());
         if from_proxy {
             if let Some(h) = r.headers.get("client-cert").and_then(|v| v.to_str().ok()) {
                 let der = heartgate_core::mtls::parse_client_cert_header(h).ok()?;
-                let chain = [CertificateDer::from(der.clone())];
-                let ok = self
+                let chain = [CertificateDer::from(der.as_slice())];
+                let verified = self
                     .client_cas
                     .verify(&chain, u64::try_from(now.secs()).unwrap_or(0));
-                return Some((der, ok));
+                return Some(PresentedCert {
+                    der: std::borrow::Cow::Owned(der),
+                    verified,
+                    facts: None,
+                });
             }
         }
-        let leaf = conn.peer_chain.as_ref()?.first()?.as_ref().to_vec();
-        Some((leaf, conn.chain_verified(&self.client_cas, now)))
+        let leaf = conn.peer_chain.as_ref()?.first()?;
+        Some(PresentedCert {
+            der: std::borrow::Cow::Borrowed(leaf.as_ref()),
+            verified: conn.chain_verified(&self.client_cas, now),
+            facts: conn.facts(),
+        })
     }
 
     /// Authenticate the client of a back-channel request; the response on failure.
@@ -583,8 +620,9 @@ impl App {
             client_assertion: get("client_assertion"),
             client_secret: get("client_secret"),
             basic_authorization: basic,
-            certificate: cert.as_ref().map(|(d, _)| d.as_slice()),
-            certificate_chain_verified: cert.as_ref().is_some_and(|(_, ok)| *ok),
+            certificate: cert.as_ref().map(|c| c.der.as_ref()),
+            certificate_chain_verified: cert.as_ref().is_some_and(|c| c.verified),
+            certificate_facts: cert.as_ref().and_then(|c| c.facts),
         };
         let dir = self.directory(now);
         match authenticate(
@@ -1200,7 +1238,7 @@ fn userinfo(app: &App, conn: &Conn, r: &Req) -> Resp {
     if let Some(cnf) = info.cnf() {
         let presented = app
             .client_certificate(conn, r, now)
-            .and_then(|(der, _)| heartgate_core::mtls::Confirmation::for_certificate(&der).ok());
+            .and_then(|c| heartgate_core::mtls::Confirmation::for_certificate(&c.der).ok());
         if presented.as_ref() != Some(cnf) {
             return invalid();
         }

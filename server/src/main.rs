@@ -116,6 +116,11 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
+/// mimalloc: the allocator of the request path (the per-request JSON, form maps and audit
+/// lines are many small short-lived allocations; see README "Load test, side by side").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = env_with_flags(&cli);

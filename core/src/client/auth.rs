@@ -24,9 +24,7 @@ use crate::jose::{
     parse_compact, validate_claims, AudienceRule, JwkSet, TypRule, Validation,
     ACCESS_TOKEN_MAX_LEN, DEFAULT_LEEWAY,
 };
-use crate::mtls::{
-    match_self_signed_jwks_parsed, match_tls_client_auth_parsed, PresentedCertificate, X5tS256,
-};
+use crate::mtls::{match_self_signed_jwks_facts, match_tls_client_auth, CertificateFacts, X5tS256};
 use crate::profile::AssertionAudience;
 use crate::store::{Inserted, Namespace, Store};
 
@@ -56,6 +54,10 @@ pub struct ClientCredentials<'a> {
     /// CAs. `tls_client_auth` (RFC 8705 §2.1, PKI) requires it; self-signed
     /// certificates (§2.2) and token binding do not.
     pub certificate_chain_verified: bool,
+    /// The [`CertificateFacts`] of `certificate`, if the caller keeps them (a server, per
+    /// TLS connection). Used only when they are the facts of `certificate` (checked by its
+    /// SHA-256); otherwise they are read from `certificate` here.
+    pub certificate_facts: Option<&'a CertificateFacts>,
 }
 
 /// Where the request arrived, for the assertion `aud` rule.
@@ -193,12 +195,16 @@ fn authenticate_inner(
     if secret {
         return Err(invalid("client secrets are not supported"));
     }
-    // Parsed once, for the thumbprint and for the matching rules below.
-    let presented = match creds.certificate {
-        Some(der) => Some(PresentedCertificate::parse(der).map_err(|_| invalid("certificate"))?),
-        None => None,
+    let read;
+    let facts = match (creds.certificate, creds.certificate_facts) {
+        (Some(der), Some(f)) if f.describe(der) => Some(f),
+        (Some(der), _) => {
+            read = CertificateFacts::of(der).map_err(|_| invalid("certificate"))?;
+            Some(&read)
+        }
+        (None, _) => None,
     };
-    let certificate = presented.as_ref().map(|p| p.thumbprint);
+    let certificate = facts.map(CertificateFacts::thumbprint);
     if assertion {
         return private_key_jwt(creds, directory, endpoints, store, now, certificate);
     }
@@ -211,20 +217,19 @@ fn authenticate_inner(
         AuthMethod::PrivateKeyJwt => return Err(invalid("assertion required")),
         AuthMethod::None => {}
         AuthMethod::TlsClientAuth => {
-            let cert = presented.as_ref().ok_or(invalid("no client certificate"))?;
+            let der = creds.certificate.ok_or(invalid("no client certificate"))?;
             if !creds.certificate_chain_verified {
                 return Err(invalid("certificate not issued by a trusted client CA"));
             }
             let rule = client
                 .tls_rule()
                 .ok_or(invalid("no tls_client_auth rule"))?;
-            match_tls_client_auth_parsed(cert, rule)
-                .map_err(|_| invalid("certificate does not match"))?;
+            match_tls_client_auth(der, rule).map_err(|_| invalid("certificate does not match"))?;
         }
         AuthMethod::SelfSignedTlsClientAuth => {
-            let cert = presented.as_ref().ok_or(invalid("no client certificate"))?;
+            let facts = facts.ok_or(invalid("no client certificate"))?;
             let keys = directory.keys(&client).ok_or(invalid("no keys"))?;
-            match_self_signed_jwks_parsed(cert, &keys)
+            match_self_signed_jwks_facts(facts, &keys)
                 .map_err(|_| invalid("certificate not registered"))?;
         }
     }

@@ -10,7 +10,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 use super::dn::SubjectDn;
-use super::thumbprint::{Confirmation, PresentedCertificate, X5tS256};
+use super::thumbprint::{parse_certificate, Confirmation, X5tS256};
 use super::MtlsError;
 
 /// The registered `tls_client_auth_*` value of a client (RFC 8705 §2.1.2). A client registers
@@ -111,15 +111,7 @@ pub fn match_tls_client_auth(
     cert_der: &[u8],
     rule: &TlsClientAuthRule,
 ) -> Result<ClientCertMatch, MtlsError> {
-    match_tls_client_auth_parsed(&PresentedCertificate::parse(cert_der)?, rule)
-}
-
-/// [`match_tls_client_auth`] on a certificate already parsed.
-pub(crate) fn match_tls_client_auth_parsed(
-    presented: &PresentedCertificate<'_>,
-    rule: &TlsClientAuthRule,
-) -> Result<ClientCertMatch, MtlsError> {
-    let cert = &presented.cert;
+    let cert = parse_certificate(cert_der)?;
     let matched_by = match rule {
         TlsClientAuthRule::SubjectDn(dn) => {
             SubjectDn::parse(dn)?.check(cert.subject())?;
@@ -127,7 +119,7 @@ pub(crate) fn match_tls_client_auth_parsed(
         }
         TlsClientAuthRule::SanDns(dns) => {
             let want = registered_dns(dns)?;
-            match_san(cert, |name| match name {
+            match_san(&cert, |name| match name {
                 GeneralName::DNSName(have) => Some(have.eq_ignore_ascii_case(want)),
                 _ => None,
             })?;
@@ -135,14 +127,14 @@ pub(crate) fn match_tls_client_auth_parsed(
         }
         TlsClientAuthRule::SanUri(uri) => {
             let want = registered_text(uri)?;
-            match_san(cert, |name| match name {
+            match_san(&cert, |name| match name {
                 GeneralName::URI(have) => Some(*have == want),
                 _ => None,
             })?;
             MatchedBy::SanUri
         }
         TlsClientAuthRule::SanIp(want) => {
-            match_san(cert, |name| match name {
+            match_san(&cert, |name| match name {
                 GeneralName::IPAddress(bytes) => Some(ip_from_san(bytes) == Some(*want)),
                 _ => None,
             })?;
@@ -150,7 +142,7 @@ pub(crate) fn match_tls_client_auth_parsed(
         }
         TlsClientAuthRule::SanEmail(email) => {
             let (want_local, want_domain) = registered_email(email)?;
-            match_san(cert, |name| match name {
+            match_san(&cert, |name| match name {
                 GeneralName::RFC822Name(have) => Some(match have.rsplit_once('@') {
                     Some((local, domain)) => {
                         local == want_local && domain.eq_ignore_ascii_case(want_domain)
@@ -162,7 +154,10 @@ pub(crate) fn match_tls_client_auth_parsed(
             MatchedBy::SanEmail
         }
     };
-    Ok(ClientCertMatch::new(presented.thumbprint, matched_by))
+    Ok(ClientCertMatch::new(
+        X5tS256::digest_of(cert_der),
+        matched_by,
+    ))
 }
 
 /// Runs `compare` over the SAN entries; it returns `None` for entries of other kinds.

@@ -40,16 +40,14 @@ mod thumbprint;
 mod test_support;
 
 pub use binding::{check_binding, require_binding, Binding, Bound, CertificateBound};
-pub(crate) use client_auth::match_tls_client_auth_parsed;
 pub use client_auth::{match_tls_client_auth, ClientCertMatch, MatchedBy, TlsClientAuthRule};
 pub use dn::SubjectDn;
 pub use header::{parse_client_cert_header, HeaderDefect, MAX_CLIENT_CERT_HEADER_LEN};
-pub(crate) use public_key::match_self_signed_jwks_parsed;
+pub(crate) use public_key::match_self_signed_jwks_facts;
 pub use public_key::{
     certificate_public_key, match_self_signed, match_self_signed_jwks, match_self_signed_x5c,
-    CertPublicKey,
+    CertPublicKey, CertificateFacts,
 };
-pub(crate) use thumbprint::PresentedCertificate;
 pub use thumbprint::{leaf_from_pem, thumbprint, Confirmation, X5tS256};
 
 /// Errors of certificate binding and mTLS client authentication.

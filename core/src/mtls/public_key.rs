@@ -12,7 +12,7 @@ use x509_parser::oid_registry::{
 use x509_parser::public_key::PublicKey;
 
 use super::client_auth::{ClientCertMatch, MatchedBy};
-use super::thumbprint::{parse_certificate, thumbprint, PresentedCertificate, X5tS256};
+use super::thumbprint::{parse_certificate, thumbprint, X5tS256};
 use super::MtlsError;
 use x509_parser::certificate::X509Certificate;
 
@@ -175,17 +175,17 @@ pub fn match_self_signed(
     cert_der: &[u8],
     registered: &[CertPublicKey],
 ) -> Result<ClientCertMatch, MtlsError> {
-    match_self_signed_parsed(&PresentedCertificate::parse(cert_der)?, registered)
+    match_self_signed_facts(&CertificateFacts::of(cert_der)?, registered)
 }
 
-fn match_self_signed_parsed(
-    presented: &PresentedCertificate<'_>,
+fn match_self_signed_facts(
+    facts: &CertificateFacts,
     registered: &[CertPublicKey],
 ) -> Result<ClientCertMatch, MtlsError> {
-    let key = public_key_of(&presented.cert)?;
-    if registered.contains(&key) {
+    let key = facts.public_key.as_ref().map_err(Clone::clone)?;
+    if registered.contains(key) {
         Ok(ClientCertMatch::new(
-            presented.thumbprint,
+            facts.thumbprint,
             MatchedBy::SelfSignedPublicKey,
         ))
     } else {
@@ -227,24 +227,56 @@ pub fn match_self_signed_jwks(
     cert_der: &[u8],
     jwks: &crate::jose::JwkSet,
 ) -> Result<ClientCertMatch, MtlsError> {
-    match_self_signed_jwks_parsed(&PresentedCertificate::parse(cert_der)?, jwks)
+    match_self_signed_jwks_facts(&CertificateFacts::of(cert_der)?, jwks)
 }
 
-/// [`match_self_signed_jwks`] on a certificate already parsed.
-pub(crate) fn match_self_signed_jwks_parsed(
-    presented: &PresentedCertificate<'_>,
+/// [`match_self_signed_jwks`] with the certificate's [`CertificateFacts`].
+pub(crate) fn match_self_signed_jwks_facts(
+    facts: &CertificateFacts,
     jwks: &crate::jose::JwkSet,
 ) -> Result<ClientCertMatch, MtlsError> {
     let certs: Vec<&[u8]> = (0..jwks.keys().len())
         .filter_map(|i| jwks.certificates(i).first().map(Vec::as_slice))
         .collect();
     if !certs.is_empty() {
-        if let Ok(m) = match_x5c(presented.thumbprint, &certs) {
+        if let Ok(m) = match_x5c(facts.thumbprint, &certs) {
             return Ok(m);
         }
     }
     let keys: Vec<CertPublicKey> = jwks.keys().iter().map(CertPublicKey::from).collect();
-    match_self_signed_parsed(presented, &keys)
+    match_self_signed_facts(facts, &keys)
+}
+
+/// What client authentication and token binding need of a client certificate — its
+/// `x5t#S256` (RFC 8705 §3.1) and its public key (§2.2) — read once, so that a server
+/// can keep them for a TLS connection instead of parsing the certificate per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFacts {
+    thumbprint: X5tS256,
+    public_key: Result<CertPublicKey, MtlsError>,
+}
+
+impl CertificateFacts {
+    /// The facts of a DER certificate, which must parse as exactly one certificate (M5).
+    /// A key of an unsupported type is kept as its error: the certificate can still be
+    /// matched by `x5c` or bind a token.
+    pub fn of(cert_der: &[u8]) -> Result<Self, MtlsError> {
+        let cert = parse_certificate(cert_der)?;
+        Ok(CertificateFacts {
+            thumbprint: X5tS256::digest_of(cert_der),
+            public_key: public_key_of(&cert),
+        })
+    }
+
+    /// `x5t#S256` of the certificate.
+    pub fn thumbprint(&self) -> X5tS256 {
+        self.thumbprint
+    }
+
+    /// Whether these are the facts of `cert_der` (its SHA-256 is the thumbprint).
+    pub fn describe(&self, cert_der: &[u8]) -> bool {
+        bool::from(X5tS256::digest_of(cert_der).ct_eq(&self.thumbprint))
+    }
 }
 
 #[cfg(test)]

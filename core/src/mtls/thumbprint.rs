@@ -161,23 +161,6 @@ pub(super) fn parse_certificate(cert_der: &[u8]) -> Result<X509Certificate<'_>, 
     }
 }
 
-/// A client certificate parsed once per request, for the matching rules of RFC 8705 §2
-/// and its `x5t#S256` (§3.1), so that authentication and binding do not parse it again.
-pub(crate) struct PresentedCertificate<'a> {
-    pub(crate) cert: X509Certificate<'a>,
-    pub(crate) thumbprint: X5tS256,
-}
-
-impl<'a> PresentedCertificate<'a> {
-    /// Parse `der` as exactly one certificate (M5), as [`thumbprint`] does.
-    pub(crate) fn parse(der: &'a [u8]) -> Result<Self, MtlsError> {
-        Ok(PresentedCertificate {
-            cert: parse_certificate(der)?,
-            thumbprint: X5tS256::digest_of(der),
-        })
-    }
-}
-
 /// `x5t#S256` of a leaf certificate: SHA-256 over its DER (RFC 8705 §3.1).
 ///
 /// The input must parse as one X.509 certificate with no trailing bytes, so PEM text,
