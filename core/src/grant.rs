@@ -81,6 +81,32 @@ pub struct TokenResponse {
     subject: String,
 }
 
+impl TokenResponse {
+    /// The RFC 6749 §5.1 response body (also the body of a CIBA push, CIBA §10.3.1, with
+    /// `auth_req_id` added). SMART launch context members never override the others.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut o = Map::new();
+        o.insert("access_token".into(), self.access_token.expose().into());
+        o.insert("token_type".into(), self.token_type.into());
+        o.insert("expires_in".into(), self.expires_in.into());
+        if !self.scope.is_empty() {
+            o.insert("scope".into(), self.scope.clone().into());
+        }
+        if let Some(rt) = &self.refresh_token {
+            o.insert("refresh_token".into(), rt.expose().into());
+        }
+        if let Some(id) = &self.id_token {
+            o.insert("id_token".into(), id.clone().into());
+        }
+        for (k, v) in &self.context {
+            if !o.contains_key(k) {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::Value::Object(o)
+    }
+}
+
 /// What a grant needs besides the client.
 pub struct GrantContext<'a> {
     /// Issues and signs tokens.
@@ -287,33 +313,75 @@ fn authorization_code_inner(
         Err(CodeError::Unavailable) => return Err(GrantError::Unavailable),
         Err(_) => return Err(GrantError::InvalidGrant("code")),
     };
+    issue_for_user(
+        md,
+        cnf,
+        &UserGrant {
+            subject: &grant.subject,
+            scope: &grant.scope,
+            auth_time: UnixTime(grant.auth_time),
+            acr: grant.acr.as_deref(),
+            nonce: grant.request.nonce.as_deref(),
+            resource: &grant.request.resource,
+            context: &grant.context,
+            grant_id: &grant.grant_id,
+            auth_req_id: None,
+        },
+        ctx,
+    )
+}
+
+/// What a user's grant (an authorization code, an approved CIBA request) issues tokens
+/// for.
+struct UserGrant<'g> {
+    subject: &'g str,
+    scope: &'g str,
+    auth_time: UnixTime,
+    acr: Option<&'g str>,
+    nonce: Option<&'g str>,
+    resource: &'g [String],
+    context: &'g Map<String, serde_json::Value>,
+    /// The refresh family every token carries (revoked on reuse, A1, B5).
+    grant_id: &'g str,
+    /// CIBA: the request, for the ID token's claims (and `at_hash`/`rt_hash`).
+    auth_req_id: Option<&'g str>,
+}
+
+/// Access token, refresh token (when the scope asks for one and the client and profile
+/// allow it) and ID token (with `openid`) for a user grant; records stored first.
+fn issue_for_user(
+    md: &crate::client::ClientMetadata,
+    cnf: Option<Confirmation>,
+    grant: &UserGrant<'_>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
     let policy = md.profile.policy();
-    let scope = ScopeSet::parse(&grant.scope).map_err(|_| GrantError::InvalidScope)?;
-    let aud = if grant.request.resource.is_empty() {
+    let scope = ScopeSet::parse(grant.scope).map_err(|_| GrantError::InvalidScope)?;
+    let aud = if grant.resource.is_empty() {
         vec![ctx.default_audience.to_owned()]
     } else {
-        grant.request.resource.clone()
+        grant.resource.to_vec()
     };
     // The `sub` this client sees: pairwise for pairwise clients (OIDC Core §8.1). A
     // wrapper token shows it; a JWT access token carries the local subject for the
     // resource server.
-    let visible_sub = PairwiseSubjects::for_client(ctx.pairwise, md, &grant.subject)
+    let visible_sub = PairwiseSubjects::for_client(ctx.pairwise, md, grant.subject)
         .map_err(|_| GrantError::Unavailable)?;
     let pairwise_sub = (visible_sub != grant.subject).then(|| visible_sub.clone());
     let access = AccessTokenGrant {
         client_id: md.client_id.clone(),
-        sub: grant.subject.clone(),
+        sub: grant.subject.to_owned(),
         pairwise_sub,
-        scope: grant.scope.clone(),
+        scope: grant.scope.to_owned(),
         aud: aud.clone(),
         cnf: cnf.clone(),
         lifetime: policy
             .default_access_token_lifetime
             .min(policy.max_access_token_lifetime),
         format: md.access_token_format,
-        auth_time: Some(UnixTime(grant.auth_time)),
-        acr: grant.acr.clone(),
-        family_id: Some(grant.grant_id.clone()),
+        auth_time: Some(grant.auth_time),
+        acr: grant.acr.map(str::to_owned),
+        family_id: Some(grant.grant_id.to_owned()),
         context: grant.context.clone(),
     };
     let t = ctx
@@ -329,15 +397,15 @@ fn authorization_code_inner(
                     .issue_refresh_token(
                         &RefreshTokenGrant {
                             client_id: md.client_id.clone(),
-                            sub: grant.subject.clone(),
-                            scope: grant.scope.clone(),
+                            sub: grant.subject.to_owned(),
+                            scope: grant.scope.to_owned(),
                             aud,
                             cnf,
                             lifetime,
-                            family_id: Some(grant.grant_id.clone()),
+                            family_id: Some(grant.grant_id.to_owned()),
                             generation: 0,
-                            auth_time: Some(UnixTime(grant.auth_time)),
-                            acr: grant.acr.clone(),
+                            auth_time: Some(grant.auth_time),
+                            acr: grant.acr.map(str::to_owned),
                             context: grant.context.clone(),
                         },
                         ctx.now,
@@ -353,12 +421,18 @@ fn authorization_code_inner(
         } else {
             None
         };
+        // CIBA §10.3.1: the ID token names the request and hashes the tokens it came
+        // with (required for push, harmless for poll and ping).
+        let ciba = grant.auth_req_id.is_some();
         let input = IdTokenInput {
             sub: &visible_sub,
-            auth_time: UnixTime(grant.auth_time),
-            nonce: grant.request.nonce.as_deref(),
-            acr: grant.acr.as_deref(),
+            auth_time: grant.auth_time,
+            nonce: grant.nonce,
+            acr: grant.acr,
             fhir_user,
+            auth_req_id: grant.auth_req_id,
+            access_token: ciba.then(|| t.token.expose()),
+            refresh_token: refresh.as_ref().filter(|_| ciba).map(|r| r.token.expose()),
         };
         Some(
             issue_id_token(ctx.issuer.issuer(), ctx.issuer.keys(), md, &input, ctx.now)
@@ -382,13 +456,13 @@ fn authorization_code_inner(
     Ok(TokenResponse {
         token_type: "Bearer",
         expires_in: t.expires_in,
-        scope: grant.scope,
+        scope: grant.scope.to_owned(),
         refresh_token: refresh.map(|r| r.token),
-        context: grant.context,
+        context: grant.context.clone(),
         id_token,
         jti: t.jti.clone(),
         access_token: t.token,
-        subject: grant.subject,
+        subject: grant.subject.to_owned(),
     })
 }
 
