@@ -272,6 +272,54 @@ mod tests {
     }
 
     #[test]
+    fn ciba_id_token_names_the_request_and_hashes_the_tokens() {
+        let ring = KeyRing::new(SigningKey::generate(Algorithm::ES256).unwrap());
+        let input = IdTokenInput {
+            sub: "u",
+            auth_time: UnixTime(1),
+            nonce: None,
+            acr: None,
+            fhir_user: None,
+            auth_req_id: Some("1c266114-a1be-4252-8ad1-04986c5b9ac1"),
+            access_token: Some("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            refresh_token: Some("hgrt_r"),
+        };
+        let jwt =
+            issue_id_token("https://as", &ring, &client(json!({})), &input, UnixTime(1)).unwrap();
+        let v = Validation::new(
+            AlgorithmSet::ALL,
+            TypRule::OptionalOneOf(&["JWT"]),
+            AudienceRule::ExactString("app".into()),
+        );
+        let c = verify_jwt(&jwt, &**ring.load(), &v, UnixTime(1)).unwrap();
+        assert_eq!(
+            c.get(AUTH_REQ_ID_CLAIM),
+            Some(&json!("1c266114-a1be-4252-8ad1-04986c5b9ac1"))
+        );
+        // OIDC Core §3.3.2.11: left half of SHA-256, base64url (16 bytes → 22 chars).
+        let at = token_hash(
+            Algorithm::ES256,
+            "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y",
+        );
+        assert_eq!(c.get("at_hash"), Some(&json!(at)));
+        assert_eq!(at.len(), 22);
+        assert!(c.get(RT_HASH_CLAIM).is_some());
+        assert_eq!(token_hash(Algorithm::ES384, "x").len(), 32);
+        assert_eq!(token_hash(Algorithm::EdDSA, "x").len(), 43);
+        // Without CIBA inputs, none of these claims.
+        let plain = IdTokenInput {
+            auth_req_id: None,
+            access_token: None,
+            refresh_token: None,
+            ..input
+        };
+        let jwt =
+            issue_id_token("https://as", &ring, &client(json!({})), &plain, UnixTime(1)).unwrap();
+        let c = verify_jwt(&jwt, &**ring.load(), &v, UnixTime(1)).unwrap();
+        assert!(c.get(AUTH_REQ_ID_CLAIM).is_none() && c.get("at_hash").is_none());
+    }
+
+    #[test]
     fn pairwise_sub_is_stable_per_sector_and_differs_across_sectors() {
         let p = PairwiseSubjects::new(&[7u8; 32]).unwrap();
         let a1 = p.subject("app.example.com", "user-1");
