@@ -1,7 +1,7 @@
-//! Token-endpoint grants (RFC 6749 §4.1.3, §4.4): authorization_code and
-//! client_credentials, turning an authenticated client into tokens whose records are
-//! stored before the response exists (no token without its record; a store failure is
-//! `Unavailable` → 503, never a token).
+//! Token-endpoint grants (RFC 6749 §4.1.3, §4.4, §6; CIBA Core §10): authorization_code,
+//! client_credentials, refresh_token and `urn:openid:params:grant-type:ciba`, turning an
+//! authenticated client into tokens whose records are stored before the response exists
+//! (no token without its record; a store failure is `Unavailable` → 503, never a token).
 //!
 //! Sender constraint (RFC 8705 §3): a client registered with
 //! `tls_client_certificate_bound_access_tokens` (always under FAPI 2.0) gets `cnf` with
@@ -40,6 +40,20 @@ pub enum GrantError {
     /// 400 `invalid_scope`.
     #[error("invalid_scope")]
     InvalidScope,
+    /// 400 `authorization_pending` (CIBA §11): the user has not decided yet.
+    #[error("authorization_pending")]
+    AuthorizationPending,
+    /// 400 `slow_down` (CIBA §11, THREATS B3): polled sooner than the interval, which
+    /// has now grown by 5 s.
+    #[error("slow_down")]
+    SlowDown,
+    /// 400 `expired_token` (CIBA §11, THREATS B4): the `auth_req_id` has expired.
+    #[error("expired_token")]
+    ExpiredToken,
+    /// 400 `access_denied` (CIBA §11, THREATS B6, B17): the user denied, or can no longer
+    /// be issued tokens for.
+    #[error("access_denied")]
+    AccessDenied,
     /// 503: store or signing failed; nothing was issued.
     #[error("unavailable")]
     Unavailable,
@@ -53,6 +67,10 @@ impl ToWire for GrantError {
             GrantError::InvalidGrant(_) => WireError::bare(400, "invalid_grant"),
             GrantError::UnauthorizedClient => WireError::bare(400, "unauthorized_client"),
             GrantError::InvalidScope => WireError::bare(400, "invalid_scope"),
+            GrantError::AuthorizationPending => WireError::bare(400, "authorization_pending"),
+            GrantError::SlowDown => WireError::bare(400, "slow_down"),
+            GrantError::ExpiredToken => WireError::bare(400, "expired_token"),
+            GrantError::AccessDenied => WireError::bare(400, "access_denied"),
             GrantError::Unavailable => WireError::UNAVAILABLE,
         }
     }
@@ -73,7 +91,7 @@ pub struct TokenResponse {
     pub refresh_token: Option<SecretToken>,
     /// SMART launch context for the response (`patient`, `encounter`...).
     pub context: Map<String, serde_json::Value>,
-    /// The OpenID Connect ID token, for authorization-code grants with `openid`.
+    /// The OpenID Connect ID token, for authorization-code and CIBA grants with `openid`.
     pub id_token: Option<String>,
     /// The issued access token's id.
     pub jti: String,
@@ -155,6 +173,16 @@ impl<'a> GrantContext<'a> {
         client: &AuthenticatedClient,
         result: &Result<TokenResponse, GrantError>,
     ) {
+        self.record_for(kind, client.client_id(), client.certificate(), result);
+    }
+
+    fn record_for(
+        &self,
+        kind: EventKind,
+        client_id: &str,
+        certificate: Option<crate::mtls::X5tS256>,
+        result: &Result<TokenResponse, GrantError>,
+    ) {
         let mut e = match result {
             Ok(r) => {
                 let mut e = AuditEvent::new(self.now, kind, Outcome::Success, "issued")
@@ -170,8 +198,8 @@ impl<'a> GrantContext<'a> {
             }
             Err(e) => AuditEvent::new(self.now, kind, Outcome::Failure, e.to_wire().code),
         }
-        .client(client.client_id());
-        if let Some(t) = client.certificate() {
+        .client(client_id);
+        if let Some(t) = certificate {
             e = e.cert(Confirmation::from_thumbprint(t).x5t_s256);
         }
         self.audit.record(e);
@@ -685,4 +713,120 @@ fn refresh_token_inner(
         access_token: t.token,
         subject: record.sub,
     })
+}
+
+/// `grant_type=urn:openid:params:grant-type:ciba` (CIBA Core §10.1, §11): one poll (or a
+/// ping client's fetch) of `auth_req_id`. `authorization_pending`, `slow_down` (B3),
+/// `expired_token` (B4) and `access_denied` (B6, B17) are errors here; `invalid_grant`
+/// for an unknown id or another client's (B1, B2); a push client is
+/// `unauthorized_client`. A reused `auth_req_id` revokes every token issued from it (B5).
+/// Tokens are those of an authorization-code grant; the ID token also carries
+/// `urn:openid:params:jwt:claim:auth_req_id`, `at_hash` and `rt_hash`.
+pub fn ciba(
+    client: &AuthenticatedClient,
+    auth_req_id: Option<&str>,
+    users: &dyn crate::ciba::CibaUsers,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let r = ciba_inner(client, auth_req_id, users, ctx);
+    // A pending poll is routine; everything else (slow_down included) is audited.
+    if !matches!(r, Err(GrantError::AuthorizationPending)) {
+        ctx.record(EventKind::CibaRedeemed, client, &r);
+    }
+    r
+}
+
+fn ciba_inner(
+    client: &AuthenticatedClient,
+    auth_req_id: Option<&str>,
+    users: &dyn crate::ciba::CibaUsers,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let md = client.client().metadata();
+    if !md.grant_types.contains(&GrantType::Ciba) {
+        return Err(GrantError::UnauthorizedClient);
+    }
+    let id = auth_req_id.ok_or(GrantError::InvalidRequest("auth_req_id missing"))?;
+    // Before redeeming: a missing certificate must not consume the request.
+    let cnf = binding(client)?;
+    let redeemed = crate::ciba::redeem(
+        ctx.store,
+        users,
+        ctx.issuer.issuer(),
+        &md.client_id,
+        id,
+        crate::ciba::Redeemer::Poll,
+        ctx.now,
+    );
+    ciba_tokens(md, cnf, id, redeemed, ctx)
+}
+
+/// A push client's tokens, minted when its user approved (CIBA §10.3.1): no client
+/// request, hence no certificate to bind to; registration refuses push for clients that
+/// need bound tokens, and this refuses them again.
+pub(crate) fn ciba_push(
+    client: &crate::client::ValidatedClient,
+    auth_req_id: &str,
+    users: &dyn crate::ciba::CibaUsers,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let md = client.metadata();
+    let r = if !md.grant_types.contains(&GrantType::Ciba)
+        || md.tls_client_certificate_bound_access_tokens
+        || md.profile.policy().sender_constraint_required
+    {
+        Err(GrantError::UnauthorizedClient)
+    } else {
+        let redeemed = crate::ciba::redeem(
+            ctx.store,
+            users,
+            ctx.issuer.issuer(),
+            &md.client_id,
+            auth_req_id,
+            crate::ciba::Redeemer::Push,
+            ctx.now,
+        );
+        ciba_tokens(md, None, auth_req_id, redeemed, ctx)
+    };
+    ctx.record_for(EventKind::CibaRedeemed, &md.client_id, None, &r);
+    r
+}
+
+fn ciba_tokens(
+    md: &crate::client::ClientMetadata,
+    cnf: Option<Confirmation>,
+    auth_req_id: &str,
+    redeemed: Result<crate::ciba::CibaRecord, crate::ciba::PollError>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    use crate::ciba::{CibaState, PollError};
+    let record = match redeemed {
+        Ok(r) => r,
+        Err(PollError::Reused { grant_id }) => {
+            // B5: revoke the family of every token issued from this request.
+            revoke_family(ctx, &grant_id)?;
+            return Err(GrantError::InvalidGrant("auth_req_id reused"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (Some(subject), CibaState::Approved { at }) = (record.user_id.as_deref(), record.state)
+    else {
+        return Err(GrantError::InvalidGrant("auth_req_id"));
+    };
+    issue_for_user(
+        md,
+        cnf,
+        &UserGrant {
+            subject,
+            scope: &record.scope,
+            auth_time: UnixTime(at),
+            acr: None,
+            nonce: None,
+            resource: &[],
+            context: &Map::new(),
+            grant_id: &record.grant_id,
+            auth_req_id: Some(auth_req_id),
+        },
+        ctx,
+    )
 }
