@@ -33,8 +33,16 @@ pub enum EventKind {
     Revocation,
     /// A refresh token was used.
     Refresh,
-    /// A CIBA request changed state.
+    /// A CIBA request changed state: decided (approved, denied) or expired.
     Ciba,
+    /// A CIBA backchannel authentication request was accepted or refused.
+    CibaRequest,
+    /// Tokens were asked for with a CIBA `auth_req_id` (poll, ping fetch or push delivery).
+    CibaRedeemed,
+    /// A CIBA authentication device was paired or removed (or pairing failed).
+    DeviceEnrollment,
+    /// A device's signed request was accepted or refused.
+    DeviceAuthentication,
 }
 
 /// How it ended.

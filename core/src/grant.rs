@@ -1,7 +1,7 @@
-//! Token-endpoint grants (RFC 6749 §4.1.3, §4.4): authorization_code and
-//! client_credentials, turning an authenticated client into tokens whose records are
-//! stored before the response exists (no token without its record; a store failure is
-//! `Unavailable` → 503, never a token).
+//! Token-endpoint grants (RFC 6749 §4.1.3, §4.4, §6; CIBA Core §10): authorization_code,
+//! client_credentials, refresh_token and `urn:openid:params:grant-type:ciba`, turning an
+//! authenticated client into tokens whose records are stored before the response exists
+//! (no token without its record; a store failure is `Unavailable` → 503, never a token).
 //!
 //! Sender constraint (RFC 8705 §3): a client registered with
 //! `tls_client_certificate_bound_access_tokens` (always under FAPI 2.0) gets `cnf` with
@@ -40,6 +40,20 @@ pub enum GrantError {
     /// 400 `invalid_scope`.
     #[error("invalid_scope")]
     InvalidScope,
+    /// 400 `authorization_pending` (CIBA §11): the user has not decided yet.
+    #[error("authorization_pending")]
+    AuthorizationPending,
+    /// 400 `slow_down` (CIBA §11, THREATS B3): polled sooner than the interval, which
+    /// has now grown by 5 s.
+    #[error("slow_down")]
+    SlowDown,
+    /// 400 `expired_token` (CIBA §11, THREATS B4): the `auth_req_id` has expired.
+    #[error("expired_token")]
+    ExpiredToken,
+    /// 400 `access_denied` (CIBA §11, THREATS B6, B17): the user denied, or can no longer
+    /// be issued tokens for.
+    #[error("access_denied")]
+    AccessDenied,
     /// 503: store or signing failed; nothing was issued.
     #[error("unavailable")]
     Unavailable,
@@ -53,6 +67,10 @@ impl ToWire for GrantError {
             GrantError::InvalidGrant(_) => WireError::bare(400, "invalid_grant"),
             GrantError::UnauthorizedClient => WireError::bare(400, "unauthorized_client"),
             GrantError::InvalidScope => WireError::bare(400, "invalid_scope"),
+            GrantError::AuthorizationPending => WireError::bare(400, "authorization_pending"),
+            GrantError::SlowDown => WireError::bare(400, "slow_down"),
+            GrantError::ExpiredToken => WireError::bare(400, "expired_token"),
+            GrantError::AccessDenied => WireError::bare(400, "access_denied"),
             GrantError::Unavailable => WireError::UNAVAILABLE,
         }
     }
@@ -73,12 +91,38 @@ pub struct TokenResponse {
     pub refresh_token: Option<SecretToken>,
     /// SMART launch context for the response (`patient`, `encounter`...).
     pub context: Map<String, serde_json::Value>,
-    /// The OpenID Connect ID token, for authorization-code grants with `openid`.
+    /// The OpenID Connect ID token, for authorization-code and CIBA grants with `openid`.
     pub id_token: Option<String>,
     /// The issued access token's id.
     pub jti: String,
     /// The local subject, for the audit pseudonym only (never serialised).
     subject: String,
+}
+
+impl TokenResponse {
+    /// The RFC 6749 §5.1 response body (also the body of a CIBA push, CIBA §10.3.1, with
+    /// `auth_req_id` added). SMART launch context members never override the others.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut o = Map::new();
+        o.insert("access_token".into(), self.access_token.expose().into());
+        o.insert("token_type".into(), self.token_type.into());
+        o.insert("expires_in".into(), self.expires_in.into());
+        if !self.scope.is_empty() {
+            o.insert("scope".into(), self.scope.clone().into());
+        }
+        if let Some(rt) = &self.refresh_token {
+            o.insert("refresh_token".into(), rt.expose().into());
+        }
+        if let Some(id) = &self.id_token {
+            o.insert("id_token".into(), id.clone().into());
+        }
+        for (k, v) in &self.context {
+            if !o.contains_key(k) {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::Value::Object(o)
+    }
 }
 
 /// What a grant needs besides the client.
@@ -129,6 +173,16 @@ impl<'a> GrantContext<'a> {
         client: &AuthenticatedClient,
         result: &Result<TokenResponse, GrantError>,
     ) {
+        self.record_for(kind, client.client_id(), client.certificate(), result);
+    }
+
+    fn record_for(
+        &self,
+        kind: EventKind,
+        client_id: &str,
+        certificate: Option<crate::mtls::X5tS256>,
+        result: &Result<TokenResponse, GrantError>,
+    ) {
         let mut e = match result {
             Ok(r) => {
                 let mut e = AuditEvent::new(self.now, kind, Outcome::Success, "issued")
@@ -144,8 +198,8 @@ impl<'a> GrantContext<'a> {
             }
             Err(e) => AuditEvent::new(self.now, kind, Outcome::Failure, e.to_wire().code),
         }
-        .client(client.client_id());
-        if let Some(t) = client.certificate() {
+        .client(client_id);
+        if let Some(t) = certificate {
             e = e.cert(Confirmation::from_thumbprint(t).x5t_s256);
         }
         self.audit.record(e);
@@ -287,33 +341,75 @@ fn authorization_code_inner(
         Err(CodeError::Unavailable) => return Err(GrantError::Unavailable),
         Err(_) => return Err(GrantError::InvalidGrant("code")),
     };
+    issue_for_user(
+        md,
+        cnf,
+        &UserGrant {
+            subject: &grant.subject,
+            scope: &grant.scope,
+            auth_time: UnixTime(grant.auth_time),
+            acr: grant.acr.as_deref(),
+            nonce: grant.request.nonce.as_deref(),
+            resource: &grant.request.resource,
+            context: &grant.context,
+            grant_id: &grant.grant_id,
+            auth_req_id: None,
+        },
+        ctx,
+    )
+}
+
+/// What a user's grant (an authorization code, an approved CIBA request) issues tokens
+/// for.
+struct UserGrant<'g> {
+    subject: &'g str,
+    scope: &'g str,
+    auth_time: UnixTime,
+    acr: Option<&'g str>,
+    nonce: Option<&'g str>,
+    resource: &'g [String],
+    context: &'g Map<String, serde_json::Value>,
+    /// The refresh family every token carries (revoked on reuse, A1, B5).
+    grant_id: &'g str,
+    /// CIBA: the request, for the ID token's claims (and `at_hash`/`rt_hash`).
+    auth_req_id: Option<&'g str>,
+}
+
+/// Access token, refresh token (when the scope asks for one and the client and profile
+/// allow it) and ID token (with `openid`) for a user grant; records stored first.
+fn issue_for_user(
+    md: &crate::client::ClientMetadata,
+    cnf: Option<Confirmation>,
+    grant: &UserGrant<'_>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
     let policy = md.profile.policy();
-    let scope = ScopeSet::parse(&grant.scope).map_err(|_| GrantError::InvalidScope)?;
-    let aud = if grant.request.resource.is_empty() {
+    let scope = ScopeSet::parse(grant.scope).map_err(|_| GrantError::InvalidScope)?;
+    let aud = if grant.resource.is_empty() {
         vec![ctx.default_audience.to_owned()]
     } else {
-        grant.request.resource.clone()
+        grant.resource.to_vec()
     };
     // The `sub` this client sees: pairwise for pairwise clients (OIDC Core §8.1). A
     // wrapper token shows it; a JWT access token carries the local subject for the
     // resource server.
-    let visible_sub = PairwiseSubjects::for_client(ctx.pairwise, md, &grant.subject)
+    let visible_sub = PairwiseSubjects::for_client(ctx.pairwise, md, grant.subject)
         .map_err(|_| GrantError::Unavailable)?;
     let pairwise_sub = (visible_sub != grant.subject).then(|| visible_sub.clone());
     let access = AccessTokenGrant {
         client_id: md.client_id.clone(),
-        sub: grant.subject.clone(),
+        sub: grant.subject.to_owned(),
         pairwise_sub,
-        scope: grant.scope.clone(),
+        scope: grant.scope.to_owned(),
         aud: aud.clone(),
         cnf: cnf.clone(),
         lifetime: policy
             .default_access_token_lifetime
             .min(policy.max_access_token_lifetime),
         format: md.access_token_format,
-        auth_time: Some(UnixTime(grant.auth_time)),
-        acr: grant.acr.clone(),
-        family_id: Some(grant.grant_id.clone()),
+        auth_time: Some(grant.auth_time),
+        acr: grant.acr.map(str::to_owned),
+        family_id: Some(grant.grant_id.to_owned()),
         context: grant.context.clone(),
     };
     let t = ctx
@@ -329,15 +425,15 @@ fn authorization_code_inner(
                     .issue_refresh_token(
                         &RefreshTokenGrant {
                             client_id: md.client_id.clone(),
-                            sub: grant.subject.clone(),
-                            scope: grant.scope.clone(),
+                            sub: grant.subject.to_owned(),
+                            scope: grant.scope.to_owned(),
                             aud,
                             cnf,
                             lifetime,
-                            family_id: Some(grant.grant_id.clone()),
+                            family_id: Some(grant.grant_id.to_owned()),
                             generation: 0,
-                            auth_time: Some(UnixTime(grant.auth_time)),
-                            acr: grant.acr.clone(),
+                            auth_time: Some(grant.auth_time),
+                            acr: grant.acr.map(str::to_owned),
                             context: grant.context.clone(),
                         },
                         ctx.now,
@@ -353,12 +449,18 @@ fn authorization_code_inner(
         } else {
             None
         };
+        // CIBA §10.3.1: the ID token names the request and hashes the tokens it came
+        // with (required for push, harmless for poll and ping).
+        let ciba = grant.auth_req_id.is_some();
         let input = IdTokenInput {
             sub: &visible_sub,
-            auth_time: UnixTime(grant.auth_time),
-            nonce: grant.request.nonce.as_deref(),
-            acr: grant.acr.as_deref(),
+            auth_time: grant.auth_time,
+            nonce: grant.nonce,
+            acr: grant.acr,
             fhir_user,
+            auth_req_id: grant.auth_req_id,
+            access_token: ciba.then(|| t.token.expose()),
+            refresh_token: refresh.as_ref().filter(|_| ciba).map(|r| r.token.expose()),
         };
         Some(
             issue_id_token(ctx.issuer.issuer(), ctx.issuer.keys(), md, &input, ctx.now)
@@ -382,13 +484,13 @@ fn authorization_code_inner(
     Ok(TokenResponse {
         token_type: "Bearer",
         expires_in: t.expires_in,
-        scope: grant.scope,
+        scope: grant.scope.to_owned(),
         refresh_token: refresh.map(|r| r.token),
-        context: grant.context,
+        context: grant.context.clone(),
         id_token,
         jti: t.jti.clone(),
         access_token: t.token,
-        subject: grant.subject,
+        subject: grant.subject.to_owned(),
     })
 }
 
@@ -611,4 +713,120 @@ fn refresh_token_inner(
         access_token: t.token,
         subject: record.sub,
     })
+}
+
+/// `grant_type=urn:openid:params:grant-type:ciba` (CIBA Core §10.1, §11): one poll (or a
+/// ping client's fetch) of `auth_req_id`. `authorization_pending`, `slow_down` (B3),
+/// `expired_token` (B4) and `access_denied` (B6, B17) are errors here; `invalid_grant`
+/// for an unknown id or another client's (B1, B2); a push client is
+/// `unauthorized_client`. A reused `auth_req_id` revokes every token issued from it (B5).
+/// Tokens are those of an authorization-code grant; the ID token also carries
+/// `urn:openid:params:jwt:claim:auth_req_id`, `at_hash` and `rt_hash`.
+pub fn ciba(
+    client: &AuthenticatedClient,
+    auth_req_id: Option<&str>,
+    users: &dyn crate::ciba::CibaUsers,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let r = ciba_inner(client, auth_req_id, users, ctx);
+    // A pending poll is routine; everything else (slow_down included) is audited.
+    if !matches!(r, Err(GrantError::AuthorizationPending)) {
+        ctx.record(EventKind::CibaRedeemed, client, &r);
+    }
+    r
+}
+
+fn ciba_inner(
+    client: &AuthenticatedClient,
+    auth_req_id: Option<&str>,
+    users: &dyn crate::ciba::CibaUsers,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let md = client.client().metadata();
+    if !md.grant_types.contains(&GrantType::Ciba) {
+        return Err(GrantError::UnauthorizedClient);
+    }
+    let id = auth_req_id.ok_or(GrantError::InvalidRequest("auth_req_id missing"))?;
+    // Before redeeming: a missing certificate must not consume the request.
+    let cnf = binding(client)?;
+    let redeemed = crate::ciba::redeem(
+        ctx.store,
+        users,
+        ctx.issuer.issuer(),
+        &md.client_id,
+        id,
+        crate::ciba::Redeemer::Poll,
+        ctx.now,
+    );
+    ciba_tokens(md, cnf, id, redeemed, ctx)
+}
+
+/// A push client's tokens, minted when its user approved (CIBA §10.3.1): no client
+/// request, hence no certificate to bind to; registration refuses push for clients that
+/// need bound tokens, and this refuses them again.
+pub(crate) fn ciba_push(
+    client: &crate::client::ValidatedClient,
+    auth_req_id: &str,
+    users: &dyn crate::ciba::CibaUsers,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    let md = client.metadata();
+    let r = if !md.grant_types.contains(&GrantType::Ciba)
+        || md.tls_client_certificate_bound_access_tokens
+        || md.profile.policy().sender_constraint_required
+    {
+        Err(GrantError::UnauthorizedClient)
+    } else {
+        let redeemed = crate::ciba::redeem(
+            ctx.store,
+            users,
+            ctx.issuer.issuer(),
+            &md.client_id,
+            auth_req_id,
+            crate::ciba::Redeemer::Push,
+            ctx.now,
+        );
+        ciba_tokens(md, None, auth_req_id, redeemed, ctx)
+    };
+    ctx.record_for(EventKind::CibaRedeemed, &md.client_id, None, &r);
+    r
+}
+
+fn ciba_tokens(
+    md: &crate::client::ClientMetadata,
+    cnf: Option<Confirmation>,
+    auth_req_id: &str,
+    redeemed: Result<crate::ciba::CibaRecord, crate::ciba::PollError>,
+    ctx: &GrantContext<'_>,
+) -> Result<TokenResponse, GrantError> {
+    use crate::ciba::{CibaState, PollError};
+    let record = match redeemed {
+        Ok(r) => r,
+        Err(PollError::Reused { grant_id }) => {
+            // B5: revoke the family of every token issued from this request.
+            revoke_family(ctx, &grant_id)?;
+            return Err(GrantError::InvalidGrant("auth_req_id reused"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (Some(subject), CibaState::Approved { at }) = (record.user_id.as_deref(), record.state)
+    else {
+        return Err(GrantError::InvalidGrant("auth_req_id"));
+    };
+    issue_for_user(
+        md,
+        cnf,
+        &UserGrant {
+            subject,
+            scope: &record.scope,
+            auth_time: UnixTime(at),
+            acr: None,
+            nonce: None,
+            resource: &[],
+            context: &Map::new(),
+            grant_id: &record.grant_id,
+            auth_req_id: Some(auth_req_id),
+        },
+        ctx,
+    )
 }

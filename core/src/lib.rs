@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod authorize;
+pub mod ciba;
 pub mod client;
 pub mod clock;
 pub mod error;

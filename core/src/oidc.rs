@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{ClientMetadata, SubjectType};
 use crate::clock::UnixTime;
-use crate::jose::{b64, sign_jwt, KeyRing};
+use crate::jose::{b64, sign_jwt, Algorithm, KeyRing};
 
 /// Lifetime of ID tokens, seconds (iGov / HEART: at most five minutes).
 pub const ID_TOKEN_LIFETIME: i64 = 300;
@@ -117,6 +117,35 @@ pub struct IdTokenInput<'a> {
     pub acr: Option<&'a str>,
     /// SMART `fhirUser`, when the `fhirUser` scope was granted.
     pub fhir_user: Option<&'a str>,
+    /// CIBA §10.3.1: the `auth_req_id` the tokens were issued for, as the claim
+    /// `urn:openid:params:jwt:claim:auth_req_id`.
+    pub auth_req_id: Option<&'a str>,
+    /// The access token issued alongside, for `at_hash` (OIDC Core §3.3.2.11; required
+    /// in CIBA push mode, CIBA §10.3.1).
+    pub access_token: Option<&'a str>,
+    /// The refresh token issued alongside, for `urn:openid:params:jwt:claim:rt_hash`
+    /// (CIBA §10.3.1).
+    pub refresh_token: Option<&'a str>,
+}
+
+/// The CIBA claim naming the request an ID token answers (CIBA §10.3.1).
+pub const AUTH_REQ_ID_CLAIM: &str = "urn:openid:params:jwt:claim:auth_req_id";
+/// The CIBA claim carrying the refresh-token hash (CIBA §10.3.1).
+pub const RT_HASH_CLAIM: &str = "urn:openid:params:jwt:claim:rt_hash";
+
+/// OIDC Core §3.3.2.11: base64url of the left half of the hash of `token`, with the hash
+/// of the ID token's signing algorithm (SHA-256 for ES256/PS256/RS256, SHA-384 for
+/// ES384/RS384, SHA-512 for EdDSA over Ed25519).
+pub fn token_hash(alg: Algorithm, token: &str) -> String {
+    use ring::digest;
+    let h = match alg {
+        Algorithm::ES384 | Algorithm::RS384 => &digest::SHA384,
+        Algorithm::EdDSA => &digest::SHA512,
+        _ => &digest::SHA256,
+    };
+    let d = digest::digest(h, token.as_bytes());
+    let d = d.as_ref();
+    b64::encode(&d[..d.len() / 2])
 }
 
 /// Sign an ID token for `client` at `now`.
@@ -148,15 +177,22 @@ pub fn issue_id_token(
     if let Some(f) = input.fhir_user {
         c.insert("fhirUser".into(), Value::from(f));
     }
+    if let Some(id) = input.auth_req_id {
+        c.insert(AUTH_REQ_ID_CLAIM.into(), id.into());
+    }
+    if let Some(at) = input.access_token {
+        c.insert("at_hash".into(), token_hash(key.algorithm(), at).into());
+    }
+    if let Some(rt) = input.refresh_token {
+        c.insert(RT_HASH_CLAIM.into(), token_hash(key.algorithm(), rt).into());
+    }
     sign_jwt(key, None, &c).map_err(|_| IdTokenError::Signing)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jose::{
-        verify_jwt, Algorithm, AlgorithmSet, AudienceRule, SigningKey, TypRule, Validation,
-    };
+    use crate::jose::{verify_jwt, AlgorithmSet, AudienceRule, SigningKey, TypRule, Validation};
     use serde_json::json;
 
     fn client(extra: Value) -> ClientMetadata {
@@ -184,6 +220,9 @@ mod tests {
             nonce: Some("n-0S6_WzA2Mj"),
             acr: Some("urn:mace:incommon:iap:silver"),
             fhir_user: Some("Practitioner/7"),
+            auth_req_id: None,
+            access_token: None,
+            refresh_token: None,
         };
         let jwt = issue_id_token("https://as", &ring, &client(json!({})), &input, now).unwrap();
         let v = Validation::new(
@@ -212,6 +251,9 @@ mod tests {
             nonce: None,
             acr: None,
             fhir_user: None,
+            auth_req_id: None,
+            access_token: None,
+            refresh_token: None,
         };
         let c = client(json!({"id_token_signed_response_alg": "RS256"}));
         assert_eq!(
@@ -227,6 +269,54 @@ mod tests {
         let jwt = issue_id_token("https://as", &ring, &c, &input, UnixTime(1)).unwrap();
         let jws = crate::jose::parse_compact(&jwt, 8192).unwrap();
         assert_eq!(jws.header().alg(), Algorithm::RS256);
+    }
+
+    #[test]
+    fn ciba_id_token_names_the_request_and_hashes_the_tokens() {
+        let ring = KeyRing::new(SigningKey::generate(Algorithm::ES256).unwrap());
+        let input = IdTokenInput {
+            sub: "u",
+            auth_time: UnixTime(1),
+            nonce: None,
+            acr: None,
+            fhir_user: None,
+            auth_req_id: Some("1c266114-a1be-4252-8ad1-04986c5b9ac1"),
+            access_token: Some("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            refresh_token: Some("hgrt_r"),
+        };
+        let jwt =
+            issue_id_token("https://as", &ring, &client(json!({})), &input, UnixTime(1)).unwrap();
+        let v = Validation::new(
+            AlgorithmSet::ALL,
+            TypRule::OptionalOneOf(&["JWT"]),
+            AudienceRule::ExactString("app".into()),
+        );
+        let c = verify_jwt(&jwt, &**ring.load(), &v, UnixTime(1)).unwrap();
+        assert_eq!(
+            c.get(AUTH_REQ_ID_CLAIM),
+            Some(&json!("1c266114-a1be-4252-8ad1-04986c5b9ac1"))
+        );
+        // OIDC Core §3.3.2.11: left half of SHA-256, base64url (16 bytes → 22 chars).
+        let at = token_hash(
+            Algorithm::ES256,
+            "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y",
+        );
+        assert_eq!(c.get("at_hash"), Some(&json!(at)));
+        assert_eq!(at.len(), 22);
+        assert!(c.get(RT_HASH_CLAIM).is_some());
+        assert_eq!(token_hash(Algorithm::ES384, "x").len(), 32);
+        assert_eq!(token_hash(Algorithm::EdDSA, "x").len(), 43);
+        // Without CIBA inputs, none of these claims.
+        let plain = IdTokenInput {
+            auth_req_id: None,
+            access_token: None,
+            refresh_token: None,
+            ..input
+        };
+        let jwt =
+            issue_id_token("https://as", &ring, &client(json!({})), &plain, UnixTime(1)).unwrap();
+        let c = verify_jwt(&jwt, &**ring.load(), &v, UnixTime(1)).unwrap();
+        assert!(c.get(AUTH_REQ_ID_CLAIM).is_none() && c.get("at_hash").is_none());
     }
 
     #[test]

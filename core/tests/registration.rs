@@ -527,6 +527,225 @@ fn d6_metadata_that_breaks_the_profile_is_invalid_client_metadata() {
     }
 }
 
+/// A HEART CIBA client in ping mode.
+fn ciba_ping(k: &SigningKey) -> Value {
+    json!({"profile": "heart", "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks(k),
+        "grant_types": ["urn:openid:params:grant-type:ciba"],
+        "backchannel_token_delivery_mode": "ping",
+        "backchannel_client_notification_endpoint": "https://clinic.example/ciba"})
+}
+
+#[test]
+fn ciba_clients_register_with_their_delivery_metadata() {
+    let f = fixture();
+    let r = f.registrar(config());
+    let info = f.register(&r, &ciba_ping(&f.key));
+    let md = info.metadata();
+    assert_eq!(md.backchannel_token_delivery_mode, Some(DeliveryMode::Ping));
+    assert_eq!(
+        md.backchannel_client_notification_endpoint.as_deref(),
+        Some("https://clinic.example/ciba")
+    );
+    let poll = with(
+        with(
+            without(
+                ciba_ping(&f.key),
+                "backchannel_client_notification_endpoint",
+            ),
+            "backchannel_token_delivery_mode",
+            json!("poll"),
+        ),
+        "backchannel_user_code_parameter",
+        json!(true),
+    );
+    let info = f.register(
+        &r,
+        &with(
+            poll,
+            "backchannel_authentication_request_signing_alg",
+            json!("ES256"),
+        ),
+    );
+    assert!(info.metadata().backchannel_user_code_parameter);
+    let push = with(
+        ciba_ping(&f.key),
+        "backchannel_token_delivery_mode",
+        json!("push"),
+    );
+    assert_eq!(
+        f.register(&r, &push)
+            .metadata()
+            .backchannel_token_delivery_mode,
+        Some(DeliveryMode::Push)
+    );
+}
+
+#[test]
+fn ciba_metadata_that_breaks_the_rules_is_invalid_client_metadata() {
+    let f = fixture();
+    let mut c = config();
+    c.profiles = Profile::ALL.to_vec();
+    let r = f.registrar(c);
+    let ping = ciba_ping(&f.key);
+    let fapi_ciba = with(
+        with(
+            with(
+                fapi(&f.key),
+                "grant_types",
+                json!(["urn:openid:params:grant-type:ciba"]),
+            ),
+            "backchannel_token_delivery_mode",
+            json!("ping"),
+        ),
+        "backchannel_client_notification_endpoint",
+        json!("https://clinic.example/ciba"),
+    );
+    assert!(r
+        .register(Some(IAT), &bytes(&fapi_ciba), &f.store, NOW)
+        .is_ok());
+    let cases = [
+        (
+            "no delivery mode",
+            without(ping.clone(), "backchannel_token_delivery_mode"),
+        ),
+        (
+            "unknown delivery mode",
+            with(
+                ping.clone(),
+                "backchannel_token_delivery_mode",
+                json!("email"),
+            ),
+        ),
+        (
+            "ping without endpoint",
+            without(ping.clone(), "backchannel_client_notification_endpoint"),
+        ),
+        (
+            "http endpoint",
+            with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!("http://clinic.example/ciba"),
+            ),
+        ),
+        (
+            "fragment",
+            with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!("https://clinic.example/ciba#x"),
+            ),
+        ),
+        (
+            "b14 loopback",
+            with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!("https://127.0.0.1/ciba"),
+            ),
+        ),
+        (
+            "b14 rfc1918",
+            with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!("https://192.168.0.10/ciba"),
+            ),
+        ),
+        (
+            "b14 metadata address",
+            with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!("https://169.254.169.254/ciba"),
+            ),
+        ),
+        (
+            "b14 ipv6 ula",
+            with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!("https://[fd12:3456::1]/ciba"),
+            ),
+        ),
+        (
+            "b14 localhost",
+            with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!("https://localhost/ciba"),
+            ),
+        ),
+        (
+            "alg none",
+            with(
+                ping.clone(),
+                "backchannel_authentication_request_signing_alg",
+                json!("none"),
+            ),
+        ),
+        (
+            "alg HS256",
+            with(
+                ping.clone(),
+                "backchannel_authentication_request_signing_alg",
+                json!("HS256"),
+            ),
+        ),
+        (
+            "user code not a bool",
+            with(
+                ping.clone(),
+                "backchannel_user_code_parameter",
+                json!("yes"),
+            ),
+        ),
+        (
+            "public client",
+            with(
+                without(
+                    with(
+                        ping.clone(),
+                        "backchannel_token_delivery_mode",
+                        json!("poll"),
+                    ),
+                    "jwks",
+                ),
+                "token_endpoint_auth_method",
+                json!("none"),
+            ),
+        ),
+        (
+            "push under FAPI",
+            with(
+                fapi_ciba.clone(),
+                "backchannel_token_delivery_mode",
+                json!("push"),
+            ),
+        ),
+        (
+            "RS256 under FAPI",
+            with(
+                fapi_ciba.clone(),
+                "backchannel_authentication_request_signing_alg",
+                json!("RS256"),
+            ),
+        ),
+        (
+            "push with bound tokens",
+            with(
+                with(ping, "backchannel_token_delivery_mode", json!("push")),
+                "tls_client_certificate_bound_access_tokens",
+                json!(true),
+            ),
+        ),
+    ];
+    for (what, body) in cases {
+        let e = f.refused_registration(&r, &body);
+        assert!(is_metadata(&e), "{what}: {e:?}");
+    }
+}
+
 #[test]
 fn heart_refuses_dynamic_client_credentials() {
     let f = fixture();

@@ -276,6 +276,74 @@ pub(crate) fn https_url(u: &str) -> bool {
         .is_ok_and(|p| p.scheme() == "https" && p.host_str().is_some() && p.fragment().is_none())
 }
 
+/// Longest `backchannel_client_notification_endpoint` accepted.
+pub const MAX_NOTIFICATION_ENDPOINT_LEN: usize = 2048;
+
+/// A CIBA notification endpoint (CIBA §4, THREATS B14): an absolute `https` URL with a
+/// host, no fragment, no userinfo, whose host is not a literal loopback, private,
+/// link-local (169.254.169.254 included), unique-local, CGNAT, multicast, unspecified or
+/// otherwise reserved address, nor `localhost`. A DNS name that *resolves* to such an
+/// address can only be caught when the notification is sent: the server re-checks the
+/// resolved address then (core does no DNS).
+pub(crate) fn notification_endpoint(u: &str) -> bool {
+    use url::Host;
+    if u.len() > MAX_NOTIFICATION_ENDPOINT_LEN || !https_url(u) {
+        return false;
+    }
+    let Ok(p) = url::Url::parse(u) else {
+        return false;
+    };
+    if !p.username().is_empty() || p.password().is_some() {
+        return false;
+    }
+    match p.host() {
+        None => false,
+        Some(Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d != "localhost" && !d.ends_with(".localhost")
+        }
+        Some(Host::Ipv4(ip)) => !forbidden_ip(std::net::IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => !forbidden_ip(std::net::IpAddr::V6(ip)),
+    }
+}
+
+/// Addresses a notification must never be sent to. The same list as the server's
+/// outbound guard (`server/src/outbound.rs`), which core cannot depend on.
+fn forbidden_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+                || o[0] >= 240 // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64
+                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible (deprecated)
+        }
+    }
+}
+
 impl ClientMetadata {
     /// Parse registration JSON strictly (unknown members refused).
     pub fn from_json(bytes: &[u8]) -> Result<Self, MetadataError> {
@@ -479,23 +547,34 @@ impl ClientMetadata {
             return Err(Bad("request_object_signing_alg required"));
         }
 
-        // CIBA (SPECS b.6 items 2 and 12).
+        // CIBA (SPECS b.6 items 2 and 12; THREATS B14).
         if has(GrantType::Ciba) {
+            // CIBA §7.1: the backchannel endpoint authenticates the client like the token
+            // endpoint; FAPI-CIBA: confidential clients only. A public client cannot.
+            if self.token_endpoint_auth_method == AuthMethod::None {
+                return Err(Bad("CIBA needs client authentication"));
+            }
             match self.backchannel_token_delivery_mode {
                 None => return Err(Bad("backchannel_token_delivery_mode")),
                 Some(DeliveryMode::Push) if !policy.ciba_push_allowed => {
                     return Err(Bad("push delivery not allowed"))
                 }
+                // Pushed tokens are minted when the user decides, on no request of the
+                // client: there is no certificate to bind them to (RFC 8705 §3).
+                Some(DeliveryMode::Push) if self.tls_client_certificate_bound_access_tokens => {
+                    return Err(Bad("push delivery cannot bind tokens to a certificate"))
+                }
                 Some(DeliveryMode::Ping | DeliveryMode::Push) => {
-                    let ok = self
-                        .backchannel_client_notification_endpoint
-                        .as_deref()
-                        .is_some_and(https_url);
-                    if !ok {
+                    if self.backchannel_client_notification_endpoint.is_none() {
                         return Err(Bad("backchannel_client_notification_endpoint"));
                     }
                 }
                 Some(DeliveryMode::Poll) => {}
+            }
+        }
+        if let Some(u) = &self.backchannel_client_notification_endpoint {
+            if !notification_endpoint(u) {
+                return Err(Bad("backchannel_client_notification_endpoint"));
             }
         }
         if let Some(s) = &self.scope {
@@ -842,6 +921,77 @@ mod tests {
             fapi_ciba,
             "backchannel_token_delivery_mode",
             json!("push"),
+        ));
+    }
+
+    #[test]
+    fn b14_notification_endpoints_on_local_or_private_addresses_are_refused() {
+        let ping = json!({"profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": jwks(Algorithm::ES256), "grant_types": ["urn:openid:params:grant-type:ciba"],
+            "backchannel_token_delivery_mode": "ping",
+            "backchannel_client_notification_endpoint": "https://clinic.example/ciba"});
+        for u in [
+            "https://127.0.0.1/cb",
+            "https://127.1/cb",
+            "https://2130706433/cb",
+            "https://10.0.0.7/cb",
+            "https://172.16.3.4/cb",
+            "https://192.168.1.1/cb",
+            "https://169.254.169.254/latest/meta-data",
+            "https://100.64.0.1/cb",
+            "https://0.0.0.0/cb",
+            "https://[::1]/cb",
+            "https://[fd00::1]/cb",
+            "https://[fe80::1]/cb",
+            "https://[::ffff:169.254.169.254]/cb",
+            "https://localhost/cb",
+            "https://api.localhost./cb",
+            "https://user:pw@clinic.example/cb",
+            "https://clinic.example/cb#frag",
+            "http://clinic.example/cb",
+            "clinic.example/cb",
+        ] {
+            bad(with(
+                ping.clone(),
+                "backchannel_client_notification_endpoint",
+                json!(u),
+            ));
+        }
+        for u in [
+            "https://clinic.example:8443/ciba",
+            "https://93.184.216.34/cb",
+        ] {
+            assert!(
+                check(with(
+                    ping.clone(),
+                    "backchannel_client_notification_endpoint",
+                    json!(u)
+                ))
+                .is_ok(),
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn ciba_refuses_public_clients_and_certificate_bound_push() {
+        let ciba = json!({"profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": jwks(Algorithm::ES256), "grant_types": ["urn:openid:params:grant-type:ciba"],
+            "backchannel_token_delivery_mode": "push",
+            "backchannel_client_notification_endpoint": "https://clinic.example/ciba"});
+        assert!(check(ciba.clone()).is_ok());
+        bad(with(
+            ciba.clone(),
+            "tls_client_certificate_bound_access_tokens",
+            json!(true),
+        ));
+        bad(with(
+            without(
+                with(ciba, "backchannel_token_delivery_mode", json!("poll")),
+                "jwks",
+            ),
+            "token_endpoint_auth_method",
+            json!("none"),
         ));
     }
 
