@@ -87,7 +87,11 @@ pub trait Users: Send + Sync {
     ) -> Result<User, LoginFailure>;
     /// The user with this subject.
     fn by_subject(&self, subject: &str) -> Option<User>;
+    /// The user with this login name (a CIBA `login_hint`).
+    fn by_username(&self, username: &str) -> Option<User>;
 }
+
+mod ciba;
 
 /// Where a request came from: one per connection, shared by its requests.
 #[derive(Debug)]
@@ -210,6 +214,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Whether dynamic registration is open.
     pub registration_open: bool,
+    /// The backchannel authentication endpoint's settings (CIBA).
+    pub ciba: heartgate_core::ciba::CibaConfig,
 }
 
 /// The fetched keys of `jwks_uri` clients, as the outbound module keeps them.
@@ -244,6 +250,8 @@ pub struct App {
     pub client_cas: ClientCas,
     /// Fetched `jwks_uri` key sets.
     pub jwks: Arc<crate::outbound::JwksCache>,
+    /// Outbound calls other than key fetching (CIBA notifications), under the same policy.
+    pub outbound: Arc<crate::outbound::OutboundClient>,
     /// Metrics.
     pub metrics: Metrics,
     /// Discovery document, built once.
@@ -285,6 +293,8 @@ fn endpoint_label(path: &str) -> &'static str {
         "/login" => "login",
         "/consent" => "consent",
         "/token" => "token",
+        "/bc-authorize" => "bc-authorize",
+        "/ciba" | "/ciba/login" | "/ciba/decide" => "ciba",
         "/introspect" => "introspect",
         "/revoke" => "revoke",
         "/userinfo" => "userinfo",
@@ -450,7 +460,7 @@ async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
     if m == Method::POST
         && matches!(
             r.path.as_str(),
-            "/par" | "/token" | "/introspect" | "/revoke"
+            "/par" | "/token" | "/introspect" | "/revoke" | "/bc-authorize"
         )
     {
         app.prefetch_client_keys(&r).await;
@@ -482,6 +492,10 @@ async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
         "/consent" if m == Method::GET => consent_page(app, &r),
         "/consent" if m == Method::POST => consent_submit(app, &r),
         "/token" if m == Method::POST => token(app, conn, &r),
+        "/bc-authorize" if m == Method::POST => ciba::bc_authorize(app, conn, &r),
+        "/ciba" if m == Method::GET => ciba::approval_page(app, &r),
+        "/ciba/login" if m == Method::POST => ciba::login_submit(app, conn, &r),
+        "/ciba/decide" if m == Method::POST => ciba::decide(app, &r),
         "/introspect" if m == Method::POST => introspect(app, conn, &r),
         "/revoke" if m == Method::POST => revoke(app, conn, &r),
         "/register" if m == Method::POST => register(app, &r),
@@ -882,17 +896,22 @@ fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
             resp
         }
         Err(failure) => {
-            let message = match failure {
-                LoginFailure::InvalidCredentials => "Wrong username or password.",
-                LoginFailure::TooManyAttempts => {
-                    "Too many failed attempts. Wait a few minutes and try again."
-                }
-            };
+            let message = login_message(failure);
             let csrf = app.sessions.csrf("login", ix, pre);
             wire::html(
                 StatusCode::UNAUTHORIZED,
                 pages::login(&client_name(app, cid, now), ix, &csrf, Some(message)),
             )
+        }
+    }
+}
+
+/// What a login form says after a failure (one fixed message per case: no enumeration).
+fn login_message(failure: LoginFailure) -> &'static str {
+    match failure {
+        LoginFailure::InvalidCredentials => "Wrong username or password.",
+        LoginFailure::TooManyAttempts => {
+            "Too many failed attempts. Wait a few minutes and try again."
         }
     }
 }
@@ -1092,7 +1111,7 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
     };
     if !matches!(
         grant_type,
-        "authorization_code" | "refresh_token" | "client_credentials"
+        "authorization_code" | "refresh_token" | "client_credentials" | ciba::GRANT_TYPE
     ) {
         return wire::error(WireError::bare(400, "unsupported_grant_type"));
     }
@@ -1110,6 +1129,12 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
             &ctx,
         ),
         "refresh_token" => grant::refresh_token(&client, get("refresh_token"), get("scope"), &ctx),
+        ciba::GRANT_TYPE => grant::ciba(
+            &client,
+            get("auth_req_id"),
+            &ciba::LocalUsers(app.users.as_ref()),
+            &ctx,
+        ),
         _ => grant::client_credentials(&client, get("scope"), &ctx),
     };
     match result {
@@ -1315,10 +1340,15 @@ pub fn discovery(issuer: &str, signing: &[Algorithm]) -> Bytes {
             "introspection_endpoint": u("/introspect"),
             "revocation_endpoint": u("/revoke"),
             "userinfo_endpoint": u("/userinfo"),
+            "backchannel_authentication_endpoint": u("/bc-authorize"),
         },
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "jwt", "query.jwt", "fragment.jwt", "form_post.jwt"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", "urn:openid:params:grant-type:ciba"],
+        "backchannel_authentication_endpoint": u("/bc-authorize"),
+        "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
+        "backchannel_authentication_request_signing_alg_values_supported": client_algs,
+        "backchannel_user_code_parameter_supported": false,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth", "none"],
         "token_endpoint_auth_signing_alg_values_supported": client_algs,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dashmap::DashMap;
 use heartgate_core::jose::{JwkSet, JwkSetOptions};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
@@ -188,12 +188,35 @@ impl OutboundClient {
     /// GET `url`, under the policy; the body on a 200.
     pub async fn get(&self, url: &str) -> Result<Bytes, OutboundError> {
         let timeout = Duration::from_millis(self.policy.timeout_ms);
-        tokio::time::timeout(timeout, self.get_inner(url))
+        let (status, body) = tokio::time::timeout(timeout, self.send(url, None))
             .await
-            .map_err(|_| OutboundError::Timeout)?
+            .map_err(|_| OutboundError::Timeout)??;
+        if status != 200 {
+            return Err(OutboundError::Status(status));
+        }
+        Ok(body)
     }
 
-    async fn get_inner(&self, url: &str) -> Result<Bytes, OutboundError> {
+    /// POST `body` as JSON to `url` with `Authorization: Bearer bearer`, under the
+    /// policy (CIBA notifications, §10.2/§10.3); the status. Redirects are not followed:
+    /// a 3xx is returned as it is (THREATS B15).
+    pub async fn post_json(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &str,
+    ) -> Result<u16, OutboundError> {
+        let timeout = Duration::from_millis(self.policy.timeout_ms);
+        let post = Post { bearer, body };
+        tokio::time::timeout(timeout, self.send(url, Some(post)))
+            .await
+            .map_err(|_| OutboundError::Timeout)?
+            .map(|(status, _)| status)
+    }
+
+    /// One request under the policy: https only, the resolved address checked, trust
+    /// anchors, the response body bounded. Status and body.
+    async fn send(&self, url: &str, post: Option<Post<'_>>) -> Result<(u16, Bytes), OutboundError> {
         let u = url::Url::parse(url).map_err(|_| OutboundError::Url)?;
         if u.scheme() != "https" || !u.username().is_empty() || u.password().is_some() {
             return Err(OutboundError::Url);
@@ -233,22 +256,30 @@ impl OutboundClient {
             Some(q) => format!("{}?{q}", u.path()),
             None => u.path().to_owned(),
         };
-        let req = hyper::Request::get(path)
+        let b = hyper::Request::builder()
+            .uri(path)
             .header(hyper::header::HOST, u.host_str().unwrap_or(""))
-            .header(
-                hyper::header::ACCEPT,
-                "application/jwk-set+json, application/json",
-            )
-            .header(hyper::header::USER_AGENT, "heartgate")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| OutboundError::Connect(e.to_string()))?;
+            .header(hyper::header::USER_AGENT, "heartgate");
+        let req = match post {
+            None => b
+                .method(hyper::Method::GET)
+                .header(
+                    hyper::header::ACCEPT,
+                    "application/jwk-set+json, application/json",
+                )
+                .body(Full::new(Bytes::new())),
+            Some(p) => b
+                .method(hyper::Method::POST)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::AUTHORIZATION, format!("Bearer {}", p.bearer))
+                .body(Full::new(Bytes::from(p.body.to_owned()))),
+        }
+        .map_err(|e| OutboundError::Connect(e.to_string()))?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| OutboundError::Connect(e.to_string()))?;
-        if resp.status() != hyper::StatusCode::OK {
-            return Err(OutboundError::Status(resp.status().as_u16()));
-        }
+        let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), self.policy.max_response_bytes)
             .collect()
             .await
@@ -261,8 +292,14 @@ impl OutboundClient {
                     OutboundError::Connect(e.to_string())
                 }
             })?;
-        Ok(body.to_bytes())
+        Ok((status, body.to_bytes()))
     }
+}
+
+/// The JSON body and bearer token of a POST.
+struct Post<'a> {
+    bearer: &'a str,
+    body: &'a str,
 }
 
 struct Cached {

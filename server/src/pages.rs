@@ -194,6 +194,93 @@ pub fn consent(c: &Consent<'_>) -> String {
     )
 }
 
+/// One CIBA request on the approval page.
+#[derive(Debug, Clone)]
+pub struct CibaItem {
+    /// The request's reference (base64url), what the decision names.
+    pub request: String,
+    /// CSRF token of its form.
+    pub csrf: String,
+    /// The asking client's name (or id).
+    pub client: String,
+    /// Requested scopes.
+    pub scope: String,
+    /// The binding message, shown verbatim (escaped) so the user can compare it with the
+    /// one on the caller's screen (CIBA §7.1).
+    pub binding_message: Option<String>,
+    /// Hash of that message, sent back with the decision.
+    pub binding_hash: Option<String>,
+}
+
+/// The CIBA sign-in form (the user signs in to review requests made for them).
+pub fn ciba_login(csrf: &str, error: Option<&str>) -> String {
+    let err = error
+        .map(|e| format!("<p class=\"err\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    page(
+        "Sign in — heartgate",
+        &format!(
+            "<h1>Sign in</h1><p>Sign in to review the sign-in requests made for you.</p>{err}<form method=\"post\" action=\"/ciba/login\">{}<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required><label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required><button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+            hidden("csrf", csrf),
+        ),
+    )
+}
+
+/// The signed-in user's pending CIBA requests, each with Approve and Deny.
+pub fn ciba_requests(user: &str, items: &[CibaItem]) -> String {
+    let mut list = String::new();
+    for it in items {
+        let scopes: Vec<String> = it
+            .scope
+            .split(' ')
+            .filter_map(|s| s.parse::<Scope>().ok())
+            .map(|s| format!("<li>{}</li>", escape(&describe(&s))))
+            .collect();
+        let message = it.binding_message.as_deref().map_or_else(
+            || "<p>No code was given with this request.</p>".to_owned(),
+            |m| {
+                format!(
+                    "<p>Check that this code is the one you were told: <strong class=\"binding\">{}</strong></p>",
+                    escape(m)
+                )
+            },
+        );
+        list.push_str(&format!(
+            "<section class=\"ciba-request\"><h2><strong>{}</strong> asks to sign you in</h2>{message}<ul>{}</ul><form method=\"post\" action=\"/ciba/decide\">{}{}{}<button type=\"submit\" name=\"decision\" value=\"approve\" class=\"approve\">Approve</button><button type=\"submit\" name=\"decision\" value=\"deny\" class=\"deny\">Deny</button></form></section>",
+            escape(&it.client),
+            scopes.concat(),
+            hidden("request", &it.request),
+            hidden("csrf", &it.csrf),
+            it.binding_hash.as_deref().map(|h| hidden("binding", h)).unwrap_or_default(),
+        ));
+    }
+    if items.is_empty() {
+        list.push_str("<p id=\"none\">No sign-in requests are waiting for you.</p>");
+    }
+    page(
+        "Sign-in requests — heartgate",
+        &format!(
+            "<h1>Sign-in requests</h1><p>Signed in as <strong>{}</strong>.</p>{list}",
+            escape(user)
+        ),
+    )
+}
+
+/// After a decision.
+pub fn ciba_done(approved: bool) -> String {
+    let what = if approved {
+        "You approved the request. You can close this page."
+    } else {
+        "You denied the request. You can close this page."
+    };
+    page(
+        "Done — heartgate",
+        &format!(
+            "<h1>Done</h1><p id=\"done\">{what}</p><p><a href=\"/ciba\">Other requests</a></p>"
+        ),
+    )
+}
+
 /// An error page (the request cannot go back to the client).
 pub fn error(message: &str) -> String {
     page(

@@ -187,6 +187,9 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
     let policy: crate::outbound::OutboundPolicy = toml::Value::Table(c.outbound.clone())
         .try_into()
         .map_err(|e: toml::de::Error| other("outbound", e.message()))?;
+    let outbound = Arc::new(
+        crate::outbound::OutboundClient::new(policy.clone()).map_err(|e| other("outbound", e))?,
+    );
     let jwks = Arc::new(crate::outbound::JwksCache::new(
         crate::outbound::OutboundClient::new(policy).map_err(|e| other("outbound", e))?,
     ));
@@ -201,6 +204,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
             body_timeout: std::time::Duration::from_millis(c.limits.body_read_timeout_ms),
             trusted_proxies: c.tls.trusted_proxies.clone(),
             registration_open: !c.registration.disabled,
+            ciba: heartgate_core::ciba::CibaConfig::new(cfg.issuer.clone()),
         },
         tokens: TokenIssuer::new(cfg.issuer.clone(), boot.keys.clone()),
         store,
@@ -213,6 +217,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         sessions: Sessions::new(&boot.session_secret),
         client_cas,
         jwks,
+        outbound,
         metrics: Metrics::default(),
         discovery: discovery(&cfg.issuer, &signing),
     };

@@ -429,6 +429,10 @@ impl Users for UserDirectory {
             .find(|e| e.subject == subject)
             .map(Self::user)
     }
+
+    fn by_username(&self, username: &str) -> Option<User> {
+        self.by_name.get(username).map(Self::user)
+    }
 }
 
 /// Read `users.json` (an absent file is no users).

@@ -1,0 +1,287 @@
+//! CIBA at the edge (OpenID CIBA Core 1.0): the backchannel authentication endpoint, the
+//! users the CIBA calls see, the web approval page, and ping/push notifications sent off
+//! the request path. The rules live in `heartgate_core::ciba`; this maps HTTP onto them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use heartgate_core::audit::{AuditEvent, AuditSink, EventKind, Outcome};
+use heartgate_core::ciba::{
+    self, CibaContext, CibaUsers, Decision, Notification, RequestRef, UserCodeCheck, UserStatus,
+    UsersUnavailable,
+};
+use heartgate_core::clock::UnixTime;
+use hyper::header::{self, HeaderValue};
+use hyper::StatusCode;
+
+use super::{error_page, now, signed_in, App, Conn, Req, Users};
+use crate::outbound::OutboundClient;
+use crate::pages;
+use crate::session;
+use crate::wire::{self, Resp};
+
+/// The CIBA grant type (CIBA Core §10.1).
+pub(super) const GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
+
+/// Notification attempts: the first at once, then after 1, 2, 4 and 8 s.
+const NOTIFY_ATTEMPTS: u32 = 5;
+
+/// The local users, as CIBA sees them: a `login_hint` is a username; `user_code` is not
+/// supported (discovery says `backchannel_user_code_parameter_supported: false`).
+pub(super) struct LocalUsers<'a>(pub(super) &'a dyn Users);
+
+impl CibaUsers for LocalUsers<'_> {
+    fn resolve_login_hint(&self, login_hint: &str) -> Result<Option<String>, UsersUnavailable> {
+        Ok(self.0.by_username(login_hint).map(|u| u.subject))
+    }
+
+    fn status(&self, user_id: &str) -> Result<UserStatus, UsersUnavailable> {
+        Ok(match self.0.by_subject(user_id) {
+            Some(_) => UserStatus::Active,
+            None => UserStatus::Unknown,
+        })
+    }
+
+    fn verify_user_code(&self, _: &str, _: &str) -> Result<UserCodeCheck, UsersUnavailable> {
+        Ok(UserCodeCheck::Mismatch)
+    }
+}
+
+impl App {
+    pub(super) fn ciba_context<'a>(
+        &'a self,
+        users: &'a LocalUsers<'a>,
+        directory: &'a super::Directory<'a>,
+        now: UnixTime,
+    ) -> CibaContext<'a> {
+        CibaContext {
+            config: &self.settings.ciba,
+            store: self.store.as_ref(),
+            users,
+            directory,
+            keys: self.tokens.keys(),
+            audit: self.audit.as_ref(),
+            pairwise: Some(&self.pairwise),
+            now,
+        }
+    }
+}
+
+/// `POST /bc-authorize` (CIBA Core §7): a client-authenticated form; 200 with
+/// `auth_req_id`, `expires_in` and `interval`, or the §13 error.
+pub(super) fn bc_authorize(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let form = match r.form() {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let client = match app.authenticate(conn, r, &form, "bc-authorize", now) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    match ciba::start(&client, &form, &ctx) {
+        Ok(resp) => wire::json(StatusCode::OK, &resp.to_json()),
+        Err(e) => {
+            if dir.inner.store_status().is_err() {
+                return wire::unavailable();
+            }
+            wire::flow_error(&e)
+        }
+    }
+}
+
+/// `GET /ciba`: the signed-in user's pending requests, each with its binding message and
+/// Approve / Deny; the sign-in form otherwise.
+pub(super) fn approval_page(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let Some((s, cookie)) = signed_in(app, r, now) else {
+        return login_form(app, None, StatusCode::OK);
+    };
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    let pending = match ciba::pending_for_user(&ctx, &s.subject) {
+        Ok(p) => p,
+        Err(_) => return wire::unavailable(),
+    };
+    let name = app
+        .users
+        .by_subject(&s.subject)
+        .map_or_else(|| s.subject.clone(), |u| u.display_name);
+    let items: Vec<pages::CibaItem> = pending
+        .iter()
+        .map(|p| {
+            let id = p.request_ref.to_b64();
+            pages::CibaItem {
+                csrf: app.sessions.csrf("ciba", &id, &cookie),
+                request: id,
+                client: p.client_name.clone().unwrap_or_else(|| p.client_id.clone()),
+                scope: p.scope.clone(),
+                binding_message: p.binding_message.clone(),
+                binding_hash: p.binding_message.as_deref().map(ciba::binding_message_hash),
+            }
+        })
+        .collect();
+    wire::html(StatusCode::OK, pages::ciba_requests(&name, &items))
+}
+
+fn login_form(app: &App, error: Option<&str>, status: StatusCode) -> Resp {
+    let Some(pre) = session::Sessions::nonce() else {
+        return wire::unavailable();
+    };
+    let csrf = app.sessions.csrf("login", "ciba", &pre);
+    let mut resp = wire::html(status, pages::ciba_login(&csrf, error));
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(session::PRE_COOKIE, &pre, 900)) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `POST /ciba/login`: sign in to review requests (same checks and limits as `/login`).
+pub(super) fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let Ok(f) = r.form() else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let pre = session::cookie(r.header(header::COOKIE), session::PRE_COOKIE).unwrap_or("");
+    if !app.sessions.check_csrf("login", "ciba", pre, get("csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired or did not come from this site. Open the page again.",
+        );
+    }
+    match app.users.login(
+        get("username"),
+        get("password"),
+        conn.remote.ip(),
+        now.secs(),
+    ) {
+        Ok(user) => {
+            let cookie = app.sessions.issue(&user.subject, now.secs());
+            let mut resp = wire::see_other("/ciba");
+            let h = resp.headers_mut();
+            for c in [
+                session::set_cookie(session::SESSION_COOKIE, &cookie, session::SESSION_LIFETIME),
+                session::set_cookie(session::PRE_COOKIE, "", 0),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    h.append(header::SET_COOKIE, v);
+                }
+            }
+            resp
+        }
+        Err(failure) => login_form(
+            app,
+            Some(super::login_message(failure)),
+            StatusCode::UNAUTHORIZED,
+        ),
+    }
+}
+
+/// `POST /ciba/decide`: the signed-in user approves or denies one request. The form
+/// carries the hash of the binding message the page showed: a request whose message is
+/// not the one shown is not decided (CIBA §7.1, THREATS B7/B8).
+pub(super) fn decide(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let Some((s, cookie)) = signed_in(app, r, now) else {
+        return login_form(app, None, StatusCode::UNAUTHORIZED);
+    };
+    let Ok(f) = r.form() else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let get = |k: &str| f.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let request = get("request").unwrap_or("");
+    if !app
+        .sessions
+        .check_csrf("ciba", request, &cookie, get("csrf").unwrap_or(""))
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired or did not come from this site. Open the page again.",
+        );
+    }
+    let Some(request_ref) = RequestRef::parse(request) else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let decision = match get("decision") {
+        Some("approve") => Decision::Approve,
+        Some("deny") => Decision::Deny,
+        _ => return error_page(StatusCode::BAD_REQUEST, "The request is malformed."),
+    };
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    let decided = match ciba::decide(&ctx, &request_ref, &s.subject, decision, get("binding")) {
+        Ok(d) => d,
+        Err(e) => {
+            let w = heartgate_core::error::ToWire::to_wire(&e);
+            let status = StatusCode::from_u16(w.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let message = match w.status {
+                404 => "This request has expired or does not exist.",
+                409 => "This request was already decided.",
+                403 => "This request is not yours to decide.",
+                503 => return wire::unavailable(),
+                _ => "This request cannot be decided as shown. Open the page again.",
+            };
+            return error_page(status, message);
+        }
+    };
+    let grants = app.grants(now);
+    match decided.notification(&users, &dir, &grants) {
+        Ok(Some(n)) => spawn_notification(app.outbound.clone(), app.audit.clone(), n, now),
+        Ok(None) => {}
+        Err(_) => {
+            // The tokens of a push could not be made (store down, client deleted): the
+            // decision stands; the client learns nothing more and its request expires.
+            tracing::warn!("CIBA push notification could not be prepared");
+        }
+    }
+    wire::html(
+        StatusCode::OK,
+        pages::ciba_done(decision == Decision::Approve),
+    )
+}
+
+/// Send a notification off the request path, retried with backoff; never after a
+/// 401/403 (THREATS B15). A notification that keeps failing is logged (without its
+/// token or body) and audited; a ping client can still poll.
+fn spawn_notification(
+    out: Arc<OutboundClient>,
+    audit: Arc<dyn AuditSink>,
+    n: Notification,
+    now: UnixTime,
+) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        let mut reason = "notification_failed";
+        for attempt in 1..=NOTIFY_ATTEMPTS {
+            match out.post_json(&n.endpoint, n.bearer.expose(), &n.body).await {
+                Ok(s) if (200..300).contains(&s) => {
+                    tracing::info!(attempt, "CIBA notification delivered");
+                    return;
+                }
+                Ok(401 | 403) => {
+                    reason = "notification_refused";
+                    break;
+                }
+                Ok(status) => tracing::info!(attempt, status, "CIBA notification not accepted"),
+                Err(e) => tracing::info!(attempt, error = %e, "CIBA notification failed"),
+            }
+            if attempt < NOTIFY_ATTEMPTS {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        tracing::warn!(reason, "CIBA notification given up");
+        audit.record(AuditEvent::new(
+            now,
+            EventKind::Ciba,
+            Outcome::Failure,
+            reason,
+        ));
+    });
+}

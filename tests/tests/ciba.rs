@@ -1,0 +1,400 @@
+//! CIBA through the server (OpenID CIBA Core 1.0; SPECS b.6; THREATS B*): discovery,
+//! `/bc-authorize` with its §13 errors, polling with `authorization_pending` and
+//! `slow_down`, the web approval page (sign-in, CSRF, binding-message check, one decision
+//! per request), tokens for an approved request with the `auth_req_id` claim in the ID
+//! token, `access_denied` for a denied one, and a reused `auth_req_id` refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
+
+use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
+use heartgate_e2e::{cookie_pair, hidden_input, TestServer};
+use serde_json::{json, Value};
+
+const CIBA: &str = "urn:openid:params:grant-type:ciba";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct Clinic {
+    id: &'static str,
+    key: SigningKey,
+    n: std::sync::atomic::AtomicU32,
+}
+
+impl Clinic {
+    fn assertion(&self, s: &TestServer) -> String {
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = now();
+        sign_jwt(
+            &self.key,
+            None,
+            json!({"iss": self.id, "sub": self.id, "aud": format!("{}/token", s.issuer),
+                "iat": t, "exp": t + 60, "jti": format!("{}-{n}-{t}", self.id)})
+            .as_object()
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// POST to `path` with this client's assertion and `fields`.
+    async fn post(&self, s: &TestServer, path: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+        let a = self.assertion(s);
+        let mut f = vec![
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", a.as_str()),
+        ];
+        f.extend_from_slice(fields);
+        let r = s.form(path, &f, None).await;
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+        let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, v)
+    }
+
+    async fn start(&self, s: &TestServer, fields: &[(&str, &str)]) -> (u16, Value) {
+        self.post(s, "/bc-authorize", fields).await
+    }
+
+    async fn poll(&self, s: &TestServer, auth_req_id: &str) -> (u16, Value) {
+        self.post(
+            s,
+            "/token",
+            &[("grant_type", CIBA), ("auth_req_id", auth_req_id)],
+        )
+        .await
+    }
+}
+
+async fn server() -> (TestServer, Clinic, Clinic) {
+    let clinic = SigningKey::generate(Algorithm::ES256).unwrap();
+    let other = SigningKey::generate(Algorithm::ES256).unwrap();
+    let hash = heartgate_server::users::hash_password("correct horse battery").unwrap();
+    let doc = json!({
+        "clients": [
+            {"client_id": "clinic", "client_name": "Riverside Clinic", "profile": "smart",
+             "token_endpoint_auth_method": "private_key_jwt",
+             "jwks": {"keys": [clinic.verifying_key().to_jwk()]},
+             "grant_types": [CIBA], "backchannel_token_delivery_mode": "poll",
+             "scope": "openid fhirUser patient/Observation.rs"},
+            {"client_id": "backend", "profile": "smart-backend",
+             "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+             "jwks": {"keys": [other.verifying_key().to_jwk()]}, "scope": "system/Observation.rs"},
+        ],
+        "users": [{"username": "jane", "password_hash": hash, "subject": "patient-user-1",
+            "display_name": "Jane Doe"}],
+    });
+    let s = TestServer::start(&toml::to_string(&doc).unwrap()).await;
+    let mk = |id, key| Clinic {
+        id,
+        key,
+        n: Default::default(),
+    };
+    (s, mk("clinic", clinic), mk("backend", other))
+}
+
+/// Sign in at the approval page; the session cookie.
+async fn sign_in(s: &TestServer) -> String {
+    let page = s.get("/ciba").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("action=\"/ciba/login\""));
+    let pre = cookie_pair(page.header("set-cookie").unwrap(), "__Host-hg_pre").unwrap();
+    let csrf = hidden_input(&page.text(), "csrf").unwrap();
+    let creds = |pw: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("username", "jane".to_owned()),
+            ("password", pw.to_owned()),
+        ]
+    };
+    let form = |c: &[(&'static str, String); 3]| -> Vec<(&'static str, String)> { c.to_vec() };
+    let send = |fields: Vec<(&'static str, String)>, cookie: Option<String>| async move {
+        let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match cookie {
+            Some(c) => {
+                s.form_with("/ciba/login", &f, &[("cookie", &c)], None)
+                    .await
+            }
+            None => s.form("/ciba/login", &f, None).await,
+        }
+    };
+    // A wrong password: the form again, one fixed message, no session.
+    let bad = send(form(&creds("wrong")), Some(pre.clone())).await;
+    assert_eq!(bad.status, 401);
+    assert!(bad.text().contains("Wrong username or password"));
+    assert!(!bad
+        .header("set-cookie")
+        .unwrap_or("")
+        .contains("__Host-hg_session"));
+    // Without the pre-login cookie the form is forged: refused.
+    let forged = send(form(&creds("correct horse battery")), None).await;
+    assert_eq!(forged.status, 403);
+    let ok = send(form(&creds("correct horse battery")), Some(pre)).await;
+    assert_eq!(ok.status, 303, "{}", ok.text());
+    assert_eq!(ok.header("location"), Some("/ciba"));
+    cookie_pair(ok.header("set-cookie").unwrap(), "__Host-hg_session").unwrap()
+}
+
+/// The approval form of the request showing `message`: (request, csrf, binding).
+fn form_for(html: &str, message: &str) -> (String, String, String) {
+    let section = html
+        .split("<section class=\"ciba-request\">")
+        .find(|s| s.contains(message))
+        .unwrap_or_else(|| panic!("no request showing {message}"));
+    (
+        hidden_input(section, "request").unwrap(),
+        hidden_input(section, "csrf").unwrap(),
+        hidden_input(section, "binding").unwrap(),
+    )
+}
+
+async fn decide(
+    s: &TestServer,
+    session: &str,
+    (request, csrf, binding): &(String, String, String),
+    decision: &str,
+) -> u16 {
+    s.form_with(
+        "/ciba/decide",
+        &[
+            ("request", request),
+            ("csrf", csrf),
+            ("binding", binding),
+            ("decision", decision),
+        ],
+        &[("cookie", session)],
+        None,
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_publishes_the_backchannel_endpoint_and_modes() {
+    let (s, _, _) = server().await;
+    let d = s.get("/.well-known/openid-configuration").await.json();
+    assert_eq!(
+        d["backchannel_authentication_endpoint"],
+        format!("{}/bc-authorize", s.issuer)
+    );
+    assert_eq!(
+        d["backchannel_token_delivery_modes_supported"],
+        json!(["poll", "ping", "push"])
+    );
+    assert_eq!(d["backchannel_user_code_parameter_supported"], false);
+    assert!(d["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(CIBA)));
+    let algs = d["backchannel_authentication_request_signing_alg_values_supported"]
+        .as_array()
+        .unwrap();
+    assert!(!algs.is_empty());
+    assert!(algs
+        .iter()
+        .all(|a| a != "none" && !a.as_str().unwrap().starts_with("HS")));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backchannel_requests_are_refused_with_the_ciba_error_codes() {
+    let (s, clinic, backend) = server().await;
+    let ok = [("scope", "openid"), ("login_hint", "jane")];
+    // B10: an unknown user.
+    let (st, e) = clinic
+        .start(&s, &[("scope", "openid"), ("login_hint", "nobody")])
+        .await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("unknown_user_id")));
+    // B9: two hints, no hint.
+    let (st, e) = clinic
+        .start(
+            &s,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+                ("login_hint_token", "x"),
+            ],
+        )
+        .await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_request")));
+    let (st, e) = clinic.start(&s, &[("scope", "openid")]).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_request")));
+    // SPECS b.6 item 3: scope must hold openid.
+    let (st, e) = clinic
+        .start(
+            &s,
+            &[("scope", "patient/Observation.rs"), ("login_hint", "jane")],
+        )
+        .await;
+    assert_eq!(st, 400);
+    assert!(
+        matches!(
+            e["error"].as_str(),
+            Some("invalid_scope" | "invalid_request")
+        ),
+        "{e}"
+    );
+    // B8: markup and over-long binding messages.
+    for m in ["<b>hi</b>", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "\u{202e}evil"] {
+        let mut f = ok.to_vec();
+        f.push(("binding_message", m));
+        let (st, e) = clinic.start(&s, &f).await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (400, Some("invalid_binding_message")),
+            "{m}"
+        );
+    }
+    // B18: a client without the CIBA grant.
+    let (st, e) = backend.start(&s, &ok).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    // No client authentication: 401 invalid_client.
+    let r = s
+        .form(
+            "/bc-authorize",
+            &[
+                ("client_id", "clinic"),
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "invalid_client");
+    // B1: a guessed auth_req_id; B2: another client's.
+    let (st, e) = clinic.poll(&s, "guessed-0123456789").await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")));
+    let (_, started) = clinic.start(&s, &ok).await;
+    let id = started["auth_req_id"].as_str().unwrap();
+    let (st, e) = backend.poll(&s, id).await;
+    assert_eq!(st, 400);
+    assert!(
+        matches!(
+            e["error"].as_str(),
+            Some("invalid_grant" | "unauthorized_client")
+        ),
+        "{e}"
+    );
+    // ... and the owner's request is unaffected.
+    let (st, e) = clinic.poll(&s, id).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (400, Some("authorization_pending"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
+    let (s, clinic, _) = server().await;
+    let start = |m: &'static str| {
+        let clinic = &clinic;
+        let s = &s;
+        async move {
+            let (st, r) = clinic
+                .start(
+                    s,
+                    &[
+                        ("scope", "openid fhirUser"),
+                        ("login_hint", "jane"),
+                        ("binding_message", m),
+                    ],
+                )
+                .await;
+            assert_eq!(st, 200, "{r}");
+            // SPECS b.6 item 6: id, expiry, interval; the id long and random (B1).
+            assert!(r["auth_req_id"].as_str().unwrap().len() >= 27);
+            assert!(r["expires_in"].as_u64().unwrap() > 0);
+            assert_eq!(r["interval"], 5);
+            r["auth_req_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let a = start("ALPHA-1").await;
+    let b = start("BRAVO-2").await;
+    let c = start("CHARLIE-3").await;
+
+    // Polled once: pending. Polled again at once: slow_down (B3).
+    for id in [&a, &b, &c] {
+        let (st, e) = clinic.poll(&s, id).await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (400, Some("authorization_pending"))
+        );
+    }
+    let (st, e) = clinic.poll(&s, &c).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("slow_down")));
+
+    // The patient signs in on their own device and sees the three requests, each with
+    // its binding message and the client's name.
+    let session = sign_in(&s).await;
+    let page = s
+        .send("GET", "/ciba", &[("cookie", &session)], Vec::new(), None)
+        .await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    for m in ["ALPHA-1", "BRAVO-2", "CHARLIE-3", "Riverside Clinic"] {
+        assert!(html.contains(m), "{m}");
+    }
+    let fa = form_for(&html, "ALPHA-1");
+    let fb = form_for(&html, "BRAVO-2");
+    // A decision naming a binding message other than the one shown is refused (B7/B8).
+    let wrong = (fa.0.clone(), fa.1.clone(), fb.2.clone());
+    assert_eq!(decide(&s, &session, &wrong, "approve").await, 400);
+    // A decision with another request's CSRF token is refused.
+    let crossed = (fa.0.clone(), fb.1.clone(), fa.2.clone());
+    assert_eq!(decide(&s, &session, &crossed, "approve").await, 403);
+    // Without the session: the sign-in form, nothing decided.
+    let anon = s
+        .form(
+            "/ciba/decide",
+            &[
+                ("request", &fa.0),
+                ("csrf", &fa.1),
+                ("binding", &fa.2),
+                ("decision", "approve"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(anon.status, 401);
+    assert_eq!(decide(&s, &session, &fa, "approve").await, 200);
+    // The first decision wins; a second is refused (B7).
+    assert_eq!(decide(&s, &session, &fa, "deny").await, 409);
+    assert_eq!(decide(&s, &session, &fb, "deny").await, 200);
+    let left = s
+        .send("GET", "/ciba", &[("cookie", &session)], Vec::new(), None)
+        .await
+        .text();
+    assert!(!left.contains("ALPHA-1") && !left.contains("BRAVO-2"));
+    assert!(left.contains("CHARLIE-3"));
+
+    // Polling sooner than the interval is slow_down even once decided; after the
+    // interval, the tokens (approved) and access_denied (denied, B6).
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let (st, t) = clinic.poll(&s, &a).await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(t["token_type"], "Bearer");
+    let id_token = t["id_token"].as_str().unwrap();
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&heartgate_core::jose::b64::decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["aud"], "clinic");
+    // CIBA §10.3.1: the ID token names the request it answers.
+    assert_eq!(
+        claims["urn:openid:params:jwt:claim:auth_req_id"],
+        a.as_str()
+    );
+    let (st, e) = clinic.poll(&s, &b).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("access_denied")));
+    // B5: the auth_req_id was redeemed: a second redemption is invalid_grant.
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let (st, e) = clinic.poll(&s, &a).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")));
+    s.stop().await;
+}
