@@ -302,6 +302,43 @@ struct Post<'a> {
     body: &'a str,
 }
 
+/// How a CIBA notification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A 2xx answer, at this attempt (1-based).
+    Delivered(u32),
+    /// 401 or 403: the client refused the bearer token; not retried (THREATS B15).
+    Refused,
+    /// Every attempt failed (errors, timeouts, 3xx — never followed —, other statuses).
+    GaveUp,
+}
+
+/// POST a CIBA notification (CIBA Core §10.2/§10.3) under the policy, `attempts` times
+/// at most, waiting `backoff`, then twice that, between attempts.
+pub async fn deliver_notification(
+    out: &OutboundClient,
+    endpoint: &str,
+    bearer: &str,
+    body: &str,
+    attempts: u32,
+    backoff: Duration,
+) -> Delivery {
+    let mut delay = backoff;
+    for attempt in 1..=attempts {
+        match out.post_json(endpoint, bearer, body).await {
+            Ok(s) if (200..300).contains(&s) => return Delivery::Delivered(attempt),
+            Ok(401 | 403) => return Delivery::Refused,
+            Ok(status) => tracing::info!(attempt, status, "CIBA notification not accepted"),
+            Err(e) => tracing::info!(attempt, error = %e, "CIBA notification failed"),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(delay).await;
+            delay = delay.saturating_mul(2);
+        }
+    }
+    Delivery::GaveUp
+}
+
 struct Cached {
     keys: Arc<JwkSet>,
     fetched: Instant,
@@ -442,5 +479,151 @@ mod tests {
             c.get(&localhost).await.unwrap_err(),
             OutboundError::Forbidden
         );
+    }
+
+    /// An https receiver on 127.0.0.1 answering the statuses of `script` in turn (the
+    /// last one after that), recording each request's Authorization header and body.
+    /// Returns its port and the PEM of the CA that issued its certificate.
+    async fn receiver(
+        script: Vec<(u16, Option<&'static str>)>,
+        seen: Arc<parking_lot::Mutex<Vec<(String, String)>>>,
+    ) -> (u16, tempfile::TempDir) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, &ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(script);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, seen, script) = (acceptor.clone(), seen.clone(), script.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (seen, script) = (seen.clone(), script.clone());
+                            async move {
+                                let auth = req
+                                    .headers()
+                                    .get(hyper::header::AUTHORIZATION)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let n = {
+                                    let mut s = seen.lock();
+                                    s.push((auth, String::from_utf8_lossy(&body).into_owned()));
+                                    s.len()
+                                };
+                                let (status, location) = script[(n - 1).min(script.len() - 1)];
+                                let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                                if let Some(l) = location {
+                                    resp.headers_mut()
+                                        .insert(hyper::header::LOCATION, l.parse().unwrap());
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (port, dir)
+    }
+
+    fn client_for(dir: &tempfile::TempDir) -> OutboundClient {
+        OutboundClient::new(OutboundPolicy {
+            allow_hosts: vec!["127.0.0.1".into()],
+            trust_anchors: vec![dir.path().join("ca.pem")],
+            timeout_ms: 2_000,
+            max_response_bytes: 4096,
+        })
+        .unwrap()
+    }
+
+    async fn run(script: Vec<(u16, Option<&'static str>)>) -> (Delivery, Vec<(String, String)>) {
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (port, dir) = receiver(script, seen.clone()).await;
+        let out = client_for(&dir);
+        let d = deliver_notification(
+            &out,
+            &format!("https://127.0.0.1:{port}/cb"),
+            "notif-token-1",
+            r#"{"auth_req_id":"abc"}"#,
+            4,
+            Duration::from_millis(10),
+        )
+        .await;
+        let s = seen.lock().clone();
+        (d, s)
+    }
+
+    #[tokio::test]
+    async fn ciba_notification_is_posted_with_the_bearer_and_retried_until_accepted() {
+        let (d, seen) = run(vec![(503, None), (500, None), (204, None)]).await;
+        assert_eq!(d, Delivery::Delivered(3));
+        assert_eq!(seen.len(), 3);
+        for (auth, body) in &seen {
+            assert_eq!(auth, "Bearer notif-token-1", "CIBA §10.2");
+            assert_eq!(body, r#"{"auth_req_id":"abc"}"#);
+        }
+    }
+
+    #[tokio::test]
+    async fn b15_a_refusing_client_is_not_retried_and_redirects_are_not_followed() {
+        let (d, seen) = run(vec![(401, None)]).await;
+        assert_eq!((d, seen.len()), (Delivery::Refused, 1));
+        let (d, seen) = run(vec![(403, None)]).await;
+        assert_eq!((d, seen.len()), (Delivery::Refused, 1));
+        // A redirect is a failure, retried to the same endpoint, never followed.
+        let (d, seen) = run(vec![(302, Some("https://169.254.169.254/"))]).await;
+        assert_eq!((d, seen.len()), (Delivery::GaveUp, 4));
+    }
+
+    #[tokio::test]
+    async fn ciba_notification_to_a_private_address_is_never_sent() {
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (port, dir) = receiver(vec![(204, None)], seen.clone()).await;
+        let out = OutboundClient::new(OutboundPolicy {
+            trust_anchors: vec![dir.path().join("ca.pem")],
+            ..OutboundPolicy::default()
+        })
+        .unwrap();
+        let d = deliver_notification(
+            &out,
+            &format!("https://127.0.0.1:{port}/cb"),
+            "t",
+            "{}",
+            2,
+            Duration::from_millis(10),
+        )
+        .await;
+        assert_eq!(d, Delivery::GaveUp);
+        assert!(seen.lock().is_empty(), "B14: checked at send time");
     }
 }

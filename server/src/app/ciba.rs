@@ -15,7 +15,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::StatusCode;
 
 use super::{error_page, now, signed_in, App, Conn, Req, Users};
-use crate::outbound::OutboundClient;
+use crate::outbound::{deliver_notification, Delivery, OutboundClient};
 use crate::pages;
 use crate::session;
 use crate::wire::{self, Resp};
@@ -256,26 +256,23 @@ fn spawn_notification(
     now: UnixTime,
 ) {
     tokio::spawn(async move {
-        let mut delay = Duration::from_secs(1);
-        let mut reason = "notification_failed";
-        for attempt in 1..=NOTIFY_ATTEMPTS {
-            match out.post_json(&n.endpoint, n.bearer.expose(), &n.body).await {
-                Ok(s) if (200..300).contains(&s) => {
-                    tracing::info!(attempt, "CIBA notification delivered");
-                    return;
-                }
-                Ok(401 | 403) => {
-                    reason = "notification_refused";
-                    break;
-                }
-                Ok(status) => tracing::info!(attempt, status, "CIBA notification not accepted"),
-                Err(e) => tracing::info!(attempt, error = %e, "CIBA notification failed"),
+        let outcome = deliver_notification(
+            &out,
+            &n.endpoint,
+            n.bearer.expose(),
+            &n.body,
+            NOTIFY_ATTEMPTS,
+            Duration::from_secs(1),
+        )
+        .await;
+        let reason = match outcome {
+            Delivery::Delivered(attempt) => {
+                tracing::info!(attempt, "CIBA notification delivered");
+                return;
             }
-            if attempt < NOTIFY_ATTEMPTS {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
+            Delivery::Refused => "notification_refused",
+            Delivery::GaveUp => "notification_failed",
+        };
         tracing::warn!(reason, "CIBA notification given up");
         audit.record(AuditEvent::new(
             now,
