@@ -376,6 +376,28 @@ pub struct Resolved {
     pub clients: BTreeMap<String, ClientMetadata>,
 }
 
+/// `[outbound] allow_hosts`: hosts operator-configured clients may name as CIBA
+/// notification endpoints even when private or loopback (the outbound policy lets calls
+/// reach them too).
+fn allow_hosts(outbound: &toml::Table) -> Vec<String> {
+    outbound
+        .get("allow_hosts")
+        .and_then(toml::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Resolved {
+    /// The hosts static clients' CIBA notification endpoints may use although private.
+    pub fn notification_hosts(&self) -> Vec<String> {
+        allow_hosts(&self.config.outbound)
+    }
+}
+
 impl Config {
     /// Parse TOML text merged with `env`, without validating.
     pub fn parse(text: &str, env: &Env) -> Result<Config, ConfigError> {
@@ -458,7 +480,7 @@ impl Config {
             }
             let v = md
                 .clone()
-                .validate()
+                .validate_with(&allow_hosts(&self.outbound))
                 .map_err(|e| invalid("clients", format!("{}: {e}", md.client_id)))?;
             if clients
                 .insert(md.client_id.clone(), v.metadata().clone())

@@ -101,39 +101,10 @@ pub enum OutboundError {
     Policy(String),
 }
 
-/// Whether an address is one outbound calls must not reach (unless allow-listed).
+/// Whether an address is one outbound calls must not reach (unless allow-listed): core's
+/// list, the one CIBA notification endpoints are checked against at registration.
 pub fn forbidden_address(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
-                || o[0] >= 240 // reserved
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_address(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64 (reaches IPv4 anywhere)
-                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible (deprecated)
-        }
-    }
+    heartgate_core::client::forbidden_ip(ip)
 }
 
 /// An https client under an [`OutboundPolicy`].

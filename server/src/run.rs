@@ -164,8 +164,12 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
     let (users, demo_password) = users(cfg, &dir)?;
     let users: Arc<dyn Users> = Arc::new(users);
     let mut statics = HashMap::new();
+    let notification_hosts = cfg.notification_hosts();
     for (id, md) in &cfg.clients {
-        let v = md.clone().validate().map_err(|e| other("clients", e))?;
+        let v = md
+            .clone()
+            .validate_with(&notification_hosts)
+            .map_err(|e| other("clients", e))?;
         statics.insert(id.clone(), Arc::new(v));
     }
     let iat_hash = match &c.registration.initial_access_token_sha256 {

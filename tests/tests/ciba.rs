@@ -398,3 +398,181 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
     assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")));
     s.stop().await;
 }
+
+/// An https receiver for notifications: each request's Authorization header and JSON
+/// body arrive on the channel; it answers 204.
+async fn receiver(
+    ca: &heartgate_e2e::TestCa,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+    use http_body_util::BodyExt;
+    let (chain, key) = ca.issue_server();
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let _ = tx.send((auth, serde_json::from_slice(&body).unwrap()));
+                            let mut resp = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            ));
+                            *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_and_push_clients_are_notified_at_their_endpoint() {
+    let ca = heartgate_e2e::TestCa::new();
+    let (port, mut rx) = receiver(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("partner-ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let keys = [
+        SigningKey::generate(Algorithm::ES256).unwrap(),
+        SigningKey::generate(Algorithm::ES256).unwrap(),
+    ];
+    let hash = heartgate_server::users::hash_password("correct horse battery").unwrap();
+    let endpoint = format!("https://127.0.0.1:{port}/ciba-callback");
+    let client = |id: &str, mode: &str, key: &SigningKey| {
+        json!({"client_id": id, "profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.verifying_key().to_jwk()]}, "grant_types": [CIBA],
+            "backchannel_token_delivery_mode": mode,
+            "backchannel_client_notification_endpoint": endpoint, "scope": "openid"})
+    };
+    let doc = json!({
+        "clients": [client("pinger", "ping", &keys[0]), client("pusher", "push", &keys[1])],
+        "users": [{"username": "jane", "password_hash": hash, "subject": "patient-user-1"}],
+    });
+    // The partner's host is private (loopback here): the operator allows it (B14).
+    let s = TestServer::start(&format!(
+        "{}[outbound]\nallow_hosts = [\"127.0.0.1\"]\ntrust_anchors = [{:?}]\n",
+        toml::to_string(&doc).unwrap(),
+        ca_path.display().to_string()
+    ))
+    .await;
+    let [k0, k1] = keys;
+    let pinger = Clinic {
+        id: "pinger",
+        key: k0,
+        n: Default::default(),
+    };
+    let pusher = Clinic {
+        id: "pusher",
+        key: k1,
+        n: Default::default(),
+    };
+    // B16 / CIBA §7.1: ping and push need a client_notification_token.
+    let (st, e) = pinger
+        .start(&s, &[("scope", "openid"), ("login_hint", "jane")])
+        .await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_request")));
+    let long = "a".repeat(1025);
+    let (st, _) = pinger
+        .start(
+            &s,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+                ("client_notification_token", &long),
+            ],
+        )
+        .await;
+    assert_eq!(st, 400);
+
+    let mut ids = Vec::new();
+    for (c, token, msg) in [
+        (&pinger, "ping-bearer-0123456789", "PING-1"),
+        (&pusher, "push-bearer-0123456789", "PUSH-2"),
+    ] {
+        let (st, r) = c
+            .start(
+                &s,
+                &[
+                    ("scope", "openid"),
+                    ("login_hint", "jane"),
+                    ("binding_message", msg),
+                    ("client_notification_token", token),
+                ],
+            )
+            .await;
+        assert_eq!(st, 200, "{r}");
+        ids.push(r["auth_req_id"].as_str().unwrap().to_owned());
+    }
+    // A push client never polls.
+    let (st, e) = pusher.poll(&s, &ids[1]).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+
+    let session = sign_in(&s).await;
+    let html = s
+        .send("GET", "/ciba", &[("cookie", &session)], Vec::new(), None)
+        .await
+        .text();
+    let wait = std::time::Duration::from_secs(10);
+    // Ping: {"auth_req_id"} with the client's bearer token; then the client fetches.
+    assert_eq!(
+        decide(&s, &session, &form_for(&html, "PING-1"), "approve").await,
+        200
+    );
+    let (auth, body) = tokio::time::timeout(wait, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(auth, "Bearer ping-bearer-0123456789");
+    assert_eq!(body, json!({"auth_req_id": ids[0]}));
+    let (st, t) = pinger.poll(&s, &ids[0]).await;
+    assert_eq!(st, 200, "{t}");
+    assert!(t["id_token"].is_string());
+    // Push: the token response itself, with the auth_req_id (CIBA §10.3.1).
+    assert_eq!(
+        decide(&s, &session, &form_for(&html, "PUSH-2"), "approve").await,
+        200
+    );
+    let (auth, body) = tokio::time::timeout(wait, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(auth, "Bearer push-bearer-0123456789");
+    assert_eq!(body["auth_req_id"], ids[1].as_str());
+    assert!(body["access_token"].is_string() && body["id_token"].is_string());
+    // The pushed tokens exist once: the id cannot be redeemed again (B5).
+    let (st, _) = pusher.poll(&s, &ids[1]).await;
+    assert_eq!(st, 400);
+    s.stop().await;
+}

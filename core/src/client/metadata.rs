@@ -307,9 +307,26 @@ pub(crate) fn notification_endpoint(u: &str) -> bool {
     }
 }
 
-/// Addresses a notification must never be sent to. The same list as the server's
-/// outbound guard (`server/src/outbound.rs`), which core cannot depend on.
-fn forbidden_ip(ip: std::net::IpAddr) -> bool {
+/// An https endpoint with no userinfo whose host is one the operator allowed.
+fn operator_allowed(u: &str, hosts: &[String]) -> bool {
+    if hosts.is_empty() || u.len() > MAX_NOTIFICATION_ENDPOINT_LEN || !https_url(u) {
+        return false;
+    }
+    url::Url::parse(u).is_ok_and(|p| {
+        p.username().is_empty()
+            && p.password().is_none()
+            && p.host_str().is_some_and(|h| {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                hosts.iter().any(|a| a.eq_ignore_ascii_case(h))
+            })
+    })
+}
+
+/// Whether an address is one that notifications and other outbound calls must never
+/// reach unless the operator allowed the host: loopback, private, link-local (cloud
+/// metadata at 169.254.169.254), unique-local, CGNAT, NAT64, multicast, unspecified,
+/// documentation and reserved ranges, and IPv4 inside IPv6 forms of those (D2, B14).
+pub fn forbidden_ip(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
         IpAddr::V4(v4) => {
@@ -354,6 +371,17 @@ impl ClientMetadata {
 
     /// Check the metadata against its profile.
     pub fn validate(self) -> Result<ValidatedClient, MetadataError> {
+        self.validate_with(&[])
+    }
+
+    /// [`ClientMetadata::validate`] for a client the operator configured: its CIBA
+    /// notification endpoint may be on one of `notification_hosts` even when that host is
+    /// loopback or private (an on-premises partner; the server's outbound allow-list).
+    /// Dynamic registration never gets this exception (THREATS B14).
+    pub fn validate_with(
+        self,
+        notification_hosts: &[String],
+    ) -> Result<ValidatedClient, MetadataError> {
         use MetadataError::InvalidClientMetadata as Bad;
         let profile = self.profile;
         let policy = profile.policy();
@@ -573,7 +601,7 @@ impl ClientMetadata {
             }
         }
         if let Some(u) = &self.backchannel_client_notification_endpoint {
-            if !notification_endpoint(u) {
+            if !notification_endpoint(u) && !operator_allowed(u, notification_hosts) {
                 return Err(Bad("backchannel_client_notification_endpoint"));
             }
         }
@@ -886,6 +914,33 @@ mod tests {
             json!(["authorization_code", "client_credentials"]),
         ));
         bad(with(native, "grant_types", json!(["client_credentials"])));
+    }
+
+    #[test]
+    fn b14_only_the_operator_allows_a_private_notification_host() {
+        let md = |endpoint: &str| {
+            let v = json!({"profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": jwks(Algorithm::ES256), "grant_types": ["urn:openid:params:grant-type:ciba"],
+                "backchannel_token_delivery_mode": "ping",
+                "backchannel_client_notification_endpoint": endpoint});
+            ClientMetadata::from_json(v.to_string().as_bytes()).unwrap()
+        };
+        let local = "https://127.0.0.1:8444/cb";
+        let allowed = ["127.0.0.1".to_owned()];
+        // Dynamic registration and every other caller: refused.
+        assert!(md(local).validate().is_err());
+        assert!(md(local).validate_with(&["10.0.0.1".to_owned()]).is_err());
+        // A static client with the host on the operator's allow-list: accepted.
+        assert!(md(local).validate_with(&allowed).is_ok());
+        // Still https only, no userinfo.
+        assert!(md("http://127.0.0.1:8444/cb")
+            .validate_with(&allowed)
+            .is_err());
+        assert!(md("https://u:p@127.0.0.1:8444/cb")
+            .validate_with(&allowed)
+            .is_err());
+        // A public host never needs the list.
+        assert!(md("https://clinic.example/cb").validate().is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub use auth::{
 
 pub(crate) use metadata::https_url;
 pub use metadata::{
-    AuthMethod, ClientMetadata, DeliveryMode, GrantType, MetadataError, SubjectType,
+    forbidden_ip, AuthMethod, ClientMetadata, DeliveryMode, GrantType, MetadataError, SubjectType,
     ValidatedClient,
 };
 pub use registration::{
