@@ -879,22 +879,12 @@ fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
         conn.remote.ip(),
         now.secs(),
     ) {
-        Ok(user) => {
-            let cookie = app.sessions.issue(&user.subject, now.secs());
-            let mut resp = wire::see_other(&interaction_url("/consent", cid, ru));
-            let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
-                session::SESSION_COOKIE,
-                &cookie,
-                session::SESSION_LIFETIME,
-            )) {
-                h.append(header::SET_COOKIE, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&session::set_cookie(session::PRE_COOKIE, "", 0)) {
-                h.append(header::SET_COOKIE, v);
-            }
-            resp
-        }
+        Ok(user) => signed_in_redirect(
+            app,
+            &user.subject,
+            now,
+            &interaction_url("/consent", cid, ru),
+        ),
         Err(failure) => {
             let message = login_message(failure);
             let csrf = app.sessions.csrf("login", ix, pre);
@@ -904,6 +894,23 @@ fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
             )
         }
     }
+}
+
+/// A successful sign-in: the session cookie, the pre-login cookie cleared, and a 303 to
+/// `location`.
+fn signed_in_redirect(app: &App, subject: &str, now: UnixTime, location: &str) -> Resp {
+    let cookie = app.sessions.issue(subject, now.secs());
+    let mut resp = wire::see_other(location);
+    let h = resp.headers_mut();
+    for c in [
+        session::set_cookie(session::SESSION_COOKIE, &cookie, session::SESSION_LIFETIME),
+        session::set_cookie(session::PRE_COOKIE, "", 0),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    resp
 }
 
 /// What a login form says after a failure (one fixed message per case: no enumeration).

@@ -119,16 +119,29 @@ fn hidden(name: &str, value: &str) -> String {
 
 /// The login form. `error` is shown as is (a fixed message, never echoing input).
 pub fn login(client_name: &str, interaction: &str, csrf: &str, error: Option<&str>) -> String {
+    login_form(
+        "/login",
+        &format!(
+            "<p><strong>{}</strong> asks you to sign in.</p>",
+            escape(client_name)
+        ),
+        &[("interaction", interaction), ("csrf", csrf)],
+        error,
+    )
+}
+
+/// A sign-in form posting to `action`: `intro` (HTML, already escaped), hidden fields,
+/// and the failure message if any.
+fn login_form(action: &str, intro: &str, fields: &[(&str, &str)], error: Option<&str>) -> String {
     let err = error
         .map(|e| format!("<p class=\"err\" role=\"alert\">{}</p>", escape(e)))
         .unwrap_or_default();
+    let hidden_fields: String = fields.iter().map(|(k, v)| hidden(k, v)).collect();
     page(
         "Sign in — heartgate",
         &format!(
-            "<h1>Sign in</h1><p><strong>{}</strong> asks you to sign in.</p>{err}<form method=\"post\" action=\"/login\">{}{}<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required><label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required><button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
-            escape(client_name),
-            hidden("interaction", interaction),
-            hidden("csrf", csrf),
+            "<h1>Sign in</h1>{intro}{err}<form method=\"post\" action=\"{}\">{hidden_fields}<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required><label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required><button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+            escape(action),
         ),
     )
 }
@@ -214,15 +227,11 @@ pub struct CibaItem {
 
 /// The CIBA sign-in form (the user signs in to review requests made for them).
 pub fn ciba_login(csrf: &str, error: Option<&str>) -> String {
-    let err = error
-        .map(|e| format!("<p class=\"err\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    page(
-        "Sign in — heartgate",
-        &format!(
-            "<h1>Sign in</h1><p>Sign in to review the sign-in requests made for you.</p>{err}<form method=\"post\" action=\"/ciba/login\">{}<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required><label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required><button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
-            hidden("csrf", csrf),
-        ),
+    login_form(
+        "/ciba/login",
+        "<p>Sign in to review the sign-in requests made for you.</p>",
+        &[("csrf", csrf)],
+        error,
     )
 }
 

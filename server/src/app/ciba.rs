@@ -160,20 +160,7 @@ pub(super) fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
         conn.remote.ip(),
         now.secs(),
     ) {
-        Ok(user) => {
-            let cookie = app.sessions.issue(&user.subject, now.secs());
-            let mut resp = wire::see_other("/ciba");
-            let h = resp.headers_mut();
-            for c in [
-                session::set_cookie(session::SESSION_COOKIE, &cookie, session::SESSION_LIFETIME),
-                session::set_cookie(session::PRE_COOKIE, "", 0),
-            ] {
-                if let Ok(v) = HeaderValue::from_str(&c) {
-                    h.append(header::SET_COOKIE, v);
-                }
-            }
-            resp
-        }
+        Ok(user) => super::signed_in_redirect(app, &user.subject, now, "/ciba"),
         Err(failure) => login_form(
             app,
             Some(super::login_message(failure)),
