@@ -92,6 +92,7 @@ pub trait Users: Send + Sync {
 }
 
 mod ciba;
+pub use ciba::PairingLimiter;
 
 /// Where a request came from: one per connection, shared by its requests.
 #[derive(Debug)]
@@ -252,6 +253,8 @@ pub struct App {
     pub jwks: Arc<crate::outbound::JwksCache>,
     /// Outbound calls other than key fetching (CIBA notifications), under the same policy.
     pub outbound: Arc<crate::outbound::OutboundClient>,
+    /// Failed CIBA device pairing attempts by address.
+    pub pairing: ciba::PairingLimiter,
     /// Metrics.
     pub metrics: Metrics,
     /// Discovery document, built once.
@@ -294,7 +297,8 @@ fn endpoint_label(path: &str) -> &'static str {
         "/consent" => "consent",
         "/token" => "token",
         "/bc-authorize" => "bc-authorize",
-        "/ciba" | "/ciba/login" | "/ciba/decide" => "ciba",
+        p if p == "/ciba" || p.starts_with("/ciba/") => "ciba",
+        p if p.starts_with("/device/") => "device",
         "/introspect" => "introspect",
         "/revoke" => "revoke",
         "/userinfo" => "userinfo",
@@ -496,6 +500,12 @@ async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
         "/ciba" if m == Method::GET => ciba::approval_page(app, &r),
         "/ciba/login" if m == Method::POST => ciba::login_submit(app, conn, &r),
         "/ciba/decide" if m == Method::POST => ciba::decide(app, &r),
+        "/ciba/devices" if m == Method::GET => ciba::devices_page(app, &r),
+        "/ciba/devices/pair" if m == Method::POST => ciba::devices_submit(app, &r, true),
+        "/ciba/devices/remove" if m == Method::POST => ciba::devices_submit(app, &r, false),
+        "/device/pair" if m == Method::POST => ciba::device_pair(app, conn, &r),
+        "/device/requests" if m == Method::GET => ciba::device_requests(app, &r),
+        "/device/decision" if m == Method::POST => ciba::device_decision(app, &r),
         "/introspect" if m == Method::POST => introspect(app, conn, &r),
         "/revoke" if m == Method::POST => revoke(app, conn, &r),
         "/register" if m == Method::POST => register(app, &r),

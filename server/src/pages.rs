@@ -290,6 +290,71 @@ pub fn ciba_done(approved: bool) -> String {
     )
 }
 
+/// One paired device on the devices page.
+#[derive(Debug, Clone)]
+pub struct DeviceItem {
+    /// Its id.
+    pub device_id: String,
+    /// The name given at pairing.
+    pub name: String,
+    /// When it was paired (Unix seconds).
+    pub created_at: i64,
+    /// CSRF token of its remove form.
+    pub csrf: String,
+}
+
+/// The user's paired devices, with a form to pair another and one to remove each.
+pub fn devices(items: &[DeviceItem], pair_csrf: &str) -> String {
+    let mut list = String::new();
+    for d in items {
+        list.push_str(&format!(
+            "<li class=\"device\"><strong>{}</strong> <span class=\"note\">(paired at {} UTC)</span><form method=\"post\" action=\"/ciba/devices/remove\">{}{}<button type=\"submit\" class=\"deny\">Remove</button></form></li>",
+            escape(&d.name),
+            escape(&utc(d.created_at)),
+            hidden("device", &d.device_id),
+            hidden("csrf", &d.csrf),
+        ));
+    }
+    let list = if items.is_empty() {
+        "<p id=\"no-devices\">No device is paired yet.</p>".to_owned()
+    } else {
+        format!("<ul>{list}</ul>")
+    };
+    page(
+        "Your devices — heartgate",
+        &format!(
+            "<h1>Your devices</h1><p>A paired phone receives sign-in requests made for you and lets you approve them.</p>{list}<form method=\"post\" action=\"/ciba/devices/pair\">{}<button type=\"submit\" id=\"pair\">Pair a device</button></form>",
+            hidden("csrf", pair_csrf)
+        ),
+    )
+}
+
+/// A pairing code to enter in the app.
+pub fn pairing_code(code: &str) -> String {
+    page(
+        "Pair a device — heartgate",
+        &format!(
+            "<h1>Pair a device</h1><p>Enter this code in the app on your phone within 5 minutes. It works once.</p><p class=\"binding\" id=\"pairing-code\">{}</p><p><a href=\"/ciba/devices\">Back to your devices</a></p>",
+            escape(code)
+        ),
+    )
+}
+
+/// `YYYY-MM-DD HH:MM` of a Unix time (UTC).
+fn utc(t: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(t) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute()
+        ),
+        Err(_) => t.to_string(),
+    }
+}
+
 /// An error page (the request cannot go back to the client).
 pub fn error(message: &str) -> String {
     page(

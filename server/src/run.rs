@@ -222,6 +222,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         client_cas,
         jwks,
         outbound,
+        pairing: crate::app::PairingLimiter::default(),
         metrics: Metrics::default(),
         discovery: discovery(&cfg.issuer, &signing),
     };

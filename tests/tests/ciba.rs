@@ -576,3 +576,197 @@ async fn ping_and_push_clients_are_notified_at_their_endpoint() {
     assert_eq!(st, 400);
     s.stop().await;
 }
+
+/// A device's JWT (ES256, `kid` = `iss` = device id, `aud` = issuer, ≤ 120 s).
+fn device_jwt(key: &SigningKey, s: &TestServer, jti: &str, extra: Value) -> String {
+    let t = now();
+    let mut c = json!({"iss": key.kid(), "aud": s.issuer, "iat": t, "exp": t + 60, "jti": jti});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    sign_jwt(key, None, c.as_object().unwrap()).unwrap()
+}
+
+async fn device_call(s: &TestServer, method: &str, path: &str, jwt: &str) -> (u16, Value) {
+    let auth = format!("Bearer {jwt}");
+    let r = s
+        .send(method, path, &[("authorization", &auth)], Vec::new(), None)
+        .await;
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paired_phone_lists_and_approves_its_users_requests() {
+    let (s, clinic, _) = server().await;
+    let session = sign_in(&s).await;
+    let cookie = [("cookie", session.as_str())];
+    // The devices page: none yet, and a pairing form.
+    let page = s
+        .send("GET", "/ciba/devices", &cookie, Vec::new(), None)
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("no-devices"));
+    let csrf = hidden_input(&page.text(), "csrf").unwrap();
+    // A forged pairing form is refused.
+    let forged = s
+        .form_with("/ciba/devices/pair", &[("csrf", "x")], &cookie, None)
+        .await;
+    assert_eq!(forged.status, 403);
+    let shown = s
+        .form_with("/ciba/devices/pair", &[("csrf", &csrf)], &cookie, None)
+        .await;
+    assert_eq!(shown.status, 200);
+    let html = shown.text();
+    let start = html.find("id=\"pairing-code\">").unwrap() + "id=\"pairing-code\">".len();
+    let code = html[start..start + 8].to_owned();
+
+    // The phone completes pairing with the code, its public key and a name.
+    let phone = SigningKey::generate(Algorithm::ES256).unwrap();
+    let pair = |code: &str, jwk: Value| {
+        let body = json!({"code": code, "jwk": jwk, "name": "Jane's phone"}).to_string();
+        let s = &s;
+        async move {
+            s.send(
+                "POST",
+                "/device/pair",
+                &[("content-type", "application/json")],
+                body.into_bytes(),
+                None,
+            )
+            .await
+        }
+    };
+    // A private key is refused, and the code is not used up by the refusal.
+    let jwk = Value::Object(phone.verifying_key().to_jwk());
+    let mut private = jwk.clone();
+    private["d"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(pair(&code, private).await.status, 400);
+    let r = pair(&code, jwk.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let device_id = r.json()["device_id"].as_str().unwrap().to_owned();
+    // The code works once.
+    let again = pair(&code, jwk.clone()).await;
+    assert_eq!(
+        (again.status, again.json()["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let listed = s
+        .send("GET", "/ciba/devices", &cookie, Vec::new(), None)
+        .await
+        .text();
+    assert!(listed.contains("Jane&#x27;s phone") || listed.contains("Jane's phone"));
+
+    // A request for Jane reaches her phone.
+    let (st, started) = clinic
+        .start(
+            &s,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+                ("binding_message", "PHONE-7"),
+            ],
+        )
+        .await;
+    assert_eq!(st, 200);
+    let auth_req_id = started["auth_req_id"].as_str().unwrap().to_owned();
+    let phone = phone.with_kid(device_id.clone()).unwrap();
+    let list_jwt = device_jwt(&phone, &s, "list-1", json!({}));
+    let (st, list) = device_call(&s, "GET", "/device/requests", &list_jwt).await;
+    assert_eq!(st, 200, "{list}");
+    let req = &list["requests"][0];
+    assert_eq!(req["binding_message"], "PHONE-7");
+    assert_eq!(req["client_name"], "Riverside Clinic");
+    // The same JWT twice: refused (single-use jti); none, or another key's: refused.
+    let (st, _) = device_call(&s, "GET", "/device/requests", &list_jwt).await;
+    assert_eq!(st, 401);
+    let (st, _) = device_call(&s, "GET", "/device/requests", "").await;
+    assert_eq!(st, 401);
+    let stranger = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid(device_id.clone())
+        .unwrap();
+    let (st, _) = device_call(
+        &s,
+        "GET",
+        "/device/requests",
+        &device_jwt(&stranger, &s, "list-2", json!({})),
+    )
+    .await;
+    assert_eq!(st, 401);
+
+    // The decision covers the request and the hash of the message the phone showed.
+    let hash = heartgate_core::ciba::binding_message_hash("PHONE-7");
+    let wrong = device_jwt(
+        &phone,
+        &s,
+        "decide-0",
+        json!({"request_ref": req["request_ref"], "approve": true,
+            "binding_message_hash": heartgate_core::ciba::binding_message_hash("OTHER")}),
+    );
+    let (st, _) = device_call(&s, "POST", "/device/decision", &wrong).await;
+    assert_eq!(st, 400);
+    let ok = device_jwt(
+        &phone,
+        &s,
+        "decide-1",
+        json!({"request_ref": req["request_ref"], "approve": true,
+            "binding_message_hash": hash}),
+    );
+    let (st, d) = device_call(&s, "POST", "/device/decision", &ok).await;
+    assert_eq!((st, d["decision"].as_str()), (200, Some("approved")));
+    let (st, t) = clinic.poll(&s, &auth_req_id).await;
+    assert_eq!(st, 200, "{t}");
+
+    // Removed from the devices page: the phone's JWTs no longer authenticate.
+    let page = s
+        .send("GET", "/ciba/devices", &cookie, Vec::new(), None)
+        .await
+        .text();
+    let section = page.split("class=\"device\"").nth(1).unwrap();
+    let remove_csrf = hidden_input(section, "csrf").unwrap();
+    let r = s
+        .form_with(
+            "/ciba/devices/remove",
+            &[("device", &device_id), ("csrf", &remove_csrf)],
+            &cookie,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let (st, _) = device_call(
+        &s,
+        "GET",
+        "/device/requests",
+        &device_jwt(&phone, &s, "list-3", json!({})),
+    )
+    .await;
+    assert_eq!(st, 401);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pairing_guesses_are_throttled_per_address() {
+    let (s, _, _) = server().await;
+    let phone = SigningKey::generate(Algorithm::ES256).unwrap();
+    let jwk = Value::Object(phone.verifying_key().to_jwk());
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let body = json!({"code": format!("ZZZZZZ{:02}", i), "jwk": jwk, "name": "x"}).to_string();
+        let r = s
+            .send(
+                "POST",
+                "/device/pair",
+                &[("content-type", "application/json")],
+                body.into_bytes(),
+                None,
+            )
+            .await;
+        statuses.push(r.status);
+    }
+    assert!(statuses[..10].iter().all(|&st| st == 400), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|&st| st == 429), "{statuses:?}");
+    s.stop().await;
+}

@@ -217,8 +217,24 @@ pub(super) fn decide(app: &App, r: &Req) -> Resp {
             return error_page(status, message);
         }
     };
+    notify(app, &decided, &users, &dir, now);
+    wire::html(
+        StatusCode::OK,
+        pages::ciba_done(decision == Decision::Approve),
+    )
+}
+
+/// After a decision: the ping or push notification, if the client's mode has one, sent
+/// off the request path.
+fn notify(
+    app: &App,
+    decided: &ciba::Decided,
+    users: &LocalUsers<'_>,
+    dir: &super::Directory<'_>,
+    now: UnixTime,
+) {
     let grants = app.grants(now);
-    match decided.notification(&users, &dir, &grants) {
+    match decided.notification(users, dir, &grants) {
         Ok(Some(n)) => spawn_notification(app.outbound.clone(), app.audit.clone(), n, now),
         Ok(None) => {}
         Err(_) => {
@@ -227,10 +243,6 @@ pub(super) fn decide(app: &App, r: &Req) -> Resp {
             tracing::warn!("CIBA push notification could not be prepared");
         }
     }
-    wire::html(
-        StatusCode::OK,
-        pages::ciba_done(decision == Decision::Approve),
-    )
 }
 
 /// Send a notification off the request path, retried with backoff; never after a
@@ -268,4 +280,220 @@ fn spawn_notification(
             reason,
         ));
     });
+}
+
+/// Failed pairing attempts allowed per client address (IPv6 per /64) in
+/// [`PAIRING_WINDOW`]: the code is short enough to type, so guessing is throttled.
+pub(super) const PAIRING_FAILURES: u32 = 10;
+/// The pairing-attempt window, seconds.
+pub(super) const PAIRING_WINDOW: i64 = 900;
+
+/// Failed pairing attempts by address.
+#[derive(Debug, Default)]
+pub struct PairingLimiter(parking_lot::Mutex<std::collections::HashMap<[u8; 8], (u32, i64)>>);
+
+impl PairingLimiter {
+    fn key(ip: std::net::IpAddr) -> [u8; 8] {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mut k = [0u8; 8];
+                k[..4].copy_from_slice(&v4.octets());
+                k
+            }
+            std::net::IpAddr::V6(v6) => {
+                let mut k = [0u8; 8];
+                k.copy_from_slice(&v6.octets()[..8]);
+                k[0] |= 0x80; // never equal to an IPv4 key
+                k
+            }
+        }
+    }
+
+    /// Count an attempt before it is checked; `false` when the address is over the limit.
+    fn admit(&self, ip: std::net::IpAddr, now: i64) -> bool {
+        let mut m = self.0.lock();
+        if m.len() > 100_000 {
+            m.retain(|_, (_, start)| now - *start < PAIRING_WINDOW);
+        }
+        let e = m.entry(Self::key(ip)).or_insert((0, now));
+        if now - e.1 >= PAIRING_WINDOW {
+            *e = (0, now);
+        }
+        if e.0 >= PAIRING_FAILURES {
+            return false;
+        }
+        e.0 += 1;
+        true
+    }
+
+    /// A success takes its attempt back.
+    fn succeeded(&self, ip: std::net::IpAddr) {
+        if let Some(e) = self.0.lock().get_mut(&Self::key(ip)) {
+            e.0 = e.0.saturating_sub(1);
+        }
+    }
+}
+
+/// `GET /ciba/devices`: the signed-in user's paired devices, a button to pair another and
+/// one to remove each.
+pub(super) fn devices_page(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let Some((s, cookie)) = signed_in(app, r, now) else {
+        return login_form(app, None, StatusCode::OK);
+    };
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    let Ok(list) = ciba::device::list_devices(&ctx, &s.subject) else {
+        return wire::unavailable();
+    };
+    let items: Vec<pages::DeviceItem> = list
+        .into_iter()
+        .map(|d| pages::DeviceItem {
+            csrf: app.sessions.csrf("devices", &d.device_id, &cookie),
+            device_id: d.device_id,
+            name: d.name,
+            created_at: d.created_at,
+        })
+        .collect();
+    let pair_csrf = app.sessions.csrf("devices", "pair", &cookie);
+    wire::html(StatusCode::OK, pages::devices(&items, &pair_csrf))
+}
+
+/// `POST /ciba/devices/pair` and `/ciba/devices/remove`: the page's two forms.
+pub(super) fn devices_submit(app: &App, r: &Req, pair: bool) -> Resp {
+    let now = now();
+    let Some((s, cookie)) = signed_in(app, r, now) else {
+        return login_form(app, None, StatusCode::UNAUTHORIZED);
+    };
+    let Ok(f) = r.form() else {
+        return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
+    };
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let target = if pair { "pair" } else { get("device") };
+    if !app
+        .sessions
+        .check_csrf("devices", target, &cookie, get("csrf"))
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired or did not come from this site. Open the page again.",
+        );
+    }
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    if pair {
+        return match ciba::device::start_pairing(&ctx, &s.subject) {
+            Ok(code) => wire::html(StatusCode::OK, pages::pairing_code(code.expose())),
+            Err(_) => wire::unavailable(),
+        };
+    }
+    match ciba::device::remove_device(&ctx, &s.subject, target) {
+        Ok(()) => wire::see_other("/ciba/devices"),
+        Err(ciba::device::DeviceError::Unavailable) => wire::unavailable(),
+        Err(_) => error_page(StatusCode::NOT_FOUND, "No such device."),
+    }
+}
+
+/// `POST /device/pair` (JSON `{"code", "jwk", "name"}`): the device completes pairing
+/// with the code its user read on the devices page; `201 {"device_id"}`.
+pub(super) fn device_pair(app: &App, conn: &Conn, r: &Req) -> Resp {
+    let now = now();
+    let ip = conn.remote.ip();
+    if !app.pairing.admit(ip, now.secs()) {
+        return wire::error(heartgate_core::error::WireError::new(
+            429,
+            "slow_down",
+            "too many pairing attempts",
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pair {
+        code: String,
+        jwk: serde_json::Value,
+        name: String,
+    }
+    let Ok(p) = serde_json::from_slice::<Pair>(&r.body) else {
+        return wire::invalid_request("a JSON object with code, jwk and name");
+    };
+    let jwk = p.jwk.to_string();
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    match ciba::device::complete_pairing(&ctx, &p.code, jwk.as_bytes(), &p.name) {
+        Ok(device_id) => {
+            app.pairing.succeeded(ip);
+            wire::json(
+                StatusCode::CREATED,
+                &serde_json::json!({"device_id": device_id}),
+            )
+        }
+        Err(e) => wire::flow_error(&e),
+    }
+}
+
+/// The device JWT of a device API call: `Authorization: Bearer <jwt>`.
+fn device_jwt(r: &Req) -> Option<&str> {
+    r.bearer()
+}
+
+/// `GET /device/requests`: the requests the device's user may decide.
+pub(super) fn device_requests(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    let Some(jwt) = device_jwt(r) else {
+        return wire::flow_error(&ciba::device::DeviceError::InvalidToken("missing"));
+    };
+    let device = match ciba::device::authenticate_device(&ctx, jwt) {
+        Ok(d) => d,
+        Err(e) => return wire::flow_error(&e),
+    };
+    let pending = match ciba::pending_for_user(&ctx, device.user_id()) {
+        Ok(p) => p,
+        Err(e) => return wire::flow_error(&e),
+    };
+    let list: Vec<serde_json::Value> = pending
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "request_ref": p.request_ref.to_b64(),
+                "client_id": p.client_id,
+                "client_name": p.client_name,
+                "scope": p.scope,
+                "acr_values": p.acr_values,
+                "binding_message": p.binding_message,
+                "created_at": p.created_at,
+                "expires_at": p.expires_at,
+            })
+        })
+        .collect();
+    wire::json(StatusCode::OK, &serde_json::json!({"requests": list}))
+}
+
+/// `POST /device/decision` with `Authorization: Bearer <decision JWT>` (claims
+/// `request_ref`, `approve`, `binding_message_hash`).
+pub(super) fn device_decision(app: &App, r: &Req) -> Resp {
+    let now = now();
+    let users = LocalUsers(app.users.as_ref());
+    let dir = app.directory(now);
+    let ctx = app.ciba_context(&users, &dir, now);
+    let Some(jwt) = device_jwt(r) else {
+        return wire::flow_error(&ciba::device::DeviceError::InvalidToken("missing"));
+    };
+    match ciba::device::decide_with_device(&ctx, jwt) {
+        Ok(decided) => {
+            notify(app, &decided, &users, &dir, now);
+            let d = if decided.decision == Decision::Approve {
+                "approved"
+            } else {
+                "denied"
+            };
+            wire::json(StatusCode::OK, &serde_json::json!({"decision": d}))
+        }
+        Err(e) => wire::flow_error(&e),
+    }
 }
