@@ -85,6 +85,9 @@ pub struct AuditEvent {
     /// The token id concerned (`jti`), or a short prefix of a token hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ref: Option<String>,
+    /// The CIBA authentication device that acted (its server-assigned id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 impl AuditEvent {
@@ -101,7 +104,14 @@ impl AuditEvent {
             subject_ref: None,
             patient_ref: None,
             token_ref: None,
+            device_id: None,
         }
+    }
+
+    /// Set the device.
+    pub fn device(mut self, device_id: impl Into<String>) -> Self {
+        self.device_id = Some(device_id.into());
+        self
     }
 
     /// Set the client.

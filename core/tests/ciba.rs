@@ -1702,7 +1702,47 @@ fn device_decision_jwt_signed_by_the_device_key_approves() {
     );
     let d = decide_with_device(&f.ctx(), &decision).unwrap();
     assert_eq!(d.decision, Decision::Approve);
+    // The audit says which device decided.
+    let ev = f.audit.events();
+    let decided = ev
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::Ciba && e.reason == "approved")
+        .unwrap();
+    assert_eq!(decided.device_id.as_deref(), Some(device_id.as_str()));
     assert!(f.poll("poll", r.auth_req_id.expose()).is_ok());
+}
+
+#[test]
+fn expire_due_expires_every_undecided_request_once_and_notifies_push_clients() {
+    let f = fixture();
+    let p = alice(&[("client_notification_token", NOTIFY_TOKEN)]);
+    let push = f.start("push", &p).unwrap();
+    let poll = f.start("poll", &alice(&[])).unwrap();
+    let decided = f.start("poll", &alice(&[])).unwrap();
+    f.decide(&decided, "alice", Decision::Deny, Some("W4SCT"))
+        .unwrap();
+    assert!(expire_due(&f.ctx(), 1000).unwrap().is_empty(), "not yet");
+    f.advance(i64::from(DEFAULT_EXPIRY));
+    let sent = expire_due(&f.ctx(), 1000).unwrap();
+    assert_eq!(sent.len(), 1, "only the push client is told");
+    let body: Value = serde_json::from_str(&sent[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "expired_token", "auth_req_id": push.auth_req_id.expose()})
+    );
+    assert_eq!(f.record(&push).state, CibaState::Expired);
+    assert_eq!(f.record(&poll).state, CibaState::Expired);
+    assert_ne!(f.record(&decided).state, CibaState::Expired);
+    let expired = f
+        .audit
+        .events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Ciba && e.reason == "expired_token")
+        .count();
+    assert_eq!(expired, 2, "each expiry audited");
+    // Once only.
+    assert!(expire_due(&f.ctx(), 1000).unwrap().is_empty());
 }
 
 #[test]

@@ -92,7 +92,7 @@ pub trait Users: Send + Sync {
 }
 
 mod ciba;
-pub use ciba::PairingLimiter;
+pub use ciba::{spawn_sweeper as spawn_ciba_sweeper, PairingLimiter};
 
 /// Where a request came from: one per connection, shared by its requests.
 #[derive(Debug)]

@@ -315,6 +315,19 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
             r["auth_req_id"].as_str().unwrap().to_owned()
         }
     };
+    // B4 / B12: a request that asked for a 1-second life.
+    let (st, short) = clinic
+        .start(
+            &s,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+                ("requested_expiry", "1"),
+            ],
+        )
+        .await;
+    assert_eq!((st, short["expires_in"].as_u64()), (200, Some(1)), "{short}");
+    let short = short["auth_req_id"].as_str().unwrap().to_owned();
     let a = start("ALPHA-1").await;
     let b = start("BRAVO-2").await;
     let c = start("CHARLIE-3").await;
@@ -392,6 +405,8 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
     );
     let (st, e) = clinic.poll(&s, &b).await;
     assert_eq!((st, e["error"].as_str()), (400, Some("access_denied")));
+    let (st, e) = clinic.poll(&s, &short).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("expired_token")));
     // B5: the auth_req_id was redeemed: a second redemption is invalid_grant.
     tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
     let (st, e) = clinic.poll(&s, &a).await;
@@ -574,7 +589,35 @@ async fn ping_and_push_clients_are_notified_at_their_endpoint() {
     // The pushed tokens exist once: the id cannot be redeemed again (B5).
     let (st, _) = pusher.poll(&s, &ids[1]).await;
     assert_eq!(st, 400);
-    s.stop().await;
+    // A push request left undecided: at expiry the client is told (CIBA §10.3.1.2).
+    let (st, r) = pusher
+        .start(
+            &s,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+                ("requested_expiry", "1"),
+                ("client_notification_token", "push-bearer-0123456789"),
+            ],
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let (auth, body) = tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(auth, "Bearer push-bearer-0123456789");
+    assert_eq!(
+        body,
+        json!({"error": "expired_token", "auth_req_id": r["auth_req_id"]})
+    );
+    // Every step is in the audit log: requested, approved, notified, redeemed, expired.
+    let dir = s.stop().await.unwrap();
+    let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    for reason in ["\"started\"", "\"approved\"", "\"notified\"", "\"expired_token\""] {
+        assert!(log.contains(reason), "{reason}");
+    }
+    assert!(!log.contains("push-bearer-0123456789"), "no bearer token in the audit");
 }
 
 /// A device's JWT (ES256, `kid` = `iss` = device id, `aud` = issuer, ≤ 120 s).
@@ -717,6 +760,16 @@ async fn a_paired_phone_lists_and_approves_its_users_requests() {
     );
     let (st, d) = device_call(&s, "POST", "/device/decision", &ok).await;
     assert_eq!((st, d["decision"].as_str()), (200, Some("approved")));
+    // A second decision from the phone: the first one stands (B7).
+    let again = device_jwt(
+        &phone,
+        &s,
+        "decide-2",
+        json!({"request_ref": req["request_ref"], "approve": false,
+            "binding_message_hash": heartgate_core::ciba::binding_message_hash("PHONE-7")}),
+    );
+    let (st, _) = device_call(&s, "POST", "/device/decision", &again).await;
+    assert_eq!(st, 409);
     let (st, t) = clinic.poll(&s, &auth_req_id).await;
     assert_eq!(st, 200, "{t}");
 
@@ -744,7 +797,14 @@ async fn a_paired_phone_lists_and_approves_its_users_requests() {
     )
     .await;
     assert_eq!(st, 401);
-    s.stop().await;
+    // The audit says which device approved.
+    let dir = s.stop().await.unwrap();
+    let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let approved = log
+        .lines()
+        .find(|l| l.contains("\"approved\""))
+        .unwrap();
+    assert!(approved.contains(&format!("\"device_id\":\"{device_id}\"")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

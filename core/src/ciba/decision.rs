@@ -137,6 +137,18 @@ pub fn decide(
     decision: Decision,
     binding_message_hash: Option<&str>,
 ) -> Result<Decided, DecisionError> {
+    decide_by(ctx, request, user_id, decision, binding_message_hash, None)
+}
+
+/// [`decide`], recording which device acted (THREATS B7: the audit says by which device).
+pub(crate) fn decide_by(
+    ctx: &CibaContext<'_>,
+    request: &RequestRef,
+    user_id: &str,
+    decision: Decision,
+    binding_message_hash: Option<&str>,
+    device_id: Option<&str>,
+) -> Result<Decided, DecisionError> {
     let r = decide_inner(ctx, request, user_id, decision, binding_message_hash);
     let (outcome, reason) = match &r {
         Ok(d) if d.decision == Decision::Approve => (Outcome::Success, "approved"),
@@ -150,6 +162,9 @@ pub fn decide(
     }
     if let Some(s) = ctx.subject_ref(Some(user_id)) {
         e = e.subject_ref(s);
+    }
+    if let Some(d) = device_id {
+        e = e.device(d);
     }
     ctx.audit.record(e);
     r
@@ -304,6 +319,35 @@ pub fn poll_state(
         .get(Namespace::Ciba, &request.poll_key(), ctx.now)
         .map_err(|_| DecisionError::Unavailable)?
         .and_then(|b| PollState::from_bytes(&b)))
+}
+
+/// [`expire`] every undecided request past its expiry, at most `limit` records read:
+/// the server's sweeper, so that expiry is audited and push clients are told
+/// `expired_token` (CIBA §10.3.1.2). The notifications to send.
+pub fn expire_due(ctx: &CibaContext<'_>, limit: usize) -> Result<Vec<Notification>, DecisionError> {
+    let entries = ctx
+        .store
+        .scan_prefix(Namespace::Ciba, &[super::KEY_REQUEST], limit, ctx.now)
+        .map_err(|_| DecisionError::Unavailable)?;
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        let Some(Ok(hash)) = key.get(1..).map(<[u8; 32]>::try_from) else {
+            continue;
+        };
+        let Some(record) = CibaRecord::from_bytes(&value) else {
+            continue;
+        };
+        if record.state != CibaState::Pending
+            || ctx.now.secs() < record.expires_at
+            || record.issuer != ctx.config.issuer
+        {
+            continue;
+        }
+        if let Some(n) = expire(ctx, &RequestRef(hash))? {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// Mark an undecided request past its expiry as Expired, and return the `expired_token`

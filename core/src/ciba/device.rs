@@ -31,7 +31,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decide, sha256, CibaContext, Decided, Decision, DecisionError, RequestRef, UserStatus,
+    decide_by, sha256, CibaContext, Decided, Decision, DecisionError, RequestRef, UserStatus,
 };
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::clock::UnixTime;
@@ -589,5 +589,12 @@ pub fn decide_with_device(ctx: &CibaContext<'_>, jwt: &str) -> Result<Decided, D
     let hash = claims
         .string("binding_message_hash")
         .map_err(|_| Bad("binding_message_hash"))?;
-    Ok(decide(ctx, &request, device.user_id(), decision, hash)?)
+    Ok(decide_by(
+        ctx,
+        &request,
+        device.user_id(),
+        decision,
+        hash,
+        Some(device.device_id()),
+    )?)
 }

@@ -65,9 +65,10 @@ use crate::jose::{b64, KeyRing};
 use crate::oidc::PairwiseSubjects;
 use crate::store::{Namespace, Store};
 
+pub(crate) use decision::decide_by;
 pub use decision::{
-    decide, expire, lookup, pending_for_user, poll_state, Decided, Decision, DecisionError,
-    PendingRequest, MAX_PENDING_LISTED,
+    decide, expire, expire_due, lookup, pending_for_user, poll_state, Decided, Decision,
+    DecisionError, PendingRequest, MAX_PENDING_LISTED,
 };
 pub use notify::Notification;
 pub use poll::PollError;

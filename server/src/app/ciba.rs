@@ -235,7 +235,13 @@ fn notify(
 ) {
     let grants = app.grants(now);
     match decided.notification(users, dir, &grants) {
-        Ok(Some(n)) => spawn_notification(app.outbound.clone(), app.audit.clone(), n, now),
+        Ok(Some(n)) => spawn_notification(
+            app.outbound.clone(),
+            app.audit.clone(),
+            n,
+            Some(decided.client_id.clone()),
+            now,
+        ),
         Ok(None) => {}
         Err(_) => {
             // The tokens of a push could not be made (store down, client deleted): the
@@ -246,12 +252,14 @@ fn notify(
 }
 
 /// Send a notification off the request path, retried with backoff; never after a
-/// 401/403 (THREATS B15). A notification that keeps failing is logged (without its
-/// token or body) and audited; a ping client can still poll.
+/// 401/403 (THREATS B15). Delivery is audited (`notified`); a notification that keeps
+/// failing is logged (without its token or body) and audited; a ping client can still
+/// poll.
 fn spawn_notification(
     out: Arc<OutboundClient>,
     audit: Arc<dyn AuditSink>,
     n: Notification,
+    client_id: Option<String>,
     now: UnixTime,
 ) {
     tokio::spawn(async move {
@@ -264,21 +272,22 @@ fn spawn_notification(
             Duration::from_secs(1),
         )
         .await;
-        let reason = match outcome {
+        let (outcome, reason) = match outcome {
             Delivery::Delivered(attempt) => {
                 tracing::info!(attempt, "CIBA notification delivered");
-                return;
+                (Outcome::Success, "notified")
             }
-            Delivery::Refused => "notification_refused",
-            Delivery::GaveUp => "notification_failed",
+            Delivery::Refused => (Outcome::Failure, "notification_refused"),
+            Delivery::GaveUp => (Outcome::Failure, "notification_failed"),
         };
-        tracing::warn!(reason, "CIBA notification given up");
-        audit.record(AuditEvent::new(
-            now,
-            EventKind::Ciba,
-            Outcome::Failure,
-            reason,
-        ));
+        if outcome == Outcome::Failure {
+            tracing::warn!(reason, "CIBA notification given up");
+        }
+        let mut e = AuditEvent::new(now, EventKind::Ciba, outcome, reason);
+        if let Some(c) = client_id {
+            e = e.client(c);
+        }
+        audit.record(e);
     });
 }
 
@@ -496,4 +505,38 @@ pub(super) fn device_decision(app: &App, r: &Req) -> Resp {
         }
         Err(e) => wire::flow_error(&e),
     }
+}
+
+/// How often undecided requests past their expiry are marked expired (audited, and push
+/// clients told `expired_token`).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Request records read per sweep.
+const SWEEP_LIMIT: usize = 10_000;
+
+/// The expiry sweeper, for the life of the server.
+pub fn spawn_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let a = app.clone();
+            let swept = tokio::task::spawn_blocking(move || {
+                let now = now();
+                let users = LocalUsers(a.users.as_ref());
+                let dir = a.directory(now);
+                let ctx = a.ciba_context(&users, &dir, now);
+                ciba::expire_due(&ctx, SWEEP_LIMIT).map(|n| (n, now))
+            })
+            .await;
+            match swept {
+                Ok(Ok((notifications, now))) => {
+                    for n in notifications {
+                        spawn_notification(app.outbound.clone(), app.audit.clone(), n, None, now);
+                    }
+                }
+                Ok(Err(_)) => tracing::warn!("CIBA expiry sweep failed (store unavailable)"),
+                Err(_) => tracing::warn!("CIBA expiry sweep task failed"),
+            }
+        }
+    })
 }
