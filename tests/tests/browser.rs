@@ -101,6 +101,30 @@ async fn chromedriver() -> Driver {
     panic!("chromedriver did not start");
 }
 
+/// chromedriver and a headless Chromium session (accepting the development CA's
+/// certificates), with its profile directory.
+async fn browser() -> (Driver, fantoccini::Client, tempfile::TempDir) {
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert("acceptInsecureCerts".into(), json!(true));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": "/usr/bin/chromium", "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+            format!("--user-data-dir={}", profile.path().display())]}),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let c = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("WebDriver session");
+    (driver, c, profile)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_completes_par_login_consent_and_gets_a_verifiable_jarm_response() {
     let (cb, seen) = callback_server().await;
@@ -155,24 +179,7 @@ async fn chromium_completes_par_login_consent_and_gets_a_verifiable_jarm_respons
     assert_eq!(par.status, 201, "{}", par.text());
     let request_uri = par.json()["request_uri"].as_str().unwrap().to_owned();
 
-    let driver = chromedriver().await;
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert("acceptInsecureCerts".into(), json!(true));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": "/usr/bin/chromium", "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-            format!("--user-data-dir={}", profile.path().display())]}),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let c = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.1))
-        .await
-        .expect("WebDriver session");
+    let (driver, c, _profile) = browser().await;
 
     let q = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("client_id", "bedside")
@@ -266,6 +273,118 @@ async fn chromium_completes_par_login_consent_and_gets_a_verifiable_jarm_respons
         .await;
     assert_eq!(tok.status, 200, "{}", tok.text());
     assert_eq!(tok.json()["patient"], "Patient/123");
+    drop(driver);
+    s.stop().await;
+}
+
+/// CIBA's web approval page in a real browser: the patient signs in, sees the request
+/// with the clinic's name (escaped) and the binding message, approves; the clinic's poll
+/// then gets tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_approves_a_ciba_request_on_the_approval_page() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let hash = heartgate_server::users::hash_password("correct horse battery").unwrap();
+    let ciba = "urn:openid:params:grant-type:ciba";
+    let doc = json!({
+        "clients": [{"client_id": "clinic", "client_name": "Riverside <i>Clinic</i>",
+            "profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.verifying_key().to_jwk()]},
+            "grant_types": [ciba], "backchannel_token_delivery_mode": "poll"}],
+        "users": [{"username": "jane", "password_hash": hash, "subject": "patient-user-1",
+            "display_name": "Jane Doe"}],
+    });
+    let s = TestServer::start(&toml::to_string(&doc).unwrap()).await;
+    let aud = format!("{}/token", s.issuer);
+    let assertion = |n: u32| {
+        let t = now();
+        sign_jwt(
+            &key,
+            None,
+            json!({"iss": "clinic", "sub": "clinic", "aud": aud, "iat": t, "exp": t + 60,
+                "jti": format!("c-{t}-{n}")})
+            .as_object()
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let type_ = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let started = s
+        .form(
+            "/bc-authorize",
+            &[
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+                ("binding_message", "KX-4711"),
+                ("client_assertion_type", type_),
+                ("client_assertion", &assertion(1)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.text());
+    let auth_req_id = started.json()["auth_req_id"].as_str().unwrap().to_owned();
+
+    let (driver, c, _profile) = browser().await;
+    c.goto(&format!("{}/ciba", s.issuer)).await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("username"))
+        .await
+        .expect("sign-in form");
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("jane")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("button.approve"))
+        .await
+        .expect("the pending request");
+    let page = c.source().await.unwrap();
+    assert!(page.contains("KX-4711"), "the binding message is shown");
+    assert!(
+        page.contains("Riverside &lt;i&gt;Clinic&lt;/i&gt;"),
+        "escaped name: {page}"
+    );
+    c.find(Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("done"))
+        .await
+        .expect("decision recorded");
+    assert!(c.source().await.unwrap().contains("You approved"));
+    c.close().await.unwrap();
+
+    let tok = s
+        .form(
+            "/token",
+            &[
+                ("grant_type", ciba),
+                ("auth_req_id", &auth_req_id),
+                ("client_assertion_type", type_),
+                ("client_assertion", &assertion(2)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(tok.status, 200, "{}", tok.text());
+    assert!(tok.json()["id_token"].is_string());
     drop(driver);
     s.stop().await;
 }

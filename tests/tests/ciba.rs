@@ -326,7 +326,11 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
             ],
         )
         .await;
-    assert_eq!((st, short["expires_in"].as_u64()), (200, Some(1)), "{short}");
+    assert_eq!(
+        (st, short["expires_in"].as_u64()),
+        (200, Some(1)),
+        "{short}"
+    );
     let short = short["auth_req_id"].as_str().unwrap().to_owned();
     let a = start("ALPHA-1").await;
     let b = start("BRAVO-2").await;
@@ -614,10 +618,18 @@ async fn ping_and_push_clients_are_notified_at_their_endpoint() {
     // Every step is in the audit log: requested, approved, notified, redeemed, expired.
     let dir = s.stop().await.unwrap();
     let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
-    for reason in ["\"started\"", "\"approved\"", "\"notified\"", "\"expired_token\""] {
+    for reason in [
+        "\"started\"",
+        "\"approved\"",
+        "\"notified\"",
+        "\"expired_token\"",
+    ] {
         assert!(log.contains(reason), "{reason}");
     }
-    assert!(!log.contains("push-bearer-0123456789"), "no bearer token in the audit");
+    assert!(
+        !log.contains("push-bearer-0123456789"),
+        "no bearer token in the audit"
+    );
 }
 
 /// A device's JWT (ES256, `kid` = `iss` = device id, `aud` = issuer, ≤ 120 s).
@@ -800,10 +812,7 @@ async fn a_paired_phone_lists_and_approves_its_users_requests() {
     // The audit says which device approved.
     let dir = s.stop().await.unwrap();
     let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
-    let approved = log
-        .lines()
-        .find(|l| l.contains("\"approved\""))
-        .unwrap();
+    let approved = log.lines().find(|l| l.contains("\"approved\"")).unwrap();
     assert!(approved.contains(&format!("\"device_id\":\"{device_id}\"")));
 }
 
