@@ -128,6 +128,68 @@ impl Default for KeysConfig {
     }
 }
 
+/// CIBA settings (`[ciba]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CibaSettings {
+    /// `expires_in` when a request asks for none, seconds (1–600).
+    #[serde(default = "default_ciba_expiry")]
+    pub expiry: u32,
+    /// Polling interval given to clients, seconds (1–600).
+    #[serde(default = "default_ciba_interval")]
+    pub interval: u32,
+    /// Longest `binding_message`, characters (1–200).
+    #[serde(default = "default_binding_message_max")]
+    pub binding_message_max: usize,
+    /// `true`: a `login_hint` naming nobody gets `unknown_user_id` (CIBA §13); `false`:
+    /// an `auth_req_id` nobody can approve, so clients cannot probe for users (B10).
+    #[serde(default = "default_true")]
+    pub reveal_unknown_users: bool,
+}
+
+fn default_ciba_expiry() -> u32 {
+    heartgate_core::ciba::DEFAULT_EXPIRY
+}
+
+fn default_ciba_interval() -> u32 {
+    heartgate_core::ciba::DEFAULT_INTERVAL
+}
+
+fn default_binding_message_max() -> usize {
+    heartgate_core::ciba::DEFAULT_BINDING_MESSAGE_MAX
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for CibaSettings {
+    fn default() -> Self {
+        CibaSettings {
+            expiry: default_ciba_expiry(),
+            interval: default_ciba_interval(),
+            binding_message_max: default_binding_message_max(),
+            reveal_unknown_users: true,
+        }
+    }
+}
+
+impl CibaSettings {
+    /// Core's configuration for `issuer`.
+    pub fn to_core(&self, issuer: &str) -> heartgate_core::ciba::CibaConfig {
+        let mut c = heartgate_core::ciba::CibaConfig::new(issuer);
+        c.default_expiry = self.expiry;
+        c.interval = self.interval;
+        c.binding_message_max = self.binding_message_max;
+        c.unknown_users = if self.reveal_unknown_users {
+            heartgate_core::ciba::UnknownUserPolicy::Reveal
+        } else {
+            heartgate_core::ciba::UnknownUserPolicy::Conceal
+        };
+        c
+    }
+}
+
 /// Token settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,6 +341,9 @@ pub struct Config {
     /// Dynamic registration.
     #[serde(default)]
     pub registration: RegistrationConfig,
+    /// CIBA.
+    #[serde(default)]
+    pub ciba: CibaSettings,
     /// Local users (besides those added with `heartgate users add`), as
     /// [`crate::users`] entries.
     #[serde(default)]
@@ -448,6 +513,17 @@ impl Config {
             }
             additional_algorithms.push(a);
         }
+        if !(1..=heartgate_core::ciba::MAX_EXPIRY).contains(&self.ciba.expiry) {
+            return Err(invalid("ciba.expiry", "1 to 600 seconds"));
+        }
+        if !(1..=heartgate_core::ciba::MAX_INTERVAL).contains(&self.ciba.interval) {
+            return Err(invalid("ciba.interval", "1 to 600 seconds"));
+        }
+        if !(1..=heartgate_core::ciba::MAX_BINDING_MESSAGE_MAX)
+            .contains(&self.ciba.binding_message_max)
+        {
+            return Err(invalid("ciba.binding_message_max", "1 to 200 characters"));
+        }
         if !(5..=599).contains(&self.tokens.par_lifetime) {
             return Err(invalid("tokens.par_lifetime", "5 to 599 seconds"));
         }
@@ -553,6 +629,10 @@ mod tests {
             ("[keys]\nalgorithm = \"HS256\"", "keys.algorithm"),
             ("[keys]\nalgorithm = \"none\"", "keys.algorithm"),
             ("[tokens]\npar_lifetime = 600", "tokens.par_lifetime"),
+            ("[ciba]\nexpiry = 0", "ciba.expiry"),
+            ("[ciba]\nexpiry = 601", "ciba.expiry"),
+            ("[ciba]\ninterval = 0", "ciba.interval"),
+            ("[ciba]\nbinding_message_max = 201", "ciba.binding_message_max"),
             ("[tls]\ncert = \"a.pem\"", "tls"),
             ("store = \"mongodb\"", "store"),
             ("[[clients]]\nprofile = \"fapi2-security\"\nclient_id = \"c\"\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://a.example/cb\"]", "clients"),
@@ -588,5 +668,36 @@ resources = ["https://fhir.example/r4"]
         let r = Config::parse(text, &Env::new()).unwrap().resolve().unwrap();
         assert_eq!(r.issuer, "https://127.0.0.1:8443");
         assert_eq!(r.config.limits.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn ciba_settings_reach_core() {
+        let c = Config::parse(
+            "[ciba]\nexpiry = 120\ninterval = 2\nbinding_message_max = 40\nreveal_unknown_users = false\n",
+            &Env::new(),
+        )
+        .unwrap();
+        let core = c.ciba.to_core("https://as.example");
+        assert_eq!(
+            (core.default_expiry, core.interval, core.binding_message_max),
+            (120, 2, 40)
+        );
+        assert_eq!(
+            core.unknown_users,
+            heartgate_core::ciba::UnknownUserPolicy::Conceal
+        );
+        let d = Config::parse("", &Env::new())
+            .unwrap()
+            .ciba
+            .to_core("https://as.example");
+        assert_eq!(
+            (
+                d.default_expiry,
+                d.interval,
+                d.binding_message_max,
+                d.unknown_users
+            ),
+            (300, 5, 20, heartgate_core::ciba::UnknownUserPolicy::Reveal)
+        );
     }
 }

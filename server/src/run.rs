@@ -208,7 +208,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
             body_timeout: std::time::Duration::from_millis(c.limits.body_read_timeout_ms),
             trusted_proxies: c.tls.trusted_proxies.clone(),
             registration_open: !c.registration.disabled,
-            ciba: heartgate_core::ciba::CibaConfig::new(cfg.issuer.clone()),
+            ciba: c.ciba.to_core(&cfg.issuer),
         },
         tokens: TokenIssuer::new(cfg.issuer.clone(), boot.keys.clone()),
         store,
