@@ -89,6 +89,9 @@ pub trait Users: Send + Sync {
     fn by_subject(&self, subject: &str) -> Option<User>;
     /// The user with this login name (a CIBA `login_hint`).
     fn by_username(&self, username: &str) -> Option<User>;
+    /// Whether `code` is the CIBA `user_code` of the user with this subject (false when
+    /// the user has none, or after too many wrong codes).
+    fn verify_user_code(&self, subject: &str, code: &str, now: i64) -> bool;
 }
 
 mod ciba;
@@ -1365,7 +1368,7 @@ pub fn discovery(issuer: &str, signing: &[Algorithm]) -> Bytes {
         "backchannel_authentication_endpoint": u("/bc-authorize"),
         "backchannel_token_delivery_modes_supported": ["poll", "ping", "push"],
         "backchannel_authentication_request_signing_alg_values_supported": client_algs,
-        "backchannel_user_code_parameter_supported": false,
+        "backchannel_user_code_parameter_supported": true,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth", "none"],
         "token_endpoint_auth_signing_alg_values_supported": client_algs,

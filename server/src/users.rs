@@ -91,6 +91,10 @@ pub struct UserEntry {
     /// Patients the user may pick.
     #[serde(default)]
     pub patients: Vec<PatientEntry>,
+    /// argon2id PHC string of the user's CIBA `user_code` (a PIN the user gives the
+    /// caller, CIBA §7.1), if the user has one.
+    #[serde(default)]
+    pub ciba_user_code_hash: Option<String>,
 }
 
 impl std::fmt::Debug for UserEntry {
@@ -311,6 +315,9 @@ fn address_key(ip: IpAddr) -> IpAddr {
 struct Tracking {
     usernames: Failures<[u8; 32]>,
     addresses: Failures<IpAddr>,
+    /// Wrong CIBA user codes, by subject: counted apart from passwords, so that a client
+    /// guessing codes cannot lock the user out of signing in.
+    user_codes: Failures<[u8; 32]>,
 }
 
 /// The local users.
@@ -349,6 +356,16 @@ impl UserDirectory {
             *params
                 .entry(PasswordParams::of(&hash).ok_or_else(bad_hash)?)
                 .or_default() += 1;
+            if let Some(h) = &e.ciba_user_code_hash {
+                let ok =
+                    PasswordHash::new(h).is_ok_and(|h| h.algorithm == Algorithm::Argon2id.ident());
+                if !ok {
+                    return Err(UsersError::Invalid(format!(
+                        "{}: bad ciba_user_code_hash",
+                        e.username
+                    )));
+                }
+            }
             if e.username.is_empty() || e.subject.is_empty() {
                 return Err(UsersError::Invalid("empty username or subject".into()));
             }
@@ -371,6 +388,7 @@ impl UserDirectory {
             tracking: Mutex::new(Tracking {
                 usernames: Failures::new(limits.per_username, window, limits.max_tracked),
                 addresses: Failures::new(limits.per_address, window, limits.max_tracked),
+                user_codes: Failures::new(limits.per_username, window, limits.max_tracked),
             }),
         })
     }
@@ -433,6 +451,28 @@ impl Users for UserDirectory {
     fn by_username(&self, username: &str) -> Option<User> {
         self.by_name.get(username).map(Self::user)
     }
+
+    fn verify_user_code(&self, subject: &str, code: &str, now: i64) -> bool {
+        let key = username_key(subject);
+        {
+            let mut t = self.tracking.lock();
+            if t.user_codes.blocked(&key, now) {
+                return false;
+            }
+            t.user_codes.count(key, now);
+        }
+        let phc = self
+            .by_name
+            .values()
+            .find(|e| e.subject == subject)
+            .and_then(|e| e.ciba_user_code_hash.as_deref());
+        // One argon2 verification whether or not the user has a code.
+        let ok = verify_password(code, phc.unwrap_or(self.dummy.as_str())).is_ok() && phc.is_some();
+        if ok {
+            self.tracking.lock().user_codes.clear(&key);
+        }
+        ok
+    }
 }
 
 /// Read `users.json` (an absent file is no users).
@@ -468,6 +508,7 @@ pub fn demo_user() -> Result<(UserEntry, String), UsersError> {
             id: "Patient/example".into(),
             label: "Example Patient".into(),
         }],
+        ciba_user_code_hash: None,
     };
     Ok((entry, password))
 }
@@ -516,6 +557,7 @@ pub fn add_user(
         display_name,
         fhir_user,
         patients,
+        ciba_user_code_hash: None,
     });
     save_entries(path, &entries)
 }
@@ -542,6 +584,7 @@ mod tests {
             display_name: None,
             fhir_user: Some("Practitioner/7".into()),
             patients: vec![],
+            ciba_user_code_hash: None,
         }
     }
 

@@ -69,9 +69,17 @@ impl Clinic {
 }
 
 async fn server() -> (TestServer, Clinic, Clinic) {
+    let (s, clinic, other, _) = server_with_kiosk().await;
+    (s, clinic, other)
+}
+
+/// The server, and a third client (`kiosk`) that registered for user codes.
+async fn server_with_kiosk() -> (TestServer, Clinic, Clinic, Clinic) {
     let clinic = SigningKey::generate(Algorithm::ES256).unwrap();
     let other = SigningKey::generate(Algorithm::ES256).unwrap();
+    let kiosk = SigningKey::generate(Algorithm::ES256).unwrap();
     let hash = heartgate_server::users::hash_password("correct horse battery").unwrap();
+    let code_hash = heartgate_server::users::hash_password("2468-1357").unwrap();
     let doc = json!({
         "clients": [
             {"client_id": "clinic", "client_name": "Riverside Clinic", "profile": "smart",
@@ -82,9 +90,14 @@ async fn server() -> (TestServer, Clinic, Clinic) {
             {"client_id": "backend", "profile": "smart-backend",
              "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
              "jwks": {"keys": [other.verifying_key().to_jwk()]}, "scope": "system/Observation.rs"},
+            {"client_id": "kiosk", "profile": "smart",
+             "token_endpoint_auth_method": "private_key_jwt",
+             "jwks": {"keys": [kiosk.verifying_key().to_jwk()]},
+             "grant_types": [CIBA], "backchannel_token_delivery_mode": "poll",
+             "backchannel_user_code_parameter": true},
         ],
         "users": [{"username": "jane", "password_hash": hash, "subject": "patient-user-1",
-            "display_name": "Jane Doe"}],
+            "display_name": "Jane Doe", "ciba_user_code_hash": code_hash}],
     });
     let s = TestServer::start(&toml::to_string(&doc).unwrap()).await;
     let mk = |id, key| Clinic {
@@ -92,7 +105,38 @@ async fn server() -> (TestServer, Clinic, Clinic) {
         key,
         n: Default::default(),
     };
-    (s, mk("clinic", clinic), mk("backend", other))
+    (
+        s,
+        mk("clinic", clinic),
+        mk("backend", other),
+        mk("kiosk", kiosk),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_registered_for_user_codes_must_send_the_users_code() {
+    let (s, _, _, kiosk) = server_with_kiosk().await;
+    let hint = [("scope", "openid"), ("login_hint", "jane")];
+    let (st, e) = kiosk.start(&s, &hint).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("missing_user_code")));
+    let mut wrong = hint.to_vec();
+    wrong.push(("user_code", "0000-0000"));
+    let (st, e) = kiosk.start(&s, &wrong).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_user_code")));
+    let mut right = hint.to_vec();
+    right.push(("user_code", "2468-1357"));
+    let (st, r) = kiosk.start(&s, &right).await;
+    assert_eq!(st, 200, "{r}");
+    // Wrong codes are limited per user: after five, even the right one is refused for
+    // the rest of the window (and the user's password sign-in is untouched).
+    for _ in 0..5 {
+        let (st, _) = kiosk.start(&s, &wrong).await;
+        assert_eq!(st, 400);
+    }
+    let (st, e) = kiosk.start(&s, &right).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_user_code")));
+    sign_in(&s).await;
+    s.stop().await;
 }
 
 /// Sign in at the approval page; the session cookie.
@@ -183,7 +227,7 @@ async fn discovery_publishes_the_backchannel_endpoint_and_modes() {
         d["backchannel_token_delivery_modes_supported"],
         json!(["poll", "ping", "push"])
     );
-    assert_eq!(d["backchannel_user_code_parameter_supported"], false);
+    assert_eq!(d["backchannel_user_code_parameter_supported"], true);
     assert!(d["grant_types_supported"]
         .as_array()
         .unwrap()

@@ -26,8 +26,8 @@ pub(super) const GRANT_TYPE: &str = "urn:openid:params:grant-type:ciba";
 /// Notification attempts: the first at once, then after 1, 2, 4 and 8 s.
 const NOTIFY_ATTEMPTS: u32 = 5;
 
-/// The local users, as CIBA sees them: a `login_hint` is a username; `user_code` is not
-/// supported (discovery says `backchannel_user_code_parameter_supported: false`).
+/// The local users, as CIBA sees them: a `login_hint` is a username; a `user_code` is
+/// checked against the user's `ciba_user_code_hash` (argon2id, wrong codes limited).
 pub(super) struct LocalUsers<'a>(pub(super) &'a dyn Users);
 
 impl CibaUsers for LocalUsers<'_> {
@@ -42,8 +42,18 @@ impl CibaUsers for LocalUsers<'_> {
         })
     }
 
-    fn verify_user_code(&self, _: &str, _: &str) -> Result<UserCodeCheck, UsersUnavailable> {
-        Ok(UserCodeCheck::Mismatch)
+    fn verify_user_code(
+        &self,
+        user_id: &str,
+        user_code: &str,
+    ) -> Result<UserCodeCheck, UsersUnavailable> {
+        Ok(
+            if self.0.verify_user_code(user_id, user_code, now().secs()) {
+                UserCodeCheck::Match
+            } else {
+                UserCodeCheck::Mismatch
+            },
+        )
     }
 }
 
