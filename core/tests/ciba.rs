@@ -1203,14 +1203,58 @@ fn b11_bad_id_token_hints_are_invalid_request() {
 }
 
 #[test]
-fn b11_login_hint_token_is_refused_as_unsupported() {
+fn b11_login_hint_token_is_a_client_signed_jwt_naming_the_user() {
     let f = fixture();
+    let now = f.now().0;
+    let token = |k: &SigningKey, claims: Value| {
+        let mut p = alice(&[(
+            "login_hint_token",
+            &sign_jwt(k, None, claims.as_object().unwrap()).unwrap(),
+        )]);
+        p.remove("login_hint");
+        p
+    };
+    let good = json!({"iss": "poll", "aud": ISS, "sub": "alice@clinic.example",
+        "iat": now, "exp": now + 300});
+    let r = f.start("poll", &token(&f.key, good.clone())).unwrap();
+    assert_eq!(f.record(&r).user_id.as_deref(), Some("alice"));
+    // Past its exp: expired_login_hint_token (CIBA §13).
+    let mut expired = good.clone();
+    expired["exp"] = json!(now - 120);
+    assert_eq!(
+        f.refused("poll", &token(&f.key, expired)),
+        BackchannelError::ExpiredLoginHintToken
+    );
+    // Another key, another audience, another issuer, no sub: invalid_request.
+    let mut wrong_aud = good.clone();
+    wrong_aud["aud"] = json!("https://other.example");
+    let mut wrong_iss = good.clone();
+    wrong_iss["iss"] = json!("other");
+    let mut no_sub = good.clone();
+    no_sub.as_object_mut().unwrap().remove("sub");
+    for (k, c) in [
+        (&f.other_key, good.clone()),
+        (&f.key, wrong_aud),
+        (&f.key, wrong_iss),
+        (&f.key, no_sub),
+    ] {
+        assert!(matches!(
+            f.refused("poll", &token(k, c)),
+            BackchannelError::InvalidRequest(_)
+        ));
+    }
     let mut p = alice(&[("login_hint_token", "eyJhbGciOiJFUzI1NiJ9.e30.c2ln")]);
     p.remove("login_hint");
-    let e = f.refused("poll", &p);
+    assert!(matches!(
+        f.refused("poll", &p),
+        BackchannelError::InvalidRequest(_)
+    ));
+    // A well-signed token naming nobody: unknown_user_id (B10).
+    let mut nobody = good;
+    nobody["sub"] = json!("nobody@clinic.example");
     assert_eq!(
-        e,
-        BackchannelError::InvalidRequest("login_hint_token is not supported")
+        f.refused("poll", &token(&f.key, nobody)),
+        BackchannelError::UnknownUserId
     );
 }
 

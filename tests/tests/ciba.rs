@@ -291,6 +291,31 @@ async fn backchannel_requests_are_refused_with_the_ciba_error_codes() {
             "{m}"
         );
     }
+    // B11: a login_hint_token (a JWT the client signs naming the user), and one expired.
+    let lht = |exp: i64| {
+        let t = now();
+        sign_jwt(
+            &clinic.key,
+            None,
+            json!({"iss": "clinic", "aud": s.issuer, "sub": "jane", "iat": t, "exp": t + exp})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let fresh = lht(300);
+    let (st, r) = clinic
+        .start(&s, &[("scope", "openid"), ("login_hint_token", &fresh)])
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let stale = lht(-300);
+    let (st, e) = clinic
+        .start(&s, &[("scope", "openid"), ("login_hint_token", &stale)])
+        .await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (400, Some("expired_login_hint_token"))
+    );
     // B18: a client without the CIBA grant.
     let (st, e) = backend.start(&s, &ok).await;
     assert_eq!(

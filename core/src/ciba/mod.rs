@@ -41,11 +41,12 @@
 //! by its client (B2). The `auth_req_id` itself is kept in the record only for ping and
 //! push clients, because the notification must carry it (§10.2).
 //!
-//! NOTE: `login_hint_token` is refused as unsupported (`invalid_request`): heartgate has
-//! no third-party token issuer to trust for it, and a token signed by the client would
-//! say nothing a `login_hint` does not. [`BackchannelError::ExpiredLoginHintToken`] is
-//! therefore never produced today; it keeps the CIBA §13 mapping complete. Covered by
-//! `b11_login_hint_token_is_refused_as_unsupported` in `core/tests/ciba.rs`.
+//! NOTE: `login_hint_token` (whose format CIBA leaves to the OP) is a JWT the client
+//! signs with its registered keys: `iss` = client_id, `aud` = the issuer, `sub` = the
+//! user's login name, `exp` required. Past its `exp` it is `expired_login_hint_token`.
+//! It says who the client means, for as long as the client vouches for it — useful when
+//! the client learnt the user from its own sign-in. Covered by
+//! `b11_login_hint_token_is_a_client_signed_jwt_naming_the_user` in `core/tests/ciba.rs`.
 
 pub mod device;
 

@@ -42,8 +42,7 @@ pub enum BackchannelError {
     /// 400 `invalid_scope`.
     #[error("invalid_scope")]
     InvalidScope,
-    /// 400 `expired_login_hint_token` (never produced while `login_hint_token` is
-    /// unsupported; see the module NOTE).
+    /// 400 `expired_login_hint_token`: a `login_hint_token` past its `exp` (B11).
     #[error("expired_login_hint_token")]
     ExpiredLoginHintToken,
     /// 400 `unknown_user_id` (B10).
@@ -249,9 +248,6 @@ fn start_inner(
             "exactly one of login_hint, id_token_hint, login_hint_token",
         ));
     }
-    if params.contains_key("login_hint_token") {
-        return Err(Bad("login_hint_token is not supported"));
-    }
 
     // binding_message (B8): an empty one is present and invalid, not absent.
     let binding_message = match params.get("binding_message") {
@@ -315,21 +311,27 @@ fn start_inner(
     }
 
     // The user (B10, B11).
-    let hinted = match (params.get("login_hint"), params.get("id_token_hint")) {
-        (Some(h), None) => {
-            if h.is_empty() || h.len() > MAX_LOGIN_HINT_LEN || h.chars().any(char::is_control) {
-                return Err(Bad("login_hint"));
-            }
-            match ctx
-                .users
-                .resolve_login_hint(h)
-                .map_err(|_| BackchannelError::Unavailable)?
-            {
-                Some(u) => Hinted::User(u),
-                None => unknown(ctx)?,
-            }
+    let resolve = |h: &str| -> Result<Hinted, BackchannelError> {
+        if h.is_empty() || h.len() > MAX_LOGIN_HINT_LEN || h.chars().any(char::is_control) {
+            return Err(Bad("login_hint"));
         }
-        (None, Some(t)) => Hinted::User(id_token_hint_subject(t, validated, ctx)?),
+        match ctx
+            .users
+            .resolve_login_hint(h)
+            .map_err(|_| BackchannelError::Unavailable)?
+        {
+            Some(u) => Ok(Hinted::User(u)),
+            None => unknown(ctx),
+        }
+    };
+    let hinted = match (
+        params.get("login_hint"),
+        params.get("id_token_hint"),
+        params.get("login_hint_token"),
+    ) {
+        (Some(h), None, None) => resolve(h)?,
+        (None, Some(t), None) => Hinted::User(id_token_hint_subject(t, validated, ctx)?),
+        (None, None, Some(t)) => resolve(&login_hint_token_subject(t, validated, ctx)?)?,
         _ => return Err(Bad("hint")),
     };
     let user_id = match hinted {
@@ -562,6 +564,55 @@ fn request_object_params(
         return Err(Bad("client_id"));
     }
     Ok((out, (jti.to_owned(), exp)))
+}
+
+/// The login name a `login_hint_token` carries (CIBA §7.1 leaves its format to the OP).
+/// heartgate's: a JWT the client signs with its registered keys (the algorithms its
+/// signed requests may use), `iss` = client_id, `aud` = the issuer, `sub` = the user's
+/// login name (what `login_hint` would carry), `exp` required — past it the answer is
+/// `expired_login_hint_token` (B11). Anything else wrong is `invalid_request`. Not
+/// single-use: a hint, not a credential (the user still approves on their device).
+fn login_hint_token_subject(
+    token: &str,
+    client: &ValidatedClient,
+    ctx: &CibaContext<'_>,
+) -> Result<String, BackchannelError> {
+    use BackchannelError::InvalidRequest as Bad;
+    let md = client.metadata();
+    let algorithms =
+        md.algorithms_for(md.backchannel_authentication_request_signing_alg.as_deref());
+    let jws = parse_compact(token, ACCESS_TOKEN_MAX_LEN).map_err(|_| Bad("login_hint_token"))?;
+    let typ = TypRule::OptionalOneOf(&["JWT"]);
+    check_typ(jws.header(), typ).map_err(|_| Bad("login_hint_token"))?;
+    let keys = ctx.directory.keys(client).ok_or(Bad("no client keys"))?;
+    let verified = jws
+        .verify(&*keys, algorithms)
+        .map_err(|_| Bad("login_hint_token"))?;
+    let claims = Claims::from_json(verified.payload()).map_err(|_| Bad("login_hint_token"))?;
+    let exp = claims
+        .numeric_date("exp")
+        .ok()
+        .flatten()
+        .ok_or(Bad("login_hint_token"))?;
+    if exp
+        .secs()
+        .saturating_add(i64::from(crate::jose::DEFAULT_LEEWAY))
+        <= ctx.now.secs()
+    {
+        return Err(BackchannelError::ExpiredLoginHintToken);
+    }
+    // Everything but expiry, with the expiry check made above.
+    let rule = Validation::new(
+        algorithms,
+        typ,
+        AudienceRule::Contains(ctx.config.issuer.clone()),
+    )
+    .issuer(md.client_id.clone());
+    validate_claims(&claims, &rule, ctx.now).map_err(|_| Bad("login_hint_token"))?;
+    match claims.string("sub") {
+        Ok(Some(s)) if !s.is_empty() && s.len() <= MAX_LOGIN_HINT_LEN => Ok(s.to_owned()),
+        _ => Err(Bad("login_hint_token")),
+    }
 }
 
 /// The user an `id_token_hint` names (CIBA §7.1): an ID token this issuer signed for this
