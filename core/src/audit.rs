@@ -43,6 +43,8 @@ pub enum EventKind {
     DeviceEnrollment,
     /// A device's signed request was accepted or refused.
     DeviceAuthentication,
+    /// The audit log itself (a torn last line set aside when the server started).
+    AuditLog,
 }
 
 /// How it ended.

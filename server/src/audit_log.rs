@@ -145,6 +145,74 @@ pub enum AuditLogError {
     Broken(VerifyError),
 }
 
+/// A crash can leave the log's last line cut short (no newline; THREATS S7). If the
+/// complete lines before it verify, the torn bytes are moved to `<log>.torn-<line>`
+/// (kept for inspection, never lost) and the log is truncated to its last complete
+/// line, so that the chain goes on; the caller records the repair. A tail that is in
+/// fact a whole, chained line missing only its newline gets the newline instead. If
+/// the lines before it do not verify, nothing is touched (the open then fails).
+/// The file the torn bytes were saved to, if any.
+fn settle_torn_tail(path: &Path) -> Result<Option<PathBuf>, AuditLogError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return Ok(None);
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(None);
+    }
+    // Where the torn line starts: after the last newline.
+    let mut start = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while start > 0 {
+        let from = start.saturating_sub(chunk.len() as u64);
+        let n = usize::try_from(start - from).unwrap_or(0);
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            start = from + i as u64 + 1;
+            break;
+        }
+        start = from;
+    }
+    if len - start > MAX_LINE {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let Ok(report) = verify_reader(std::io::BufReader::new((&file).take(start))) else {
+        return Ok(None);
+    };
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(start))?;
+    (&file).read_to_end(&mut tail)?;
+    let whole = Lines::<&[u8]>::parse(&tail).is_ok_and(|l| {
+        l.seq == u64::try_from(report.lines + 1).ok()
+            && l.prev.as_deref() == Some(report.last_hash.as_str())
+    });
+    if whole {
+        file.seek(SeekFrom::End(0))?;
+        file.write_all(b"\n")?;
+        file.sync_data()?;
+        return Ok(None);
+    }
+    let aside = PathBuf::from(format!("{}.torn-{}", path.display(), report.lines + 1));
+    crate::setup::write_atomic(&aside, &tail, true)
+        .map_err(|e| AuditLogError::Io(std::io::Error::other(e.to_string())))?;
+    file.set_len(start)?;
+    file.sync_all()?;
+    Ok(Some(aside))
+}
+
 impl AuditLog {
     /// Open (or create) the log at `path` with the default [`AuditLogOptions`],
     /// continuing an existing chain. An existing file whose chain is broken is refused.
@@ -158,6 +226,7 @@ impl AuditLog {
         options: AuditLogOptions,
     ) -> Result<AuditLog, AuditLogError> {
         let path = path.into();
+        let torn = settle_torn_tail(&path)?;
         let (seq, prev) = match verify(&path) {
             Ok(r) => (r.lines, r.last_hash),
             Err(VerifyError {
@@ -189,11 +258,25 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("heartgate-audit".into())
             .spawn(move || writer.run(rx))?;
-        Ok(AuditLog {
+        let log = AuditLog {
             tx: Mutex::new(Some(tx)),
             path,
             counters,
-        })
+        };
+        if let Some(aside) = torn {
+            // THREATS S7: the repair is itself on the record, first thing after it.
+            tracing::warn!(saved_as = %aside.display(), "audit log: a torn last line was set aside");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            log.record(AuditEvent::new(
+                heartgate_core::clock::UnixTime(now),
+                heartgate_core::audit::EventKind::AuditLog,
+                heartgate_core::audit::Outcome::Failure,
+                "torn_line_set_aside",
+            ));
+        }
+        Ok(log)
     }
 
     /// Write what is queued, fsync and stop the writer. Events recorded afterwards are
@@ -461,8 +544,13 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         line: 0,
         kind: VerifyErrorKind::Io(e.to_string()),
     })?;
+    verify_reader(std::io::BufReader::new(file))
+}
+
+/// [`verify`] of the lines `reader` yields.
+fn verify_reader(reader: impl BufRead) -> Result<VerifyReport, VerifyError> {
     let mut lines = Lines {
-        reader: std::io::BufReader::new(file),
+        reader,
         n: 0,
         buf: Vec::new(),
     };
@@ -758,6 +846,58 @@ mod tests {
         }
         put(&p, &orig);
         assert_eq!(verify(&p).unwrap().lines, 6);
+    }
+
+    #[test]
+    fn s7_a_torn_last_line_is_set_aside_recorded_and_the_chain_goes_on() {
+        let (d, p, orig) = six();
+        let mut s = orig.join("\n");
+        s.push('\n');
+        let torn = &s[..s.len() - 10];
+        std::fs::write(&p, torn).unwrap();
+        let log = AuditLog::open(&p).unwrap();
+        log.record(event(99));
+        log.close();
+        // The torn bytes are kept beside the log, byte for byte.
+        let aside = d.path().join("audit.log.torn-6");
+        let kept = std::fs::read_to_string(&aside).unwrap();
+        assert_eq!(kept, &torn[torn.rfind('\n').unwrap() + 1..]);
+        // The chain verifies: five old lines, the repair on record, then the new event.
+        let r = verify(&p).unwrap();
+        assert_eq!(r.lines, 7);
+        let l = lines(&p);
+        assert_eq!(&l[..5], &orig[..5]);
+        let flag = json(&l[5]);
+        assert_eq!(flag["kind"], "audit_log");
+        assert_eq!(flag["reason"], "torn_line_set_aside");
+        assert_eq!(json(&l[6])["client_id"], "c99");
+    }
+
+    #[test]
+    fn s7_a_whole_last_line_missing_its_newline_is_completed() {
+        let (d, p, orig) = six();
+        std::fs::write(&p, orig.join("\n")).unwrap();
+        let log = AuditLog::open(&p).unwrap();
+        log.close();
+        assert_eq!(verify(&p).unwrap().lines, 6);
+        assert_eq!(lines(&p), orig);
+        assert!(!d.path().join("audit.log.torn-7").exists());
+    }
+
+    #[test]
+    fn s7_a_torn_tail_after_an_edited_line_is_left_alone_and_refused() {
+        let (d, p, mut orig) = six();
+        orig[1] = orig[1].replace("\"c1\"", "\"cX\"");
+        let mut s = orig.join("\n");
+        s.push('\n');
+        let torn = s[..s.len() - 10].to_owned();
+        std::fs::write(&p, &torn).unwrap();
+        assert!(matches!(
+            AuditLog::open(&p).unwrap_err(),
+            AuditLogError::Broken(_)
+        ));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), torn);
+        assert!(!d.path().join("audit.log.torn-6").exists());
     }
 
     #[test]
