@@ -972,6 +972,29 @@ fn consent_page(app: &App, r: &Req) -> Resp {
     let Ok(scopes) = ScopeSet::parse(&req.scope) else {
         return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
     };
+    // A consent the user asked to remember covers this request: no page (unless the
+    // client asked for one with prompt=consent).
+    let prompt_consent = req
+        .prompt
+        .as_deref()
+        .is_some_and(|p| p.split(' ').any(|x| x == "consent"));
+    if !prompt_consent {
+        let remembered = match crate::consent::recall(app.store.as_ref(), &s.subject, cid, now) {
+            Ok(r) => r,
+            Err(_) => return wire::unavailable(),
+        };
+        if let Some(r) = remembered {
+            let patient = r
+                .patient
+                .as_deref()
+                .filter(|p| user.patients.iter().any(|(id, _)| id == p));
+            if r.covers(&scopes, needs_patient(&scopes))
+                && (!needs_patient(&scopes) || patient.is_some())
+            {
+                return approve(app, cid, ru, &s, &user, scopes, patient, now);
+            }
+        }
+    }
     let ix = format!("{cid} {ru}");
     let patients: &[(String, String)] = if needs_patient(&scopes) {
         &user.patients
@@ -1027,10 +1050,9 @@ fn consent_submit(app: &App, r: &Req) -> Resp {
             )
         }
     };
-    let profile = match app.directory(now).client(cid) {
-        Some(c) => c.metadata().profile,
-        None => return error_page(StatusCode::BAD_REQUEST, "The application is unknown."),
-    };
+    if app.directory(now).client(cid).is_none() {
+        return error_page(StatusCode::BAD_REQUEST, "The application is unknown.");
+    }
     if get("decision") != "allow" {
         // Consumed, so the denied request cannot be completed later.
         return match consume(&app.settings.issuer, cid, ru, app.store.as_ref(), now) {
@@ -1048,13 +1070,52 @@ fn consent_submit(app: &App, r: &Req) -> Resp {
     let Ok(scopes) = ScopeSet::parse(&req.scope) else {
         return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
     };
-    let mut context = Map::new();
-    if needs_patient(&scopes) {
+    let patient = if needs_patient(&scopes) {
         let chosen = get("patient");
         if !user.patients.iter().any(|(id, _)| id == chosen) {
             return error_page(StatusCode::BAD_REQUEST, "Choose one of your patients.");
         }
-        context.insert("patient".into(), Value::from(chosen));
+        Some(chosen)
+    } else {
+        None
+    };
+    let remembered = crate::consent::Remembered {
+        scope: scopes.to_string(),
+        patient: patient.map(str::to_owned),
+        at: now.secs(),
+    };
+    let kept = if get("remember") == "1" {
+        crate::consent::remember(app.store.as_ref(), &s.subject, cid, &remembered, now)
+    } else {
+        // Asked again and not ticked: an earlier remembered consent no longer holds.
+        crate::consent::forget(app.store.as_ref(), &s.subject, cid)
+    };
+    if kept.is_err() {
+        return wire::unavailable();
+    }
+    approve(app, cid, ru, &s, &user, scopes, patient, now)
+}
+
+/// The user approved (on the page, or by a remembered consent): the code and the
+/// redirect back to the client.
+#[allow(clippy::too_many_arguments)] // reason: one call site per way of consenting
+fn approve(
+    app: &App,
+    cid: &str,
+    ru: &str,
+    s: &session::Session,
+    user: &User,
+    scopes: ScopeSet,
+    patient: Option<&str>,
+    now: UnixTime,
+) -> Resp {
+    let profile = match app.directory(now).client(cid) {
+        Some(c) => c.metadata().profile,
+        None => return error_page(StatusCode::BAD_REQUEST, "The application is unknown."),
+    };
+    let mut context = Map::new();
+    if let Some(p) = patient {
+        context.insert("patient".into(), Value::from(p));
     }
     if let Some(fu) = &user.fhir_user {
         context.insert("fhirUser".into(), Value::from(fu.clone()));

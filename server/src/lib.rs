@@ -7,6 +7,7 @@
 pub mod app;
 pub mod audit_log;
 pub mod config;
+pub mod consent;
 pub mod http;
 pub mod metrics;
 pub mod outbound;

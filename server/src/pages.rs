@@ -198,7 +198,7 @@ pub fn consent(c: &Consent<'_>) -> String {
     page(
         "Allow access? — heartgate",
         &format!(
-            "<h1>Allow <strong>{}</strong> to:</h1>{dynamic}<ul>{items}</ul><p class=\"note\">Signed in as {}.</p><form method=\"post\" action=\"/consent\">{}{}{patients}<button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">Allow</button> <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form>",
+            "<h1>Allow <strong>{}</strong> to:</h1>{dynamic}<ul>{items}</ul><p class=\"note\">Signed in as {}.</p><form method=\"post\" action=\"/consent\">{}{}{patients}<label class=\"note\"><input type=\"checkbox\" name=\"remember\" value=\"1\" id=\"remember\"> Remember this choice for this application (90 days)</label><button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">Allow</button> <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form>",
             escape(c.client_name),
             escape(c.user),
             hidden("interaction", c.interaction),
