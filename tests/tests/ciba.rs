@@ -476,6 +476,18 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
         claims["urn:openid:params:jwt:claim:auth_req_id"],
         a.as_str()
     );
+    // B11: that ID token names Jane as an id_token_hint; tampered, it is refused.
+    let (st, r) = clinic
+        .start(&s, &[("scope", "openid"), ("id_token_hint", id_token)])
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let mut forged = id_token.to_owned();
+    forged.pop();
+    forged.push(if id_token.ends_with('A') { 'B' } else { 'A' });
+    let (st, e) = clinic
+        .start(&s, &[("scope", "openid"), ("id_token_hint", &forged)])
+        .await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_request")));
     let (st, e) = clinic.poll(&s, &b).await;
     assert_eq!((st, e["error"].as_str()), (400, Some("access_denied")));
     let (st, e) = clinic.poll(&s, &short).await;
