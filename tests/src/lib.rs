@@ -387,3 +387,99 @@ pub fn cookie_pair(set_cookie: &str, name: &str) -> Option<String> {
         .and_then(|l| l.split(';').next())
         .map(str::to_owned)
 }
+
+/// What a test https server saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// What a test https server answers.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// A delay before answering.
+    pub stall: std::time::Duration,
+}
+
+impl Answer {
+    /// `status` with `body`, at once.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            stall: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// An https server on 127.0.0.1 with a certificate issued by `ca`, answering each request
+/// with `handler` (a partner's JWKS, a CIBA notification endpoint...). Its port; it
+/// stops with the test's runtime.
+pub async fn https_server<F, Fut>(ca: &TestCa, handler: F) -> u16
+where
+    F: Fn(Seen) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Answer> + Send + 'static,
+{
+    let (chain, key) = ca.issue_server();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            let authorization = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let a = handler(Seen {
+                                authorization,
+                                body,
+                            })
+                            .await;
+                            tokio::time::sleep(a.stall).await;
+                            let mut r = hyper::Response::new(Full::new(Bytes::from(a.body)));
+                            *r.status_mut() = hyper::StatusCode::from_u16(a.status).unwrap();
+                            for (k, v) in a.headers {
+                                r.headers_mut().insert(k, v.parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}

@@ -504,53 +504,15 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
 async fn receiver(
     ca: &heartgate_e2e::TestCa,
 ) -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
-    use http_body_util::BodyExt;
-    let (chain, key) = ca.issue_server();
-    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let tx = tx.clone();
-                        async move {
-                            let auth = req
-                                .headers()
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let _ = tx.send((auth, serde_json::from_slice(&body).unwrap()));
-                            let mut resp = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::new(),
-                            ));
-                            *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
+    let port = heartgate_e2e::https_server(ca, move |seen| {
+        let _ = tx.send((
+            seen.authorization.unwrap_or_default(),
+            serde_json::from_slice(&seen.body).unwrap(),
+        ));
+        async { heartgate_e2e::Answer::new(204, Vec::new()) }
+    })
+    .await;
     (port, rx)
 }
 

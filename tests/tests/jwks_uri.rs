@@ -6,56 +6,18 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
-use heartgate_e2e::{TestCa, TestServer};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use heartgate_e2e::{https_server, Answer, TestCa, TestServer};
 use serde_json::json;
 
 /// An https server publishing a JWK Set that the test can change; counts fetches.
 async fn jwks_server(ca: &TestCa, doc: Arc<Mutex<String>>, hits: Arc<AtomicUsize>) -> u16 {
-    let (chain, key) = ca.issue_server();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let doc = doc.clone();
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(move |_req| {
-                    let body = doc.lock().unwrap().clone();
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(body),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    port
+    https_server(ca, move |_| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let body = doc.lock().unwrap().clone();
+        async move { Answer::new(200, body) }
+    })
+    .await
 }
 
 fn now() -> i64 {
@@ -148,59 +110,29 @@ fn aud_of(s: &TestServer) -> String {
     format!("{}/token", s.issuer)
 }
 
-/// An https server on 127.0.0.1 answering every request with `respond` (status, body,
-/// and a delay before the body).
-async fn https_server(
+/// An https server on 127.0.0.1 answering every request with `status`, `headers` and
+/// `body` after `stall`; its port and a count of requests.
+async fn fixed_server(
     ca: &TestCa,
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
     stall: std::time::Duration,
 ) -> (u16, Arc<AtomicUsize>) {
-    let (chain, key) = ca.issue_server();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let (headers, body, h) = (headers.clone(), body.clone(), h.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(move |_req| {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let (headers, body) = (headers.clone(), body.clone());
-                    async move {
-                        tokio::time::sleep(stall).await;
-                        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        for (k, v) in headers {
-                            r.headers_mut().insert(k, v.parse().unwrap());
-                        }
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
+    let answer = Answer {
+        status,
+        headers,
+        body,
+        stall,
+    };
+    let port = https_server(ca, move |_| {
+        h.fetch_add(1, Ordering::SeqCst);
+        let a = answer.clone();
+        async move { a }
+    })
+    .await;
     (port, hits)
 }
 
@@ -224,8 +156,8 @@ async fn d2_redirects_big_slow_and_untrusted_servers_are_refused() {
     let c = client_for(&ca, 400);
     // A redirect is an error; its target is never asked.
     let (target, target_hits) =
-        https_server(&ca, 200, vec![], b"{}".to_vec(), Default::default()).await;
-    let (port, _) = https_server(
+        fixed_server(&ca, 200, vec![], b"{}".to_vec(), Default::default()).await;
+    let (port, _) = fixed_server(
         &ca,
         302,
         vec![("location", format!("https://127.0.0.1:{target}/jwks"))],
@@ -241,7 +173,7 @@ async fn d2_redirects_big_slow_and_untrusted_servers_are_refused() {
     );
     assert_eq!(target_hits.load(Ordering::SeqCst), 0);
     // A body beyond the cap.
-    let (port, _) = https_server(
+    let (port, _) = fixed_server(
         &ca,
         200,
         vec![],
@@ -256,7 +188,7 @@ async fn d2_redirects_big_slow_and_untrusted_servers_are_refused() {
         OutboundError::TooLarge
     );
     // A server that stalls: the total timeout (400 ms) ends it.
-    let (port, _) = https_server(
+    let (port, _) = fixed_server(
         &ca,
         200,
         vec![],
@@ -274,7 +206,7 @@ async fn d2_redirects_big_slow_and_untrusted_servers_are_refused() {
     assert!(start.elapsed() < std::time::Duration::from_secs(2));
     // A certificate from a CA that is not a trust anchor.
     let other = TestCa::new();
-    let (port, _) = https_server(&other, 200, vec![], b"{}".to_vec(), Default::default()).await;
+    let (port, _) = fixed_server(&other, 200, vec![], b"{}".to_vec(), Default::default()).await;
     assert!(matches!(
         c.get(&format!("https://127.0.0.1:{port}/jwks"))
             .await
