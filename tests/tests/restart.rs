@@ -1,6 +1,7 @@
 //! Durability: a server on the embedded store is killed with SIGKILL while it holds a
 //! pending PAR request_uri, an issued (unredeemed) code, a redeemed code, a refresh
-//! token, a revocation, a used assertion `jti` and a registered client; a new server on
+//! token, a revocation, a used assertion `jti`, a registered client and a remembered
+//! consent; a new server on
 //! the same data directory has every one of them, and no one-time value works twice.
 //!
 //! The server runs in a child process: this test binary re-executed with
@@ -158,7 +159,7 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
     };
     // A code through the pages (requests without patient scopes: this user has no
     // patients to choose).
-    let code_for = |ru: String| {
+    let code_for = |ru: String, remember: bool| {
         let s = &s;
         async move {
             let q = url::form_urlencoded::Serializer::new(String::new())
@@ -204,13 +205,17 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
                         ),
                         ("csrf", &hidden_input(&consent, "csrf").unwrap()),
                         ("decision", "allow"),
+                        ("remember", if remember { "1" } else { "0" }),
                     ],
                     &[("cookie", &session)],
                     None,
                 )
                 .await;
             assert_eq!(done.status, 303, "{}", done.text());
-            url_param(done.header("location").unwrap(), "code").unwrap()
+            (
+                url_param(done.header("location").unwrap(), "code").unwrap(),
+                session,
+            )
         }
     };
     let redeem = |code: String, a: String| {
@@ -239,9 +244,9 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
     // State before the kill.
     let pending_ru = push(assertion(&par_aud)).await;
     let ru_a = push_simple(&s, &assertion(&par_aud), redirect).await;
-    let unredeemed_code = code_for(ru_a).await;
+    let (unredeemed_code, _) = code_for(ru_a, false).await;
     let ru_b = push_simple(&s, &assertion(&par_aud), redirect).await;
-    let redeemed_code = code_for(ru_b).await;
+    let (redeemed_code, _) = code_for(ru_b, false).await;
     let t = redeem(redeemed_code.clone(), assertion(&token_aud)).await;
     assert_eq!(t.status, 200, "{}", t.text());
     let t = t.json();
@@ -249,7 +254,8 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
     let revoked_access = t["access_token"].as_str().unwrap().to_owned();
     // A refresh token whose family nothing will touch.
     let ru_c = push_simple(&s, &assertion(&par_aud), redirect).await;
-    let code_c = code_for(ru_c).await;
+    // ... and a consent the user asked to remember.
+    let (code_c, session) = code_for(ru_c, true).await;
     let kept = redeem(code_c, assertion(&token_aud)).await.json();
     let kept_rt = kept["refresh_token"].as_str().unwrap().to_owned();
     let rv = s
@@ -306,6 +312,27 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
         .finish();
     let r = s.get(&format!("/authorize?{q}")).await;
     assert_eq!(r.status, 303, "pending PAR survived: {}", r.text());
+    // The remembered consent survived: the same session goes straight back to the app.
+    let ru = push_simple(&s, &assertion(&par_aud), redirect).await;
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", "app")
+        .append_pair("request_uri", &ru)
+        .finish();
+    let cookie = [("cookie", session.as_str())];
+    let r = s
+        .send("GET", &format!("/authorize?{q}"), &cookie, vec![], None)
+        .await;
+    assert_eq!(r.status, 303);
+    let back = s
+        .send("GET", r.header("location").unwrap(), &cookie, vec![], None)
+        .await;
+    assert_eq!(
+        back.status,
+        303,
+        "remembered consent survived: {}",
+        back.text()
+    );
+    assert!(back.header("location").unwrap().contains("code="));
     // The unredeemed code works once, and only once.
     let first = redeem(unredeemed_code.clone(), assertion(&token_aud)).await;
     assert_eq!(first.status, 200, "{}", first.text());
