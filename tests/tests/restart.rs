@@ -1,8 +1,8 @@
 //! Durability: a server on the embedded store is killed with SIGKILL while it holds a
 //! pending PAR request_uri, an issued (unredeemed) code, a redeemed code, a refresh
 //! token, a revocation, a used assertion `jti`, a registered client and a remembered
-//! consent; a new server on
-//! the same data directory has every one of them, and no one-time value works twice.
+//! consent; a new server on the same data directory has every one of them, and no
+//! one-time value works twice.
 //!
 //! The server runs in a child process: this test binary re-executed with
 //! `HEARTGATE_RESTART_CHILD` set, which starts the server in-process and waits to be
