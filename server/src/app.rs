@@ -313,6 +313,18 @@ fn endpoint_label(path: &str) -> &'static str {
     }
 }
 
+/// Run `handle` on a request whose body holds a password, then overwrite the body with
+/// zeros (best effort: when no other reference to its buffer remains; copies made by
+/// the HTTP and TLS layers are theirs to drop).
+fn wiping(r: Req, handle: impl FnOnce(&Req) -> Resp) -> Resp {
+    use zeroize::Zeroize as _;
+    let resp = handle(&r);
+    if let Ok(mut b) = r.body.try_into_mut() {
+        b[..].zeroize();
+    }
+    resp
+}
+
 /// A request with its body read (bounded in size and time).
 struct Req {
     method: Method,
@@ -495,13 +507,13 @@ async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
         "/par" if m == Method::POST => par(app, conn, &r),
         "/authorize" if m == Method::GET || m == Method::POST => authorize(app, &r),
         "/login" if m == Method::GET => login_page(app, &r),
-        "/login" if m == Method::POST => login_submit(app, conn, &r),
+        "/login" if m == Method::POST => wiping(r, |r| login_submit(app, conn, r)),
         "/consent" if m == Method::GET => consent_page(app, &r),
         "/consent" if m == Method::POST => consent_submit(app, &r),
         "/token" if m == Method::POST => token(app, conn, &r),
         "/bc-authorize" if m == Method::POST => ciba::bc_authorize(app, conn, &r),
         "/ciba" if m == Method::GET => ciba::approval_page(app, &r),
-        "/ciba/login" if m == Method::POST => ciba::login_submit(app, conn, &r),
+        "/ciba/login" if m == Method::POST => wiping(r, |r| ciba::login_submit(app, conn, r)),
         "/ciba/decide" if m == Method::POST => ciba::decide(app, &r),
         "/ciba/devices" if m == Method::GET => ciba::devices_page(app, &r),
         "/ciba/devices/pair" if m == Method::POST => ciba::devices_submit(app, &r, true),
@@ -868,7 +880,8 @@ fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
     let Ok(f) = r.form() else {
         return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
     };
-    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let f = Wiped(f);
+    let get = |k: &str| f.0.get(k).map(String::as_str).unwrap_or("");
     let ix = get("interaction");
     let pre = session::cookie(r.header(header::COOKIE), session::PRE_COOKIE).unwrap_or("");
     if !app.sessions.check_csrf("login", ix, pre, get("csrf")) {
@@ -924,6 +937,18 @@ fn signed_in_redirect(app: &App, subject: &str, now: UnixTime, location: &str) -
         }
     }
     resp
+}
+
+/// A parsed login form whose values are overwritten with zeros when dropped.
+pub(crate) struct Wiped(pub(crate) Params);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for v in self.0.values_mut() {
+            v.zeroize();
+        }
+    }
 }
 
 /// What a login form says after a failure (one fixed message per case: no enumeration).

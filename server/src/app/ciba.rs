@@ -156,7 +156,8 @@ pub(super) fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
     let Ok(f) = r.form() else {
         return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
     };
-    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let f = super::Wiped(f);
+    let get = |k: &str| f.0.get(k).map(String::as_str).unwrap_or("");
     let pre = session::cookie(r.header(header::COOKIE), session::PRE_COOKIE).unwrap_or("");
     if !app.sessions.check_csrf("login", "ciba", pre, get("csrf")) {
         return error_page(
