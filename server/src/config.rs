@@ -81,15 +81,29 @@ impl RedisUrl {
 
 impl std::fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match url::Url::parse(&self.0) {
-            Ok(mut u) => {
-                if u.password().is_some() {
-                    // Cannot fail on a URL with a host.
-                    let _ = u.set_password(Some("[redacted]"));
-                }
-                f.write_str(u.as_str())
-            }
-            Err(_) => f.write_str("[redacted]"),
+        let Ok(u) = url::Url::parse(&self.0) else {
+            return f.write_str("[redacted]");
+        };
+        write!(f, "{}://", u.scheme())?;
+        match (u.username(), u.password().is_some()) {
+            ("", false) => {}
+            (user, false) => write!(f, "{user}@")?,
+            (user, true) => write!(f, "{user}:[redacted]@")?,
+        }
+        f.write_str(u.host_str().unwrap_or_default())?;
+        if let Some(port) = u.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(u.path())
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Embedded => f.write_str("embedded"),
+            StoreKind::Memory => f.write_str("memory"),
+            StoreKind::Redis(url) => write!(f, "{url}"),
         }
     }
 }
@@ -108,7 +122,9 @@ impl<'de> Deserialize<'de> for StoreKind {
             "memory" => Ok(StoreKind::Memory),
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 RedisUrl::parse(url).map(StoreKind::Redis).ok_or_else(|| {
-                    serde::de::Error::custom("invalid Redis URL (redis://host[:port][/db])")
+                    serde::de::Error::custom(
+                        "invalid Redis URL in `store` (redis://host[:port][/db])",
+                    )
                 })
             }
             // Not echoed if it might hold a password.
