@@ -62,7 +62,10 @@ impl RedisServer {
             });
         let mut server = RedisServer { port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        // Ours is up when the server on the port reports our child's pid (another test's
+        // server may have taken the port first: then ours exits).
+        let ours = format!("process_id:{}\r\n", server.child.id());
+        while !server.answers_as(&ours) {
             if let Ok(Some(_)) = server.child.try_wait() {
                 return None;
             }
@@ -70,6 +73,16 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(server)
+    }
+
+    fn answers_as(&self, process_id_line: &str) -> bool {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
+            return false;
+        }
+        let info = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+        info.is_ok_and(|i| i.contains(process_id_line))
     }
 
     fn url(&self) -> String {
