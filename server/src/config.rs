@@ -56,6 +56,62 @@ pub enum StoreKind {
     Embedded,
     /// In memory: lost on restart (tests, demos).
     Memory,
+    /// A Redis server shared by every node (`redis://` or `rediss://`).
+    Redis(RedisUrl),
+}
+
+/// A `redis://` or `rediss://` URL. It may hold a password, so `Debug` and `Display` show
+/// it with the password replaced by `[redacted]`; [`RedisUrl::expose`] gives the URL itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Parse `s`: a `redis` or `rediss` URL with a host.
+    pub fn parse(s: &str) -> Option<RedisUrl> {
+        let u = url::Url::parse(s).ok()?;
+        (matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some())
+            .then(|| RedisUrl(s.to_owned()))
+    }
+
+    /// The URL, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Ok(u) = url::Url::parse(&self.0) else {
+            return f.write_str("[redacted]");
+        };
+        write!(f, "{}://", u.scheme())?;
+        match (u.username(), u.password().is_some()) {
+            ("", false) => {}
+            (user, false) => write!(f, "{user}@")?,
+            (user, true) => write!(f, "{user}:[redacted]@")?,
+        }
+        f.write_str(u.host_str().unwrap_or_default())?;
+        if let Some(port) = u.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(u.path())
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Embedded => f.write_str("embedded"),
+            StoreKind::Memory => f.write_str("memory"),
+            StoreKind::Redis(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
 }
 
 impl<'de> Deserialize<'de> for StoreKind {
@@ -64,9 +120,76 @@ impl<'de> Deserialize<'de> for StoreKind {
         match s.as_str() {
             "embedded" | "file" | "redb" => Ok(StoreKind::Embedded),
             "memory" => Ok(StoreKind::Memory),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                RedisUrl::parse(url).map(StoreKind::Redis).ok_or_else(|| {
+                    serde::de::Error::custom(
+                        "invalid Redis URL in `store` (redis://host[:port][/db])",
+                    )
+                })
+            }
+            // Not echoed if it might hold a password.
+            other if other.contains('@') => Err(serde::de::Error::custom(
+                "unknown store (embedded, memory, redis://...)",
+            )),
             other => Err(serde::de::Error::custom(format!(
-                "unknown store `{other}` (embedded, memory)"
+                "unknown store `{other}` (embedded, memory, redis://...)"
             ))),
+        }
+    }
+}
+
+/// Settings of the Redis store (`store = "redis://..."`); ignored by the other stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The first part of every key, so deployments can share one Redis: 1 to 64 of
+    /// `A-Z a-z 0-9 _ - .`.
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+    /// Bound on opening a connection, in milliseconds.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Bound on each command, in milliseconds: a Redis slower than this is unavailable
+    /// (requests fail closed with 503).
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long after an entry's expiry Redis deletes it, in seconds: how far the nodes'
+    /// clocks may run behind Redis's without Redis dropping entries they consider live.
+    #[serde(default = "default_redis_ttl_margin")]
+    pub ttl_margin_secs: u64,
+}
+
+fn default_redis_prefix() -> String {
+    "heartgate".into()
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_redis_ttl_margin() -> u64 {
+    300
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            key_prefix: default_redis_prefix(),
+            connect_timeout_ms: default_redis_timeout_ms(),
+            timeout_ms: default_redis_timeout_ms(),
+            ttl_margin_secs: default_redis_ttl_margin(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The store options these settings give.
+    pub fn options(&self) -> crate::stores::redis::RedisOptions {
+        crate::stores::redis::RedisOptions {
+            key_prefix: self.key_prefix.clone(),
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+            io_timeout: std::time::Duration::from_millis(self.timeout_ms),
+            ttl_margin: std::time::Duration::from_secs(self.ttl_margin_secs),
         }
     }
 }
@@ -329,6 +452,9 @@ pub struct Config {
     /// Where state is kept.
     #[serde(default = "default_store")]
     pub store: StoreKind,
+    /// The Redis store's settings.
+    #[serde(default)]
+    pub redis: RedisConfig,
     /// TLS.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -546,6 +672,20 @@ impl Config {
         if self.limits.max_body_bytes < 1024 || self.limits.max_body_bytes > 16 * 1024 * 1024 {
             return Err(invalid("limits.max_body_bytes", "1 KiB to 16 MiB"));
         }
+        if !crate::stores::redis::valid_prefix(&self.redis.key_prefix) {
+            return Err(invalid("redis.key_prefix", "1 to 64 of A-Z a-z 0-9 _ - ."));
+        }
+        for (setting, ms) in [
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("redis.timeout_ms", self.redis.timeout_ms),
+        ] {
+            if !(1..=60_000).contains(&ms) {
+                return Err(invalid(setting, "1 to 60000 milliseconds"));
+            }
+        }
+        if self.redis.ttl_margin_secs > 86_400 {
+            return Err(invalid("redis.ttl_margin_secs", "0 to 86400 seconds"));
+        }
         let mut clients = BTreeMap::new();
         for (i, t) in self.clients.iter().enumerate() {
             let json = serde_json::to_vec(t).map_err(|e| invalid("clients", e.to_string()))?;
@@ -635,6 +775,11 @@ mod tests {
             ("[ciba]\nbinding_message_max = 201", "ciba.binding_message_max"),
             ("[tls]\ncert = \"a.pem\"", "tls"),
             ("store = \"mongodb\"", "store"),
+            ("store = \"redis://\"", "store"),
+            ("[redis]\nkey_prefix = \"a:b\"", "redis.key_prefix"),
+            ("[redis]\ntimeout_ms = 0", "redis.timeout_ms"),
+            ("[redis]\nconnect_timeout_ms = 60001", "redis.connect_timeout_ms"),
+            ("[redis]\nttl_margin_secs = 86401", "redis.ttl_margin_secs"),
             ("[[clients]]\nprofile = \"fapi2-security\"\nclient_id = \"c\"\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://a.example/cb\"]", "clients"),
         ] {
             let r = Config::parse(text, &Env::new()).and_then(Config::resolve);
@@ -645,6 +790,31 @@ mod tests {
             );
         }
         assert!(Config::parse("", &env(&[("HEARTGATE_NOPE", "1")])).is_err());
+    }
+
+    #[test]
+    fn a_redis_url_selects_the_redis_store_and_its_password_is_never_shown() {
+        let text = "store = \"redis://user:hunter2@10.0.0.7:6380/3\"\n[redis]\nkey_prefix = \"prod-eu\"\ntimeout_ms = 500\n";
+        let r = Config::parse(text, &Env::new()).unwrap().resolve().unwrap();
+        let StoreKind::Redis(url) = &r.config.store else {
+            panic!("{:?}", r.config.store);
+        };
+        assert_eq!(url.expose(), "redis://user:hunter2@10.0.0.7:6380/3");
+        for shown in [
+            format!("{url}"),
+            format!("{:?}", r.config.store),
+            format!("{r:?}"),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert_eq!(url.to_string(), "redis://user:[redacted]@10.0.0.7:6380/3");
+        let o = r.config.redis.options();
+        assert_eq!(o.key_prefix, "prod-eu");
+        assert_eq!(o.io_timeout, std::time::Duration::from_millis(500));
+        let tls = Config::parse("store = \"rediss://redis.internal\"", &Env::new()).unwrap();
+        assert!(matches!(tls.store, StoreKind::Redis(_)));
+        let bad = Config::parse("store = \"redis:/x:hunter2@h\"", &Env::new()).unwrap_err();
+        assert!(!bad.to_string().contains("hunter2"), "{bad}");
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig) => {
             println!(
-                "configuration ok: issuer {}, listen {}, store {:?}, {} static client(s)",
+                "configuration ok: issuer {}, listen {}, store {}, {} static client(s)",
                 resolved.issuer,
                 resolved.config.listen,
                 resolved.config.store,

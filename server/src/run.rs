@@ -151,8 +151,17 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
     };
     let tls_config = tls::server_config(chain, key)?;
     let client_cas = ClientCas::load(&c.tls.client_ca)?;
-    let store: Arc<dyn Store> = match c.store {
+    let store: Arc<dyn Store> = match &c.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Redis(url) => {
+            let s = crate::stores::redis::RedisStore::open(url.expose(), c.redis.options())
+                .map_err(|e| other("store (redis)", e))?;
+            // Not fatal: calls fail closed (503) until Redis answers, then recover.
+            if s.ping().is_err() {
+                tracing::warn!(endpoint = s.endpoint(), "redis store not reachable yet");
+            }
+            Arc::new(s)
+        }
         StoreKind::Embedded => Arc::new(
             crate::stores::redb::RedbStore::open(dir.path("store.redb"))
                 .map_err(|e| other("store.redb", e))?,

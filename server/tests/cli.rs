@@ -49,6 +49,30 @@ fn check_config_accepts_the_example_and_names_a_bad_setting() {
 }
 
 #[test]
+fn check_config_names_the_redis_store_without_its_password() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("redis.toml");
+    std::fs::write(&file, "[redis]\nkey_prefix = \"prod\"\n").unwrap();
+    // The `heartgate` helper pins the memory store; this one names the store itself.
+    let out = Command::new(env!("CARGO_BIN_EXE_heartgate"))
+        .args(["check-config", "--config", file.to_str().unwrap()])
+        .env("HEARTGATE_STORE", "redis://app:hunter2@10.0.0.7:6380/2")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("store redis://app:[redacted]@10.0.0.7:6380/2"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
 fn users_add_and_keys_rotate_change_the_data_directory() {
     let d = tempfile::tempdir().unwrap();
     let (ok, out) = heartgate(

@@ -1,4 +1,5 @@
-//! Store backends for the server: the embedded `redb` file store (the default) and,
-//! from core, the in-memory store.
+//! Store backends for the server: the embedded `redb` file store (the default), the shared
+//! Redis store, and, from core, the in-memory store.
 
 pub mod redb;
+pub mod redis;
