@@ -251,6 +251,103 @@ impl Default for KeysConfig {
     }
 }
 
+/// Audit log settings (`[audit]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// fsync after at most this many lines (1–100000).
+    #[serde(default = "default_sync_every")]
+    pub sync_every: usize,
+    /// fsync when a written line has waited this long, milliseconds (1–60000).
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    /// Events queued for the writer before requests wait (1–1000000).
+    #[serde(default = "default_audit_queue")]
+    pub queue: usize,
+}
+
+fn default_sync_every() -> usize {
+    crate::audit_log::SYNC_EVERY
+}
+
+fn default_sync_interval_ms() -> u64 {
+    u64::try_from(crate::audit_log::SYNC_INTERVAL.as_millis()).unwrap_or(500)
+}
+
+fn default_audit_queue() -> usize {
+    crate::audit_log::QUEUE
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            sync_every: default_sync_every(),
+            sync_interval_ms: default_sync_interval_ms(),
+            queue: default_audit_queue(),
+        }
+    }
+}
+
+impl AuditSettings {
+    /// The audit log's options.
+    pub fn options(&self) -> crate::audit_log::AuditLogOptions {
+        crate::audit_log::AuditLogOptions {
+            sync_every: self.sync_every,
+            sync_interval: std::time::Duration::from_millis(self.sync_interval_ms),
+            queue: self.queue,
+        }
+    }
+}
+
+/// Password-guessing limits of the sign-in forms (`[login]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    /// Failures allowed per username within the window (1–1000).
+    #[serde(default = "default_per_username")]
+    pub per_username: u32,
+    /// Failures allowed per client address (IPv6: per /64) within the window (1–100000).
+    #[serde(default = "default_per_address")]
+    pub per_address: u32,
+    /// The window, seconds (60–86400).
+    #[serde(default = "default_window_secs")]
+    pub window_secs: i64,
+}
+
+fn default_per_username() -> u32 {
+    crate::users::MAX_FAILURES
+}
+
+fn default_per_address() -> u32 {
+    crate::users::MAX_FAILURES_PER_ADDRESS
+}
+
+fn default_window_secs() -> i64 {
+    crate::users::WINDOW_SECS
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        LoginSettings {
+            per_username: default_per_username(),
+            per_address: default_per_address(),
+            window_secs: default_window_secs(),
+        }
+    }
+}
+
+impl LoginSettings {
+    /// The user directory's limits.
+    pub fn limits(&self) -> crate::users::LoginLimits {
+        crate::users::LoginLimits {
+            per_username: self.per_username,
+            per_address: self.per_address,
+            window_secs: self.window_secs,
+            ..crate::users::LoginLimits::default()
+        }
+    }
+}
+
 /// CIBA settings (`[ciba]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,6 +567,12 @@ pub struct Config {
     /// CIBA.
     #[serde(default)]
     pub ciba: CibaSettings,
+    /// The audit log's fsync policy and queue.
+    #[serde(default)]
+    pub audit: AuditSettings,
+    /// Sign-in limits.
+    #[serde(default)]
+    pub login: LoginSettings,
     /// Local users (besides those added with `heartgate users add`), as
     /// [`crate::users`] entries.
     #[serde(default)]
@@ -639,6 +742,24 @@ impl Config {
             }
             additional_algorithms.push(a);
         }
+        if !(1..=100_000).contains(&self.audit.sync_every) {
+            return Err(invalid("audit.sync_every", "1 to 100000 lines"));
+        }
+        if !(1..=60_000).contains(&self.audit.sync_interval_ms) {
+            return Err(invalid("audit.sync_interval_ms", "1 to 60000 ms"));
+        }
+        if !(1..=1_000_000).contains(&self.audit.queue) {
+            return Err(invalid("audit.queue", "1 to 1000000 events"));
+        }
+        if !(1..=1000).contains(&self.login.per_username) {
+            return Err(invalid("login.per_username", "1 to 1000"));
+        }
+        if !(1..=100_000).contains(&self.login.per_address) {
+            return Err(invalid("login.per_address", "1 to 100000"));
+        }
+        if !(60..=86_400).contains(&self.login.window_secs) {
+            return Err(invalid("login.window_secs", "60 to 86400 seconds"));
+        }
         if !(1..=heartgate_core::ciba::MAX_EXPIRY).contains(&self.ciba.expiry) {
             return Err(invalid("ciba.expiry", "1 to 600 seconds"));
         }
@@ -770,6 +891,12 @@ mod tests {
             ("[keys]\nalgorithm = \"none\"", "keys.algorithm"),
             ("[tokens]\npar_lifetime = 600", "tokens.par_lifetime"),
             ("[ciba]\nexpiry = 0", "ciba.expiry"),
+            ("[audit]\nsync_every = 0", "audit.sync_every"),
+            ("[audit]\nsync_interval_ms = 0", "audit.sync_interval_ms"),
+            ("[audit]\nqueue = 0", "audit.queue"),
+            ("[login]\nper_username = 0", "login.per_username"),
+            ("[login]\nper_address = 0", "login.per_address"),
+            ("[login]\nwindow_secs = 10", "login.window_secs"),
             ("[ciba]\nexpiry = 601", "ciba.expiry"),
             ("[ciba]\ninterval = 0", "ciba.interval"),
             ("[ciba]\nbinding_message_max = 201", "ciba.binding_message_max"),
@@ -868,6 +995,31 @@ resources = ["https://fhir.example/r4"]
                 d.unknown_users
             ),
             (300, 5, 20, heartgate_core::ciba::UnknownUserPolicy::Reveal)
+        );
+    }
+
+    #[test]
+    fn audit_and_login_settings_reach_the_log_and_the_user_directory() {
+        let c = Config::parse(
+            "[audit]\nsync_every = 1\nsync_interval_ms = 50\nqueue = 64\n[login]\nper_username = 3\nper_address = 7\nwindow_secs = 600\n",
+            &Env::new(),
+        )
+        .unwrap();
+        let o = c.audit.options();
+        assert_eq!(
+            (o.sync_every, o.sync_interval, o.queue),
+            (1, std::time::Duration::from_millis(50), 64)
+        );
+        let l = c.login.limits();
+        assert_eq!((l.per_username, l.per_address, l.window_secs), (3, 7, 600));
+        let d = Config::parse("", &Env::new()).unwrap();
+        assert_eq!(
+            d.audit.options(),
+            crate::audit_log::AuditLogOptions::default()
+        );
+        assert_eq!(
+            (d.login.limits().per_username, d.login.limits().per_address),
+            (5, 20)
         );
     }
 }

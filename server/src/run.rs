@@ -125,7 +125,8 @@ fn users(cfg: &Resolved, dir: &DataDir) -> Result<(UserDirectory, Option<String>
             .map_err(|e: toml::de::Error| other("users", e.message()))?;
         entries.push(e);
     }
-    let dir = UserDirectory::new(entries).map_err(|e| other("users", e))?;
+    let dir = UserDirectory::with_limits(entries, cfg.config.login.limits())
+        .map_err(|e| other("users", e))?;
     Ok((dir, demo))
 }
 
@@ -167,8 +168,10 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
                 .map_err(|e| other("store.redb", e))?,
         ),
     };
-    let audit_log =
-        Arc::new(AuditLog::open(dir.path("audit.log")).map_err(|e| other("audit.log", e))?);
+    let audit_log = Arc::new(
+        AuditLog::open_with(dir.path("audit.log"), c.audit.options())
+            .map_err(|e| other("audit.log", e))?,
+    );
     let audit: Arc<dyn AuditSink> = audit_log.clone();
     let (users, demo_password) = users(cfg, &dir)?;
     let users: Arc<dyn Users> = Arc::new(users);
