@@ -205,3 +205,61 @@ proptest! {
         }
     }
 }
+
+mod invalidation_messages {
+    use heartgate_core::introspect::{
+        CacheConfig, CacheKey, Invalidation, InvalidationSink, IntrospectionCache,
+    };
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<Invalidation>>);
+
+    impl InvalidationSink for Seen {
+        fn invalidated(&self, i: &Invalidation) {
+            self.0.lock().unwrap().push(i.clone());
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_garbage_is_refused() {
+        for i in [
+            Invalidation::Key(CacheKey::for_token("hgat_abc")),
+            Invalidation::Jti {
+                iss: "https://as.example".into(),
+                jti: "j-1".into(),
+            },
+            Invalidation::Family("fam-1".into()),
+        ] {
+            assert_eq!(Invalidation::from_bytes(&i.to_bytes()), Some(i));
+        }
+        for bad in [&b""[..], b"\x09abc", b"\x01short", b"\x02\xff\xffx", b"\x03\xff\xfe"] {
+            assert_eq!(Invalidation::from_bytes(bad), None, "{bad:?}");
+        }
+        assert_eq!(Invalidation::from_bytes(&vec![3u8; 4096]), None, "too long");
+    }
+
+    #[test]
+    fn local_invalidations_are_reported_and_remote_ones_are_not_reported_again() {
+        let cache = IntrospectionCache::new(CacheConfig::default()).unwrap();
+        let seen = Arc::new(Seen::default());
+        cache.set_observer(seen.clone());
+        let key = CacheKey::for_token("hgat_abc");
+        cache.invalidate_key(&key);
+        cache.invalidate_jti("https://as.example", "j-1");
+        cache.invalidate_family("fam-1");
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            vec![
+                Invalidation::Key(key),
+                Invalidation::Jti {
+                    iss: "https://as.example".into(),
+                    jti: "j-1".into()
+                },
+                Invalidation::Family("fam-1".into()),
+            ]
+        );
+        cache.apply(&Invalidation::Family("fam-2".into()));
+        assert_eq!(seen.0.lock().unwrap().len(), 3, "a remote one is not echoed");
+    }
+}

@@ -582,6 +582,79 @@ pub struct IntrospectionCache {
     negative_ttl: i64,
     hit_miss: Box<[Padded<HitMiss>]>,
     counters: Counters,
+    /// Told of every local invalidation, to pass it to the other nodes of a cluster.
+    observer: std::sync::OnceLock<std::sync::Arc<dyn InvalidationSink>>,
+}
+
+/// One invalidation of cached introspection results, as the nodes of a cluster tell
+/// each other (DESIGN.md: revocations reach every node's cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The entry under this key.
+    Key(CacheKey),
+    /// Every entry of the JWT `(iss, jti)`.
+    Jti {
+        /// Issuer.
+        iss: String,
+        /// JWT id.
+        jti: String,
+    },
+    /// Every entry of a refresh family.
+    Family(String),
+}
+
+/// Longest encoded [`Invalidation`] accepted.
+pub const MAX_INVALIDATION_LEN: usize = 2048;
+
+impl Invalidation {
+    /// A compact encoding: a tag byte, then the fields (length-prefixed strings).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Invalidation::Key(k) => {
+                out.push(1);
+                out.extend_from_slice(k.as_bytes());
+            }
+            Invalidation::Jti { iss, jti } => {
+                out.push(2);
+                let n = u16::try_from(iss.len()).unwrap_or(u16::MAX);
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(iss.as_bytes());
+                out.extend_from_slice(jti.as_bytes());
+            }
+            Invalidation::Family(f) => {
+                out.push(3);
+                out.extend_from_slice(f.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decode [`Invalidation::to_bytes`]; `None` for anything else.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() > MAX_INVALIDATION_LEN {
+            return None;
+        }
+        let (tag, rest) = b.split_first()?;
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+        match tag {
+            1 => Some(Invalidation::Key(CacheKey(<[u8; 32]>::try_from(rest).ok()?))),
+            2 => {
+                let n = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+                let iss = text(rest.get(2..2 + n)?)?;
+                let jti = text(rest.get(2 + n..)?)?;
+                Some(Invalidation::Jti { iss, jti })
+            }
+            3 => Some(Invalidation::Family(text(rest)?)),
+            _ => None,
+        }
+    }
+}
+
+/// Where a cache reports its local invalidations (a cluster's publisher).
+pub trait InvalidationSink: Send + Sync {
+    /// `i` was just applied to this node's cache.
+    fn invalidated(&self, i: &Invalidation);
 }
 
 impl std::fmt::Debug for IntrospectionCache {
@@ -661,6 +734,7 @@ impl IntrospectionCache {
                 .map(|_| Padded(HitMiss::default()))
                 .collect(),
             counters: Counters::default(),
+            observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -858,6 +932,15 @@ impl IntrospectionCache {
     /// [`CacheKey::for_jti`]`(iss, jti)`. Returns how many were removed. Inserts whose
     /// lookup overlapped this call are refused.
     pub fn invalidate_jti(&self, iss: &str, jti: &str) -> usize {
+        let removed = self.apply_jti(iss, jti);
+        self.tell(|| Invalidation::Jti {
+            iss: iss.to_owned(),
+            jti: jti.to_owned(),
+        });
+        removed
+    }
+
+    fn apply_jti(&self, iss: &str, jti: &str) -> usize {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let ikey = CacheKey::for_jti(iss, jti);
         let mut removed = self.remove_key(&ikey);
@@ -869,6 +952,12 @@ impl IntrospectionCache {
     /// Remove every entry tagged with `family`. Returns how many were removed. Inserts
     /// whose lookup overlapped this call are refused.
     pub fn invalidate_family(&self, family: &str) -> usize {
+        let removed = self.apply_family(family);
+        self.tell(|| Invalidation::Family(family.to_owned()));
+        removed
+    }
+
+    fn apply_family(&self, family: &str) -> usize {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let removed = self.remove_indexed(&self.family_index, &family_key(family));
         bump(&self.counters.invalidated, removed as u64);
@@ -878,10 +967,37 @@ impl IntrospectionCache {
     /// Remove the entry under `key`. Returns how many were removed (0 or 1). Inserts whose
     /// lookup overlapped this call are refused.
     pub fn invalidate_key(&self, key: &CacheKey) -> usize {
+        let removed = self.apply_key(key);
+        self.tell(|| Invalidation::Key(*key));
+        removed
+    }
+
+    fn apply_key(&self, key: &CacheKey) -> usize {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let removed = self.remove_key(key);
         bump(&self.counters.invalidated, removed as u64);
         removed
+    }
+
+    /// Report every later local invalidation to `sink` (once; later calls are ignored).
+    pub fn set_observer(&self, sink: std::sync::Arc<dyn InvalidationSink>) {
+        let _ = self.observer.set(sink);
+    }
+
+    fn tell(&self, i: impl FnOnce() -> Invalidation) {
+        if let Some(o) = self.observer.get() {
+            o.invalidated(&i());
+        }
+    }
+
+    /// Apply an invalidation another node sent, without reporting it again. Returns how
+    /// many entries were removed.
+    pub fn apply(&self, i: &Invalidation) -> usize {
+        match i {
+            Invalidation::Key(k) => self.apply_key(k),
+            Invalidation::Jti { iss, jti } => self.apply_jti(iss, jti),
+            Invalidation::Family(f) => self.apply_family(f),
+        }
     }
 
     /// Remove everything (on a pub/sub reconnect, THREATS S5: revocations may have been

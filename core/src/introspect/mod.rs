@@ -30,8 +30,8 @@ pub mod cache;
 pub mod response;
 
 pub use cache::{
-    CacheConfig, CacheKey, CacheStats, Generation, IntrospectionCache, InvalidationTags,
-    KeyHasherBuilder,
+    CacheConfig, CacheKey, CacheStats, Generation, IntrospectionCache, Invalidation,
+    InvalidationSink, InvalidationTags, KeyHasherBuilder, MAX_INVALIDATION_LEN,
 };
 pub use response::{
     Audience, IntrospectionBuilder, IntrospectionResponse, REGISTERED_MEMBERS,
