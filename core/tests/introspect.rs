@@ -208,7 +208,7 @@ proptest! {
 
 mod invalidation_messages {
     use heartgate_core::introspect::{
-        CacheConfig, CacheKey, Invalidation, InvalidationSink, IntrospectionCache,
+        CacheConfig, CacheKey, IntrospectionCache, Invalidation, InvalidationSink,
     };
     use std::sync::{Arc, Mutex};
 
@@ -233,7 +233,13 @@ mod invalidation_messages {
         ] {
             assert_eq!(Invalidation::from_bytes(&i.to_bytes()), Some(i));
         }
-        for bad in [&b""[..], b"\x09abc", b"\x01short", b"\x02\xff\xffx", b"\x03\xff\xfe"] {
+        for bad in [
+            &b""[..],
+            b"\x09abc",
+            b"\x01short",
+            b"\x02\xff\xffx",
+            b"\x03\xff\xfe",
+        ] {
             assert_eq!(Invalidation::from_bytes(bad), None, "{bad:?}");
         }
         assert_eq!(Invalidation::from_bytes(&vec![3u8; 4096]), None, "too long");
@@ -260,6 +266,10 @@ mod invalidation_messages {
             ]
         );
         cache.apply(&Invalidation::Family("fam-2".into()));
-        assert_eq!(seen.0.lock().unwrap().len(), 3, "a remote one is not echoed");
+        assert_eq!(
+            seen.0.lock().unwrap().len(),
+            3,
+            "a remote one is not echoed"
+        );
     }
 }

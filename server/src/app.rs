@@ -220,6 +220,8 @@ pub struct Settings {
     pub registration_open: bool,
     /// The backchannel authentication endpoint's settings (CIBA).
     pub ciba: heartgate_core::ciba::CibaConfig,
+    /// The Redis channel of a cluster's cache invalidations (nodes on a Redis store).
+    pub cluster: Option<crate::cluster::Link>,
 }
 
 /// The fetched keys of `jwks_uri` clients, as the outbound module keeps them.

@@ -35,6 +35,8 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     // CIBA requests past their expiry, for as long as the server serves.
     let sweeper = crate::app::spawn_ciba_sweeper(app.clone());
+    // Other nodes' cache invalidations, for as long as the server serves.
+    let coherence = crate::cluster::start(&app);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -108,6 +110,7 @@ pub async fn serve(
     }
     drop(listener);
     sweeper.abort();
+    drop(coherence);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing"),

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod audit_log;
+pub mod cluster;
 pub mod config;
 pub mod consent;
 pub mod http;

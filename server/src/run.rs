@@ -221,6 +221,13 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
             trusted_proxies: c.tls.trusted_proxies.clone(),
             registration_open: !c.registration.disabled,
             ciba: c.ciba.to_core(&cfg.issuer),
+            cluster: match &c.store {
+                StoreKind::Redis(url) => Some(crate::cluster::Link::new(
+                    url.expose(),
+                    &c.redis.options().key_prefix,
+                )),
+                _ => None,
+            },
         },
         tokens: TokenIssuer::new(cfg.issuer.clone(), boot.keys.clone()),
         store,

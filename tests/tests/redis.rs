@@ -129,3 +129,107 @@ async fn a_server_on_redis_keeps_its_state_there_and_fails_closed_while_redis_is
     );
     s.stop().await;
 }
+
+/// A private_key_jwt client's form fields with a fresh assertion for `aud`.
+fn signed(
+    key: &heartgate_core::jose::SigningKey,
+    id: &str,
+    aud: &str,
+    n: u32,
+) -> [(&'static str, String); 2] {
+    let t = now().secs();
+    let a = heartgate_core::jose::sign_jwt(
+        key,
+        None,
+        json!({"iss": id, "sub": id, "aud": aud, "iat": t, "exp": t + 60,
+            "jti": format!("{id}-{n}-{t}")})
+        .as_object()
+        .unwrap(),
+    )
+    .unwrap();
+    [
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+        ),
+        ("client_assertion", a),
+    ]
+}
+
+async fn post(s: &TestServer, path: &str, fields: &[(&str, String)]) -> heartgate_e2e::Resp {
+    let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    s.form(path, &f, None).await
+}
+
+/// Two nodes on one Redis act as one server: a token issued on A introspects on B, and
+/// a revocation on A reaches B's introspection cache (pub/sub) well within the stated
+/// bound (the cache TTL, 30 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_tokens_and_a_revocation_reaches_the_other_nodes_cache() {
+    use heartgate_core::jose::{Algorithm, SigningKey};
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _redis = RedisServer::start(port);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let be = SigningKey::generate(Algorithm::ES256).unwrap();
+    let rs = SigningKey::generate(Algorithm::ES256).unwrap();
+    let doc = json!({
+        "redis": {"key_prefix": "two", "timeout_ms": 500, "connect_timeout_ms": 500},
+        "tokens": {"default_audience": "https://fhir.example/r4"},
+        "clients": [
+            {"client_id": "backend", "profile": "smart-backend",
+             "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+             "jwks": {"keys": [be.verifying_key().to_jwk()]}, "scope": "system/Observation.rs",
+             "access_token_format": "opaque"},
+            {"client_id": "fhir-server", "profile": "smart-backend",
+             "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+             "jwks": {"keys": [rs.verifying_key().to_jwk()]},
+             "resources": ["https://fhir.example/r4"]},
+        ],
+    });
+    let toml = toml::to_string(&doc).unwrap();
+    let a = TestServer::start_in(tempfile::tempdir().unwrap(), &toml, &url).await;
+    let b = TestServer::start_in(tempfile::tempdir().unwrap(), &toml, &url).await;
+    // Let both nodes subscribe.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut fields = vec![("grant_type", "client_credentials".to_owned())];
+    fields.extend(signed(&be, "backend", &format!("{}/token", a.issuer), 1));
+    let t = post(&a, "/token", &fields).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let token = t.json()["access_token"].as_str().unwrap().to_owned();
+
+    let introspect_on_b = |n: u32| {
+        let (b, rs, token) = (&b, &rs, token.clone());
+        async move {
+            let mut f = vec![("token", token)];
+            f.extend(signed(rs, "fhir-server", &format!("{}/token", b.issuer), n));
+            let r = post(b, "/introspect", &f).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["active"].as_bool().unwrap()
+        }
+    };
+    // Issued on A, active on B (and now in B's cache).
+    assert!(introspect_on_b(10).await);
+    assert!(introspect_on_b(11).await);
+
+    // A revokes; B answers inactive at once (not after its 30 s cache TTL).
+    let mut f = vec![("token", token.clone())];
+    f.extend(signed(&be, "backend", &format!("{}/token", a.issuer), 2));
+    assert_eq!(post(&a, "/revoke", &f).await.status, 200);
+    let revoked = Instant::now();
+    let mut n = 20;
+    while introspect_on_b(n).await {
+        n += 1;
+        assert!(
+            revoked.elapsed() < Duration::from_secs(3),
+            "B still answers active: the invalidation did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -638,7 +638,9 @@ impl Invalidation {
         let (tag, rest) = b.split_first()?;
         let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
         match tag {
-            1 => Some(Invalidation::Key(CacheKey(<[u8; 32]>::try_from(rest).ok()?))),
+            1 => Some(Invalidation::Key(CacheKey(
+                <[u8; 32]>::try_from(rest).ok()?,
+            ))),
             2 => {
                 let n = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
                 let iss = text(rest.get(2..2 + n)?)?;
