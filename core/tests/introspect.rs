@@ -210,14 +210,15 @@ mod invalidation_messages {
     use heartgate_core::introspect::{
         CacheConfig, CacheKey, IntrospectionCache, Invalidation, InvalidationSink,
     };
-    use std::sync::{Arc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
 
     #[derive(Default)]
     struct Seen(Mutex<Vec<Invalidation>>);
 
     impl InvalidationSink for Seen {
         fn invalidated(&self, i: &Invalidation) {
-            self.0.lock().unwrap().push(i.clone());
+            self.0.lock().push(i.clone());
         }
     }
 
@@ -255,7 +256,7 @@ mod invalidation_messages {
         cache.invalidate_jti("https://as.example", "j-1");
         cache.invalidate_family("fam-1");
         assert_eq!(
-            *seen.0.lock().unwrap(),
+            *seen.0.lock(),
             vec![
                 Invalidation::Key(key),
                 Invalidation::Jti {
@@ -266,10 +267,6 @@ mod invalidation_messages {
             ]
         );
         cache.apply(&Invalidation::Family("fam-2".into()));
-        assert_eq!(
-            seen.0.lock().unwrap().len(),
-            3,
-            "a remote one is not echoed"
-        );
+        assert_eq!(seen.0.lock().len(), 3, "a remote one is not echoed");
     }
 }
