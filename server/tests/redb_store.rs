@@ -11,9 +11,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use heartgate_core::clock::UnixTime;
-use heartgate_core::store::{
-    Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped,
-};
+use heartgate_core::store::conformance::Kept;
+use heartgate_core::store::{Inserted, Namespace, Store, StoreError, Swapped};
 use heartgate_server::stores::redb::{OpenError, RedbStore};
 use tempfile::TempDir;
 
@@ -22,92 +21,19 @@ const LATER: UnixTime = UnixTime(1_700_000_600);
 
 /// A fresh store in its own temporary directory, removed when the store is dropped (the
 /// store is dropped first: fields drop in declaration order).
-struct TempStore {
-    store: RedbStore,
-    _dir: TempDir,
-}
+/// A redb store in a temporary directory, removed with it.
+type TempStore = Kept<RedbStore, TempDir>;
 
-impl TempStore {
-    fn new() -> TempStore {
-        let dir = TempDir::new().unwrap();
-        let store = RedbStore::open(dir.path().join("store.redb")).unwrap();
-        TempStore { store, _dir: dir }
-    }
-}
-
-impl Store for TempStore {
-    fn put(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        value: &[u8],
-        expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.store.put(ns, key, value, expires_at)
-    }
-
-    fn insert_new(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        value: &[u8],
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> Result<Inserted, StoreError> {
-        self.store.insert_new(ns, key, value, expires_at, now)
-    }
-
-    fn get(&self, ns: Namespace, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.get(ns, key, now)
-    }
-
-    fn take(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        now: UnixTime,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.take(ns, key, now)
-    }
-
-    fn compare_and_swap(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        expected: &[u8],
-        new: Option<(&[u8], UnixTime)>,
-        now: UnixTime,
-    ) -> Result<Swapped, StoreError> {
-        self.store.compare_and_swap(ns, key, expected, new, now)
-    }
-
-    fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
-        self.store.delete(ns, key)
-    }
-
-    fn scan_prefix(
-        &self,
-        ns: Namespace,
-        prefix: &[u8],
-        limit: usize,
-        now: UnixTime,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.store.scan_prefix(ns, prefix, limit, now)
-    }
-
-    fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
-        self.store.purge_expired(now)
-    }
-
-    fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError> {
-        self.store.snapshot(now)
-    }
+fn temp_store() -> TempStore {
+    let dir = TempDir::new().unwrap();
+    let store = RedbStore::open(dir.path().join("store.redb")).unwrap();
+    Kept { store, keep: dir }
 }
 
 mod conformance {
-    use super::TempStore;
+    use super::temp_store;
 
-    heartgate_core::store_conformance_tests!(TempStore::new());
+    heartgate_core::store_conformance_tests!(temp_store());
 }
 
 fn store_path(dir: &TempDir) -> PathBuf {

@@ -13,9 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use heartgate_core::clock::UnixTime;
-use heartgate_core::store::{
-    Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped,
-};
+use heartgate_core::store::conformance::Kept;
+use heartgate_core::store::{Inserted, Namespace, Store, StoreError};
 use heartgate_server::stores::redis::{RedisOptions, RedisStore};
 
 const T0: UnixTime = UnixTime(1_700_000_000);
@@ -103,10 +102,7 @@ impl Drop for RedisServer {
 
 /// A store on its own `redis-server`, killed when this is dropped (also when the test
 /// panics). A server per test costs a few milliseconds and keeps tests apart.
-struct TestStore {
-    store: RedisStore,
-    server: RedisServer,
-}
+type TestStore = Kept<RedisStore, RedisServer>;
 
 fn options(prefix: &str) -> RedisOptions {
     RedisOptions {
@@ -117,11 +113,12 @@ fn options(prefix: &str) -> RedisOptions {
     }
 }
 
-impl TestStore {
-    fn new() -> TestStore {
-        let server = RedisServer::start_on_a_free_port();
-        let store = RedisStore::open(&server.url(), options("heartgate")).unwrap();
-        TestStore { store, server }
+fn test_store() -> TestStore {
+    let server = RedisServer::start_on_a_free_port();
+    let store = RedisStore::open(&server.url(), options("heartgate")).unwrap();
+    Kept {
+        store,
+        keep: server,
     }
 }
 
@@ -137,77 +134,8 @@ impl RedisServer {
     }
 }
 
-impl Store for TestStore {
-    fn put(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        value: &[u8],
-        expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.store.put(ns, key, value, expires_at)
-    }
-
-    fn insert_new(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        value: &[u8],
-        expires_at: UnixTime,
-        now: UnixTime,
-    ) -> Result<Inserted, StoreError> {
-        self.store.insert_new(ns, key, value, expires_at, now)
-    }
-
-    fn get(&self, ns: Namespace, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.get(ns, key, now)
-    }
-
-    fn take(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        now: UnixTime,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.take(ns, key, now)
-    }
-
-    fn compare_and_swap(
-        &self,
-        ns: Namespace,
-        key: &[u8],
-        expected: &[u8],
-        new: Option<(&[u8], UnixTime)>,
-        now: UnixTime,
-    ) -> Result<Swapped, StoreError> {
-        self.store.compare_and_swap(ns, key, expected, new, now)
-    }
-
-    fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
-        self.store.delete(ns, key)
-    }
-
-    fn scan_prefix(
-        &self,
-        ns: Namespace,
-        prefix: &[u8],
-        limit: usize,
-        now: UnixTime,
-    ) -> Result<Vec<Entry>, StoreError> {
-        self.store.scan_prefix(ns, prefix, limit, now)
-    }
-
-    fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
-        self.store.purge_expired(now)
-    }
-
-    fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError> {
-        self.store.snapshot(now)
-    }
-}
-
 mod conformance {
-    heartgate_core::store_conformance_tests!(super::TestStore::new());
+    heartgate_core::store_conformance_tests!(super::test_store());
 }
 
 /// A raw connection to the test server, to look behind the store's back.
@@ -220,9 +148,9 @@ fn raw(server: &RedisServer) -> redis::Connection {
 
 #[test]
 fn two_prefixes_never_see_each_others_keys() {
-    let t = TestStore::new();
-    let a = RedisStore::open(&t.server.url(), options("deploy-a")).unwrap();
-    let b = RedisStore::open(&t.server.url(), options("deploy-a.b")).unwrap();
+    let t = test_store();
+    let a = RedisStore::open(&t.keep.url(), options("deploy-a")).unwrap();
+    let b = RedisStore::open(&t.keep.url(), options("deploy-a.b")).unwrap();
     a.put(Namespace::Code, b"k", b"from-a", LATER).unwrap();
     b.put(Namespace::Code, b"k2", b"from-b", LATER).unwrap();
     assert_eq!(b.get(Namespace::Code, b"k", T0).unwrap(), None);
@@ -249,7 +177,7 @@ fn two_prefixes_never_see_each_others_keys() {
 
 #[test]
 fn keys_are_binary_safe_and_glob_characters_are_literal() {
-    let t = TestStore::new();
+    let t = test_store();
     let s = &t.store;
     let keys: [&[u8]; 6] = [b"a*", b"a?x", b"a[b]", b"a\\", b"a\x00\xff:z", b"ab"];
     for k in keys {
@@ -276,8 +204,8 @@ fn keys_are_binary_safe_and_glob_characters_are_literal() {
 
 #[test]
 fn redis_ttls_clean_up_after_expiry_plus_margin() {
-    let t = TestStore::new();
-    let mut c = raw(&t.server);
+    let t = test_store();
+    let mut c = raw(&t.keep);
     let now = UnixTime(
         i64::try_from(
             std::time::SystemTime::now()
@@ -311,8 +239,8 @@ fn redis_ttls_clean_up_after_expiry_plus_margin() {
 
 #[test]
 fn a_malformed_record_fails_closed() {
-    let t = TestStore::new();
-    let mut c = raw(&t.server);
+    let t = test_store();
+    let mut c = raw(&t.keep);
     let () = redis::cmd("SET")
         .arg("heartgate:revoked:jti")
         .arg(b"\x01".as_slice())
@@ -363,7 +291,7 @@ fn every_call(s: &RedisStore) -> Vec<Result<(), StoreError>> {
 
 #[test]
 fn with_redis_down_every_call_fails_closed_quickly_and_recovers_when_it_is_back() {
-    let mut t = TestStore::new();
+    let mut t = test_store();
     let s = &t.store;
     s.put(Namespace::Code, b"before", b"v", LATER).unwrap();
     // Warm the pool with several connections, all of which go stale below.
@@ -373,8 +301,8 @@ fn with_redis_down_every_call_fails_closed_quickly_and_recovers_when_it_is_back(
         }
     });
 
-    let port = t.server.port;
-    t.server.kill();
+    let port = t.keep.port;
+    t.keep.kill();
     for round in 0..3 {
         let started = Instant::now();
         for (i, r) in every_call(s).into_iter().enumerate() {
@@ -386,7 +314,7 @@ fn with_redis_down_every_call_fails_closed_quickly_and_recovers_when_it_is_back(
 
     // Same port, same store object: it reconnects by itself (the new server is empty: no
     // persistence in these tests).
-    t.server = RedisServer::try_start(port).expect("restart on the same port");
+    t.keep = RedisServer::try_start(port).expect("restart on the same port");
     for (i, r) in every_call(s).into_iter().enumerate() {
         assert_eq!(r, Ok(()), "call {i} after the restart");
     }

@@ -20,6 +20,85 @@ use crate::clock::UnixTime;
 const T0: UnixTime = UnixTime(1_700_000_000);
 const LATER: UnixTime = UnixTime(1_700_000_600);
 
+/// A store under test together with what must live as long as it (a temporary
+/// directory, a private server process), delegating every call to `store`.
+#[derive(Debug)]
+pub struct Kept<S, K> {
+    /// The store.
+    pub store: S,
+    /// Kept alive with it; dropped after it.
+    pub keep: K,
+}
+
+impl<S: Store, K: Send + Sync> Store for Kept<S, K> {
+    fn put(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        value: &[u8],
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.store.put(ns, key, value, expires_at)
+    }
+
+    fn insert_new(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        value: &[u8],
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<Inserted, StoreError> {
+        self.store.insert_new(ns, key, value, expires_at, now)
+    }
+
+    fn get(&self, ns: Namespace, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(ns, key, now)
+    }
+
+    fn take(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.take(ns, key, now)
+    }
+
+    fn compare_and_swap(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        expected: &[u8],
+        new: Option<(&[u8], UnixTime)>,
+        now: UnixTime,
+    ) -> Result<Swapped, StoreError> {
+        self.store.compare_and_swap(ns, key, expected, new, now)
+    }
+
+    fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
+        self.store.delete(ns, key)
+    }
+
+    fn scan_prefix(
+        &self,
+        ns: Namespace,
+        prefix: &[u8],
+        limit: usize,
+        now: UnixTime,
+    ) -> Result<Vec<super::Entry>, StoreError> {
+        self.store.scan_prefix(ns, prefix, limit, now)
+    }
+
+    fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
+        self.store.purge_expired(now)
+    }
+
+    fn snapshot(&self, now: UnixTime) -> Result<Vec<super::SnapshotEntry>, StoreError> {
+        self.store.snapshot(now)
+    }
+}
+
 /// Threads racing for one value in the race checks.
 pub const RACERS: usize = 64;
 /// Rounds of each race check.
