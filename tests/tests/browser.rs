@@ -101,6 +101,28 @@ async fn chromedriver() -> Driver {
     panic!("chromedriver did not start");
 }
 
+/// Fill the sign-in form on the current page and submit it.
+async fn sign_in(c: &fantoccini::Client, username: &str) {
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(username)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("correct horse battery")
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// chromedriver and a headless Chromium session (accepting the development CA's
 /// certificates), with its profile directory.
 async fn browser() -> (Driver, fantoccini::Client, tempfile::TempDir) {
@@ -198,24 +220,7 @@ async fn chromium_completes_par_login_consent_and_gets_a_verifiable_jarm_respons
         body.contains("Bedside &lt;b&gt;app&lt;/b&gt;"),
         "escaped name: {body}"
     );
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("nurse")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("correct horse battery")
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&c, "nurse").await;
     c.wait()
         .for_element(Locator::Id("allow"))
         .await
@@ -330,24 +335,7 @@ async fn chromium_approves_a_ciba_request_on_the_approval_page() {
         .for_element(Locator::Id("username"))
         .await
         .expect("sign-in form");
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("jane")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("correct horse battery")
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&c, "jane").await;
     c.wait()
         .for_element(Locator::Css("button.approve"))
         .await
