@@ -209,7 +209,9 @@ pub trait Store: Send + Sync {
     fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError>;
 }
 
-pub(crate) fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+/// The size rule every backend applies: a key of 1 to [`MAX_KEY_LEN`] bytes, a value of at
+/// most [`MAX_VALUE_LEN`] bytes; otherwise [`StoreError::TooLarge`].
+pub fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN || value.len() > MAX_VALUE_LEN {
         return Err(StoreError::TooLarge);
     }

@@ -92,14 +92,14 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::record::{encode, live_value};
 use ::redb::{
     Database, DatabaseError, Durability, ReadableTable, StorageBackend, TableDefinition,
     TableError, TableHandle, WriteTransaction,
 };
 use heartgate_core::clock::UnixTime;
 use heartgate_core::store::{
-    Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped, MAX_KEY_LEN,
-    MAX_VALUE_LEN,
+    check_sizes, Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped,
 };
 
 /// The version of the layout described in the module documentation, kept in the file.
@@ -110,9 +110,6 @@ pub const MAX_BATCH: usize = 256;
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Write requests that may wait for the writer before callers block on sending.
 const QUEUE_DEPTH: usize = 1024;
-/// Length of the expiry header of a record.
-const EXPIRY_LEN: usize = 8;
-
 type Records = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("heartgate_meta");
@@ -287,33 +284,6 @@ fn init_tables(db: &Database) -> Result<(), OpenError> {
 }
 
 // ---- records ----
-
-fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-    // The same rule as every backend (heartgate_core::store::check_sizes).
-    if key.is_empty() || key.len() > MAX_KEY_LEN || value.len() > MAX_VALUE_LEN {
-        return Err(StoreError::TooLarge);
-    }
-    Ok(())
-}
-
-fn encode(value: &[u8], expires_at: UnixTime) -> Vec<u8> {
-    let mut record = Vec::with_capacity(EXPIRY_LEN + value.len());
-    record.extend_from_slice(&expires_at.secs().to_be_bytes());
-    record.extend_from_slice(value);
-    record
-}
-
-/// A record too short to hold its expiry (the file was damaged or written by something
-/// else). The operation that meets it fails closed; the record is left in place.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("heartgate record without its expiry")]
-struct Malformed;
-
-/// The value of a record if it is live at `now`.
-fn live_value(record: &[u8], now: UnixTime) -> Result<Option<&[u8]>, Malformed> {
-    let (expiry, value) = record.split_first_chunk::<EXPIRY_LEN>().ok_or(Malformed)?;
-    Ok((now.secs() < i64::from_be_bytes(*expiry)).then_some(value))
-}
 
 /// Log the cause for the operator; the caller only learns that the store is unavailable.
 fn unavailable(e: impl fmt::Display) -> StoreError {

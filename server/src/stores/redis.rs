@@ -50,10 +50,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::record::encode;
 use heartgate_core::clock::UnixTime;
 use heartgate_core::store::{
-    Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped, MAX_KEY_LEN,
-    MAX_VALUE_LEN,
+    check_sizes, Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped, MAX_KEY_LEN,
 };
 use parking_lot::Mutex;
 use redis::{Client, Connection, RedisError, Script};
@@ -62,8 +62,6 @@ use redis::{Client, Connection, RedisError, Script};
 pub const MAX_IDLE_CONNECTIONS: usize = 64;
 /// Keys asked for per `SCAN` step and read per `MGET` or purge script.
 const SCAN_BATCH: usize = 512;
-/// Length of the expiry header of a record.
-const EXPIRY_LEN: usize = 8;
 /// Longest key prefix.
 pub const MAX_PREFIX_LEN: usize = 64;
 
@@ -247,27 +245,12 @@ fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable
 }
 
-fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN || value.len() > MAX_VALUE_LEN {
-        return Err(StoreError::TooLarge);
-    }
-    Ok(())
-}
-
-fn record(value: &[u8], expires_at: UnixTime) -> Vec<u8> {
-    let mut r = Vec::with_capacity(EXPIRY_LEN + value.len());
-    r.extend_from_slice(&expires_at.0.to_be_bytes());
-    r.extend_from_slice(value);
-    r
-}
-
-/// The value of `record` if it is live at `now`; a record too short is an error.
+/// The value of `record` if it is live at `now`; a record too short fails closed.
 fn live_value(record: &[u8], now: UnixTime) -> Result<Option<&[u8]>, StoreError> {
-    let Some((exp, value)) = record.split_first_chunk::<EXPIRY_LEN>() else {
+    super::record::live_value(record, now).map_err(|_| {
         tracing::warn!("redis store: a record too short to hold its expiry");
-        return Err(StoreError::Unavailable);
-    };
-    Ok((now.0 < i64::from_be_bytes(*exp)).then_some(value))
+        StoreError::Unavailable
+    })
 }
 
 /// `pattern` with Redis glob metacharacters escaped, for `SCAN MATCH`.
@@ -459,7 +442,7 @@ impl Store for RedisStore {
         check_sizes(key, value)?;
         let (k, r, at) = (
             self.key(ns, key),
-            record(value, expires_at),
+            encode(value, expires_at),
             self.cleanup_ms(expires_at),
         );
         self.with_connection(|c| {
@@ -484,7 +467,7 @@ impl Store for RedisStore {
         check_sizes(key, value)?;
         let (k, r, at) = (
             self.key(ns, key),
-            record(value, expires_at),
+            encode(value, expires_at),
             self.cleanup_ms(expires_at),
         );
         let inserted = self.with_connection(|c| {
@@ -540,7 +523,7 @@ impl Store for RedisStore {
         let (op, r, at) = match new {
             Some((value, exp)) => {
                 check_sizes(key, value)?;
-                ("set", record(value, exp), self.cleanup_ms(exp))
+                ("set", encode(value, exp), self.cleanup_ms(exp))
             }
             None => ("del", Vec::new(), 0),
         };
