@@ -7,6 +7,10 @@
 //! positive TTL (30 s by default): after a revocation on one node, another node may
 //! answer `active: true` for at most that long if a message is lost without its
 //! subscription failing, and normally for no longer than the message takes to arrive.
+//!
+//! Key rotations (`keyshare`) are announced on `{key_prefix}:keys`; a node re-reads the
+//! shared keys when an announcement arrives, when it (re)subscribes, and every
+//! `key_refresh_secs` in any case.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -16,6 +20,7 @@ use std::time::Duration;
 use heartgate_core::introspect::{Invalidation, InvalidationSink};
 
 use crate::app::App;
+use crate::keyshare::KeyShare;
 
 /// Messages waiting to be published before new ones are dropped (and counted).
 const PUBLISH_QUEUE: usize = 4096;
@@ -29,6 +34,8 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct Link {
     url: String,
     channel: String,
+    keys_channel: String,
+    share: Arc<KeyShare>,
 }
 
 impl std::fmt::Debug for Link {
@@ -40,12 +47,48 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// The link of a deployment on `url` whose keys start with `key_prefix`.
-    pub fn new(url: &str, key_prefix: &str) -> Link {
+    /// The link of a deployment on `url` whose keys start with `key_prefix`, sharing
+    /// its keys through `share`.
+    pub fn new(url: &str, key_prefix: &str, share: Arc<KeyShare>) -> Link {
         Link {
             url: url.to_owned(),
             channel: format!("{key_prefix}:invalidate"),
+            keys_channel: keys_channel(key_prefix),
+            share,
         }
+    }
+
+    /// The shared keys' handle.
+    pub fn share(&self) -> &Arc<KeyShare> {
+        &self.share
+    }
+}
+
+fn keys_channel(key_prefix: &str) -> String {
+    format!("{key_prefix}:keys")
+}
+
+/// Tell the nodes of the deployment on `url` / `key_prefix` that the shared keys changed
+/// (after `heartgate keys rotate`). Returns how many nodes were listening.
+pub fn announce_keys(url: &str, key_prefix: &str) -> redis::RedisResult<i64> {
+    let client = redis::Client::open(url)?;
+    let mut con = connect(&client)?;
+    redis::cmd("PUBLISH")
+        .arg(keys_channel(key_prefix))
+        .arg("rotated")
+        .query(&mut con)
+}
+
+/// Re-read the shared keys into the app's ring (logged, never fatal: until the store
+/// answers, the node keeps signing with the keys it has, which stay published).
+fn refresh_keys(app: &App, share: &KeyShare) {
+    match share.refresh(&*app.store, app.tokens.keys(), crate::app::now()) {
+        Ok(true) => tracing::info!(
+            generation = share.generation(),
+            "cluster: took the rotated shared keys"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cluster: shared keys not refreshed"),
     }
 }
 
@@ -96,11 +139,15 @@ pub fn start(app: &Arc<App>) -> Option<Coherence> {
     let spawned = std::thread::Builder::new()
         .name("heartgate-publish".into())
         .spawn(move || publish(&c, &ch, &rx, &s));
-    let (a, s) = (Arc::downgrade(app), stop.clone());
+    let (a, s, l) = (Arc::downgrade(app), stop.clone(), link.clone());
     let subscribed = std::thread::Builder::new()
         .name("heartgate-subscribe".into())
-        .spawn(move || subscribe(&client, &link.channel, &a, &s));
-    if spawned.is_err() || subscribed.is_err() {
+        .spawn(move || subscribe(&client, &l, &a, &s));
+    let (a, s) = (Arc::downgrade(app), stop.clone());
+    let refreshing = std::thread::Builder::new()
+        .name("heartgate-keys".into())
+        .spawn(move || refresh_periodically(&link.share, &a, &s));
+    if spawned.is_err() || subscribed.is_err() || refreshing.is_err() {
         tracing::error!("cluster: threads could not start; caches are not kept coherent");
     }
     Some(Coherence { stop })
@@ -139,20 +186,42 @@ fn publish(client: &redis::Client, channel: &str, rx: &Receiver<Vec<u8>>, stop: 
     }
 }
 
-fn subscribe(client: &redis::Client, channel: &str, app: &std::sync::Weak<App>, stop: &AtomicBool) {
+fn refresh_periodically(share: &KeyShare, app: &std::sync::Weak<App>, stop: &AtomicBool) {
+    let mut waited = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(RETRY);
+        waited += RETRY;
+        if waited < share.refresh {
+            continue;
+        }
+        waited = Duration::ZERO;
+        match app.upgrade() {
+            Some(a) => refresh_keys(&a, share),
+            None => return,
+        }
+    }
+}
+
+fn subscribe(client: &redis::Client, link: &Link, app: &std::sync::Weak<App>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut con) = connect(client) else {
             std::thread::sleep(RETRY);
             continue;
         };
         let mut ps = con.as_pubsub();
-        if ps.subscribe(channel).is_err() {
+        if ps
+            .subscribe(&[link.channel.as_str(), link.keys_channel.as_str()])
+            .is_err()
+        {
             std::thread::sleep(RETRY);
             continue;
         }
         // Messages sent while this node was not listening are lost: start afresh.
         match app.upgrade() {
-            Some(a) => a.cache.clear(),
+            Some(a) => {
+                a.cache.clear();
+                refresh_keys(&a, &link.share);
+            }
             None => return,
         }
         tracing::info!("cluster: subscribed to cache invalidations");
@@ -161,6 +230,10 @@ fn subscribe(client: &redis::Client, channel: &str, app: &std::sync::Weak<App>, 
                 return;
             }
             match ps.get_message() {
+                Ok(m) if m.get_channel_name() == link.keys_channel => match app.upgrade() {
+                    Some(a) => refresh_keys(&a, &link.share),
+                    None => return,
+                },
                 Ok(m) => {
                     let Some(i) = Invalidation::from_bytes(m.get_payload_bytes()) else {
                         continue;

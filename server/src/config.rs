@@ -157,6 +157,15 @@ pub struct RedisConfig {
     /// clocks may run behind Redis's without Redis dropping entries they consider live.
     #[serde(default = "default_redis_ttl_margin")]
     pub ttl_margin_secs: u64,
+    /// The key-encryption key (32 bytes, base64url; `heartgate keys generate-kek FILE`
+    /// makes one). Required with a Redis store: the nodes share their signing keys and
+    /// secrets through Redis only sealed under it. Every node needs the same file.
+    #[serde(default)]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// How often a node re-reads the shared keys without a rotation announcement, in
+    /// seconds (announcements travel by pub/sub, which may lose one).
+    #[serde(default = "default_key_refresh")]
+    pub key_refresh_secs: u64,
 }
 
 fn default_redis_prefix() -> String {
@@ -171,6 +180,10 @@ fn default_redis_ttl_margin() -> u64 {
     300
 }
 
+fn default_key_refresh() -> u64 {
+    30
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
@@ -178,6 +191,8 @@ impl Default for RedisConfig {
             connect_timeout_ms: default_redis_timeout_ms(),
             timeout_ms: default_redis_timeout_ms(),
             ttl_margin_secs: default_redis_ttl_margin(),
+            key_encryption_key_file: None,
+            key_refresh_secs: default_key_refresh(),
         }
     }
 }
@@ -807,6 +822,16 @@ impl Config {
         if self.redis.ttl_margin_secs > 86_400 {
             return Err(invalid("redis.ttl_margin_secs", "0 to 86400 seconds"));
         }
+        if !(1..=3600).contains(&self.redis.key_refresh_secs) {
+            return Err(invalid("redis.key_refresh_secs", "1 to 3600 seconds"));
+        }
+        if matches!(self.store, StoreKind::Redis(_)) && self.redis.key_encryption_key_file.is_none()
+        {
+            return Err(invalid(
+                "redis.key_encryption_key_file",
+                "required with a Redis store: the nodes share their signing keys through Redis only sealed under it (`heartgate keys generate-kek FILE` makes one)",
+            ));
+        }
         let mut clients = BTreeMap::new();
         for (i, t) in self.clients.iter().enumerate() {
             let json = serde_json::to_vec(t).map_err(|e| invalid("clients", e.to_string()))?;
@@ -921,7 +946,7 @@ mod tests {
 
     #[test]
     fn a_redis_url_selects_the_redis_store_and_its_password_is_never_shown() {
-        let text = "store = \"redis://user:hunter2@10.0.0.7:6380/3\"\n[redis]\nkey_prefix = \"prod-eu\"\ntimeout_ms = 500\n";
+        let text = "store = \"redis://user:hunter2@10.0.0.7:6380/3\"\n[redis]\nkey_prefix = \"prod-eu\"\ntimeout_ms = 500\nkey_encryption_key_file = \"/etc/heartgate/kek\"\n";
         let r = Config::parse(text, &Env::new()).unwrap().resolve().unwrap();
         let StoreKind::Redis(url) = &r.config.store else {
             panic!("{:?}", r.config.store);
@@ -942,6 +967,24 @@ mod tests {
         assert!(matches!(tls.store, StoreKind::Redis(_)));
         let bad = Config::parse("store = \"redis:/x:hunter2@h\"", &Env::new()).unwrap_err();
         assert!(!bad.to_string().contains("hunter2"), "{bad}");
+        // Shared keys: a Redis store needs the key-encryption key; the refresh is bounded.
+        let no_kek = text.replace("key_encryption_key_file", "# key_encryption_key_file");
+        let e = Config::parse(&no_kek, &Env::new())
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("redis.key_encryption_key_file"),
+            "{e}"
+        );
+        for bad in ["0", "3601"] {
+            let t = format!("{text}key_refresh_secs = {bad}\n");
+            let e = Config::parse(&t, &Env::new())
+                .unwrap()
+                .resolve()
+                .unwrap_err();
+            assert!(e.to_string().contains("redis.key_refresh_secs"), "{e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod consent;
 pub mod http;
+pub mod keyshare;
 pub mod metrics;
 pub mod outbound;
 pub mod pages;

@@ -5,6 +5,7 @@
 //! heartgate check-config [--config FILE]                      validate, print the result
 //! heartgate users add USERNAME [--name N] [--fhir-user R] [--patient ID[=LABEL]]...
 //! heartgate keys rotate                                       new active signing key
+//! heartgate keys generate-kek FILE                            key-encryption key for Redis
 //! heartgate audit verify FILE                                 check the audit chain
 //! ```
 
@@ -77,8 +78,15 @@ enum UsersCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Generate a new active signing key; the previous one stays published.
+    /// Generate a new active signing key; the previous one stays published. On a Redis
+    /// store, the cluster's shared keys: running nodes take the new key at once.
     Rotate,
+    /// Write a new key-encryption key (32 random bytes, base64url, mode 0600) to FILE,
+    /// for `[redis] key_encryption_key_file`. Refuses to overwrite an existing file.
+    GenerateKek {
+        /// The file to create.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,14 +152,42 @@ fn main() -> ExitCode {
         }
         Some(Command::Keys {
             command: KeysCommand::Rotate,
+        }) => match heartgate_server::run::rotate_keys(&resolved) {
+            Ok(heartgate_server::run::Rotated::Local(kid)) => {
+                println!("new active signing key {kid}; restart the server to use it");
+                ExitCode::SUCCESS
+            }
+            Ok(heartgate_server::run::Rotated::Shared { kid, listening }) => {
+                match listening {
+                    Some(n) => println!(
+                        "new active signing key {kid} shared with the cluster; announced to {n} running node(s)"
+                    ),
+                    None => println!(
+                        "new active signing key {kid} shared with the cluster; the announcement failed, nodes take it within key_refresh_secs"
+                    ),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("heartgate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Keys {
+            command: KeysCommand::GenerateKek { file },
         }) => {
-            let dir = heartgate_server::setup::DataDir::new(&resolved.config.data_dir);
-            match dir
-                .bootstrap(resolved.algorithm, &resolved.additional_algorithms)
-                .and_then(|_| dir.rotate_keys())
-            {
-                Ok(kid) => {
-                    println!("new active signing key {kid}; restart the server to use it");
+            let written = heartgate_server::keyshare::Kek::generate_text()
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    heartgate_server::setup::write_new_secret(&file, text.as_bytes())
+                        .map_err(|e| e.to_string())
+                });
+            match written {
+                Ok(()) => {
+                    println!(
+                        "key-encryption key written to {}; give every node the same file",
+                        file.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -130,6 +130,130 @@ fn users(cfg: &Resolved, dir: &DataDir) -> Result<(UserDirectory, Option<String>
     Ok((dir, demo))
 }
 
+/// What a node signs with and its secrets: its data directory's, or on a Redis store
+/// the ones every node shares (`keyshare`).
+struct NodeSecrets {
+    keys: Arc<heartgate_core::jose::KeyRing>,
+    pairwise_secret: zeroize::Zeroizing<[u8; 32]>,
+    session_secret: zeroize::Zeroizing<[u8; 32]>,
+    initial_access_token: zeroize::Zeroizing<String>,
+    share: Option<Arc<crate::keyshare::KeyShare>>,
+}
+
+/// How long a starting node waits for the store holding the shared keys.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn node_secrets(
+    cfg: &Resolved,
+    dir: &DataDir,
+    boot: crate::setup::Bootstrapped,
+    store: &dyn Store,
+) -> Result<NodeSecrets, RunError> {
+    use crate::keyshare::{Kek, KeyShare, ShareError, SharedSet};
+    let c = &cfg.config;
+    let (StoreKind::Redis(_), Some(kek_path)) = (&c.store, &c.redis.key_encryption_key_file) else {
+        return Ok(NodeSecrets {
+            keys: boot.keys,
+            pairwise_secret: boot.pairwise_secret,
+            session_secret: boot.session_secret,
+            initial_access_token: boot.initial_access_token,
+            share: None,
+        });
+    };
+    let setting = "redis.key_encryption_key_file";
+    let kek = Kek::from_file(kek_path).map_err(|e| other(setting, e))?;
+    let share = KeyShare::new(
+        kek,
+        &c.redis.key_prefix,
+        std::time::Duration::from_secs(c.redis.key_refresh_secs),
+    );
+    let mut wanted = vec![cfg.algorithm];
+    wanted.extend(&cfg.additional_algorithms);
+    let started = std::time::Instant::now();
+    let set = loop {
+        let local = || {
+            let keys = dir
+                .key_material()
+                .map_err(|e| ShareError::Corrupt(e.to_string()))?;
+            Ok(SharedSet::from_local(
+                &keys,
+                &boot.pairwise_secret,
+                &boot.session_secret,
+                &boot.initial_access_token,
+            ))
+        };
+        match share.join(store, local, &wanted, crate::app::now()) {
+            Ok(set) => break set,
+            Err(ShareError::Store(_)) if started.elapsed() < JOIN_PATIENCE => {
+                tracing::warn!("shared keys: the store is not reachable yet; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(other("shared keys", e)),
+        }
+    };
+    let err = |e: ShareError| other("shared keys", e);
+    let initial_access_token = set.initial_access_token();
+    // The banner points at this file: keep it the cluster's token, not this node's own.
+    crate::setup::write_atomic(
+        &dir.path("initial-access-token"),
+        initial_access_token.as_bytes(),
+        true,
+    )
+    .map_err(|e| other("initial-access-token", e))?;
+    tracing::info!(
+        generation = set.generation(),
+        "shared keys: joined the cluster's key set"
+    );
+    Ok(NodeSecrets {
+        keys: set.ring().map_err(err)?,
+        pairwise_secret: set.pairwise_secret().map_err(err)?,
+        session_secret: set.session_secret().map_err(err)?,
+        initial_access_token,
+        share: Some(Arc::new(share)),
+    })
+}
+
+/// What `heartgate keys rotate` did.
+#[derive(Debug)]
+pub enum Rotated {
+    /// A new active key in the data directory; the server uses it after a restart.
+    Local(String),
+    /// A new generation of the cluster's shared keys, announced to `listening` nodes
+    /// (`None`: the announcement failed; nodes take it within `key_refresh_secs`).
+    Shared {
+        /// The new active kid.
+        kid: String,
+        /// Nodes that received the announcement.
+        listening: Option<i64>,
+    },
+}
+
+/// `heartgate keys rotate`: on a Redis store the cluster's shared keys (every running
+/// node takes them without a restart), otherwise the data directory's.
+pub fn rotate_keys(cfg: &Resolved) -> Result<Rotated, RunError> {
+    let c = &cfg.config;
+    let (StoreKind::Redis(url), Some(kek_path)) = (&c.store, &c.redis.key_encryption_key_file)
+    else {
+        let dir = DataDir::new(&c.data_dir);
+        dir.bootstrap(cfg.algorithm, &cfg.additional_algorithms)?;
+        return Ok(Rotated::Local(dir.rotate_keys()?));
+    };
+    let kek = crate::keyshare::Kek::from_file(kek_path)
+        .map_err(|e| other("redis.key_encryption_key_file", e))?;
+    let share = crate::keyshare::KeyShare::new(
+        kek,
+        &c.redis.key_prefix,
+        std::time::Duration::from_secs(c.redis.key_refresh_secs),
+    );
+    let store = crate::stores::redis::RedisStore::open(url.expose(), c.redis.options())
+        .map_err(|e| other("store (redis)", e))?;
+    let kid = share
+        .rotate(&store, crate::app::now())
+        .map_err(|e| other("shared keys", e))?;
+    let listening = crate::cluster::announce_keys(url.expose(), &c.redis.key_prefix).ok();
+    Ok(Rotated::Shared { kid, listening })
+}
+
 /// Build the server from `cfg`.
 pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
     let c = &cfg.config;
@@ -168,6 +292,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
                 .map_err(|e| other("store.redb", e))?,
         ),
     };
+    let shared = node_secrets(cfg, &dir, boot, &*store)?;
     let audit_log = Arc::new(
         AuditLog::open_with(dir.path("audit.log"), c.audit.options())
             .map_err(|e| other("audit.log", e))?,
@@ -194,12 +319,12 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
             }
             Some(TokenHash(b))
         }
-        None => Some(TokenHash::of(&boot.initial_access_token)),
+        None => Some(TokenHash::of(&shared.initial_access_token)),
     };
     let registrar = RegistrarConfig::new(format!("{}/register", cfg.issuer), iat_hash);
-    let pairwise = PairwiseSubjects::new(&*boot.pairwise_secret)
+    let pairwise = PairwiseSubjects::new(&*shared.pairwise_secret)
         .ok_or_else(|| other("secrets/pairwise", "too short"))?;
-    let signing = boot.keys.snapshot().signing_algorithms();
+    let signing = shared.keys.snapshot().signing_algorithms();
     let policy: crate::outbound::OutboundPolicy = toml::Value::Table(c.outbound.clone())
         .try_into()
         .map_err(|e: toml::de::Error| other("outbound", e.message()))?;
@@ -221,15 +346,16 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
             trusted_proxies: c.tls.trusted_proxies.clone(),
             registration_open: !c.registration.disabled,
             ciba: c.ciba.to_core(&cfg.issuer),
-            cluster: match &c.store {
-                StoreKind::Redis(url) => Some(crate::cluster::Link::new(
+            cluster: match (&c.store, shared.share) {
+                (StoreKind::Redis(url), Some(share)) => Some(crate::cluster::Link::new(
                     url.expose(),
                     &c.redis.options().key_prefix,
+                    share,
                 )),
                 _ => None,
             },
         },
-        tokens: TokenIssuer::new(cfg.issuer.clone(), boot.keys.clone()),
+        tokens: TokenIssuer::new(cfg.issuer.clone(), shared.keys.clone()),
         store,
         cache: IntrospectionCache::new(CacheConfig::default()).map_err(|e| other("cache", e))?,
         audit,
@@ -237,7 +363,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         statics,
         registrar,
         users,
-        sessions: Sessions::new(&boot.session_secret),
+        sessions: Sessions::new(&shared.session_secret),
         client_cas,
         jwks,
         outbound,

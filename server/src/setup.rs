@@ -97,6 +97,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<(), Setup
     Ok(())
 }
 
+/// Create the secret file `path` (mode 0600) with `bytes`; an existing file is an error,
+/// never overwritten (a key-encryption key replaced by mistake would lock a cluster out
+/// of its keys).
+pub fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
 fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, SetupError> {
     let mut b = Zeroizing::new([0u8; N]);
     SystemRandom::new()
@@ -122,9 +138,19 @@ pub struct KeyState {
     pub algorithms: std::collections::BTreeMap<String, String>,
 }
 
+/// The private keys of a ring (see [`DataDir::key_material`]).
+pub struct LocalKeys {
+    /// The active key.
+    pub active: SigningKey,
+    /// Further signing keys, one per other algorithm.
+    pub signers: Vec<SigningKey>,
+    /// Previous keys, published for verification only, newest first.
+    pub published: Vec<SigningKey>,
+}
+
 /// How many previous keys stay published after a rotation (tokens live ≤ 1 h, ID
 /// tokens 5 min; two rotations back is ample).
-const KEEP_PUBLISHED: usize = 2;
+pub const KEEP_PUBLISHED: usize = 2;
 
 /// The data directory.
 #[derive(Debug, Clone)]
@@ -295,6 +321,23 @@ impl DataDir {
             self.save_key_state(&state)?;
         }
         Ok((Arc::new(ring), created))
+    }
+
+    /// The keys of the ring as `keys` would load them, private parts included: the
+    /// active key, the further signers and the previous keys still published. A node
+    /// that starts a cluster hands them to the shared store (`keyshare`).
+    pub fn key_material(&self) -> Result<LocalKeys, SetupError> {
+        let state = self
+            .key_state()?
+            .ok_or_else(|| corrupt(&self.path("keys/state.json"), "no keys yet"))?;
+        let load = |kids: &[String]| -> Result<Vec<SigningKey>, SetupError> {
+            kids.iter().map(|k| self.load_key(&state, k)).collect()
+        };
+        Ok(LocalKeys {
+            active: self.load_key(&state, &state.active)?,
+            signers: load(&state.signers)?,
+            published: load(&state.published)?,
+        })
     }
 
     /// `heartgate keys rotate`: a new active key of the same algorithm; the previous one

@@ -52,7 +52,11 @@ fn check_config_accepts_the_example_and_names_a_bad_setting() {
 fn check_config_names_the_redis_store_without_its_password() {
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("redis.toml");
-    std::fs::write(&file, "[redis]\nkey_prefix = \"prod\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[redis]\nkey_prefix = \"prod\"\nkey_encryption_key_file = \"/etc/heartgate/kek\"\n",
+    )
+    .unwrap();
     // The `heartgate` helper pins the memory store; this one names the store itself.
     let out = Command::new(env!("CARGO_BIN_EXE_heartgate"))
         .args(["check-config", "--config", file.to_str().unwrap()])
@@ -136,4 +140,26 @@ fn audit_verify_reports_intact_and_tampered_logs() {
     let (ok, out) = heartgate(d.path(), &["audit", "verify", log.to_str().unwrap()], None);
     assert!(!ok);
     assert!(out.contains("BROKEN at line 1"), "{out}");
+}
+
+#[test]
+fn keys_generate_kek_writes_a_private_key_file_once() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("kek");
+    let f = file.to_str().unwrap();
+    let (ok, out) = heartgate(d.path(), &["keys", "generate-kek", f], None);
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!out.contains(text.trim()), "the key is not printed");
+    heartgate_server::keyshare::Kek::from_file(&file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Never overwritten: a replaced KEK would lock a cluster out of its keys.
+    let (ok, out) = heartgate(d.path(), &["keys", "generate-kek", f], None);
+    assert!(!ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 }

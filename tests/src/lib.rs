@@ -17,6 +17,9 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+pub mod child;
+pub mod redis;
+
 /// A client identity: certificate chain and key.
 #[derive(Clone)]
 pub struct Identity {
@@ -177,10 +180,15 @@ impl TestServer {
 
     /// Start on `port` with the embedded store in the directory `dir` (not removed).
     pub async fn start_at(dir: &str, extra_toml: &str, port: u16) -> TestServer {
+        Self::start_at_with(dir, extra_toml, port, "embedded").await
+    }
+
+    /// Start on `port` with `store` and the data directory `dir` (not removed).
+    pub async fn start_at_with(dir: &str, extra_toml: &str, port: u16, store: &str) -> TestServer {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
-        Self::serve(listener, dir, extra_toml, "embedded").await
+        Self::serve(listener, dir, extra_toml, store).await
     }
 
     async fn serve(
@@ -190,10 +198,21 @@ impl TestServer {
         store: &str,
     ) -> TestServer {
         let addr = listener.local_addr().unwrap();
-        let text = format!(
-            "issuer = \"https://127.0.0.1:{}\"\nlisten = \"{addr}\"\ndata_dir = {dir:?}\nstore = \"{store}\"\n{extra_toml}",
-            addr.port(),
-        );
+        // The nodes of one cluster share an issuer: extra TOML may name it.
+        let issuer = match extra_toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("issuer = "))
+        {
+            Some(quoted) => quoted.trim_matches('"').to_owned(),
+            None => format!("https://127.0.0.1:{}", addr.port()),
+        };
+        let text =
+            format!("listen = \"{addr}\"\ndata_dir = {dir:?}\nstore = \"{store}\"\n{extra_toml}",);
+        let text = if extra_toml.contains("issuer = ") {
+            text
+        } else {
+            format!("issuer = \"{issuer}\"\n{text}")
+        };
         let resolved = Config::parse(&text, &Env::new())
             .unwrap()
             .resolve()
@@ -207,6 +226,7 @@ impl TestServer {
         )
         .unwrap();
         let mut s = Self::connect(dir, addr.port());
+        s.issuer = issuer;
         s.running = Some(running);
         s
     }
@@ -225,6 +245,19 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             ca_pem,
             iat,
+            data_dir: None,
+            running: None,
+        }
+    }
+
+    /// A client of the same server that does not own it (for tasks that outlive a
+    /// borrow; the server stops with the original).
+    pub fn clone_client(&self) -> TestServer {
+        TestServer {
+            issuer: self.issuer.clone(),
+            addr: self.addr,
+            ca_pem: self.ca_pem.clone(),
+            iat: self.iat.clone(),
             data_dir: None,
             running: None,
         }

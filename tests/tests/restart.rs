@@ -4,21 +4,17 @@
 //! consent; a new server on the same data directory has every one of them, and no
 //! one-time value works twice.
 //!
-//! The server runs in a child process: this test binary re-executed with
-//! `HEARTGATE_RESTART_CHILD` set, which starts the server in-process and waits to be
-//! killed.
+//! The server runs in a child process (heartgate_e2e::child): this test binary
+//! re-executed to run `restart_child_server`, which serves until killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 
 use heartgate_core::authorize::pkce::CodeChallenge;
 use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
+use heartgate_e2e::child::{ChildServer, ChildSpec};
 use heartgate_e2e::{cookie_pair, hidden_input, url_param, TestServer};
 use serde_json::json;
 
 const VERIFIER: &str = "restart-verifier-0123456789abcdefghijklmnopqrstuvwxyz-ABC";
-const CHILD: &str = "HEARTGATE_RESTART_CHILD";
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -31,63 +27,20 @@ fn now() -> i64 {
 #[test]
 #[ignore = "the child process of nothing_acknowledged_is_lost_on_sigkill_..., which runs it with --ignored"]
 fn restart_child_server() {
-    let spec = std::env::var(CHILD).expect("run by the parent test, which sets the spec");
-    let v: serde_json::Value = serde_json::from_str(&spec).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let s = TestServer::start_at(
-            v["dir"].as_str().unwrap(),
-            v["config"].as_str().unwrap(),
-            v["port"].as_u64().unwrap() as u16,
-        )
-        .await;
-        println!("READY {}", s.addr);
-        std::future::pending::<()>().await;
-    });
-}
-
-/// The child server; killed when dropped, so a failing test leaves no process behind.
-struct ChildServer(Child);
-
-impl ChildServer {
-    fn sigkill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+    heartgate_e2e::child::serve_child();
 }
 
 fn spawn_child(dir: &str, config: &str, port: u16) -> (ChildServer, String) {
-    let spec = json!({"dir": dir, "config": config, "port": port});
-    let mut child = ChildServer(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "restart_child_server",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, spec.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let out = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        let l = lines.next().expect("child exited").unwrap();
-        // libtest may print `test restart_child_server ... ` on the same line.
-        if let Some((_, addr)) = l.split_once("READY ") {
-            return (child, addr.trim().to_owned());
-        }
-    }
+    let spec = ChildSpec {
+        dir: dir.to_owned(),
+        config: config.to_owned(),
+        port,
+        store: "embedded".into(),
+    };
+    (
+        heartgate_e2e::child::spawn_child("restart_child_server", &spec),
+        format!("127.0.0.1:{port}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

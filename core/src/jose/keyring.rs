@@ -198,6 +198,33 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Replace the whole ring at once: `active`, the further `signers` (at most one per
+    /// algorithm other than the active key's) and further published verification keys.
+    /// Nodes of a cluster use it to take a ring shared through their store; readers see
+    /// either the old state or the new one, never a mix.
+    pub fn replace(
+        &self,
+        active: SigningKey,
+        signers: Vec<SigningKey>,
+        others: Vec<VerifyingKey>,
+    ) -> Result<(), KeyError> {
+        let mut algs = vec![active.algorithm()];
+        for s in &signers {
+            if algs.contains(&s.algorithm()) {
+                return Err(KeyError::DuplicateAlgorithm);
+            }
+            algs.push(s.algorithm());
+        }
+        let _w = self.writer.lock();
+        let state = KeyRingState::build(
+            Arc::new(active),
+            signers.into_iter().map(Arc::new).collect(),
+            others,
+        )?;
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
     /// Publish a verification key (e.g. the next signing key, ahead of rotation).
     pub fn publish(&self, key: VerifyingKey) -> Result<(), KeyError> {
         let _w = self.writer.lock();
@@ -284,6 +311,43 @@ mod tests {
             ring.add_signer(key(Algorithm::ES256)),
             Err(KeyError::ActiveKey)
         );
+    }
+
+    #[test]
+    fn replace_swaps_the_whole_ring_and_refuses_two_signers_of_one_algorithm() {
+        let ring = KeyRing::new(key(Algorithm::ES256));
+        let old = ring.load().active().kid().to_owned();
+        let active = key(Algorithm::ES256);
+        let active_kid = active.kid().to_owned();
+        let ps = key(Algorithm::PS256);
+        let ps_kid = ps.kid().to_owned();
+        let previous = key(Algorithm::ES256).verifying_key().clone();
+        let previous_kid = previous.kid().to_owned();
+        ring.replace(active, vec![ps], vec![previous]).unwrap();
+        let s = ring.snapshot();
+        assert_eq!(s.active().kid(), active_kid);
+        assert_eq!(s.signer(Algorithm::PS256).unwrap().kid(), ps_kid);
+        let published: Vec<&str> = s.jwks().keys().iter().map(|k| k.kid()).collect();
+        assert_eq!(published, vec![&*active_kid, &*ps_kid, &*previous_kid]);
+        assert!(
+            !published.contains(&&*old),
+            "the old state is gone entirely"
+        );
+        // A signer of the active key's algorithm, or two of one algorithm: refused, and
+        // the ring is unchanged.
+        assert_eq!(
+            ring.replace(key(Algorithm::ES256), vec![key(Algorithm::ES256)], vec![]),
+            Err(KeyError::DuplicateAlgorithm)
+        );
+        assert_eq!(
+            ring.replace(
+                key(Algorithm::ES256),
+                vec![key(Algorithm::RS256), key(Algorithm::RS256)],
+                vec![]
+            ),
+            Err(KeyError::DuplicateAlgorithm)
+        );
+        assert_eq!(ring.load().active().kid(), active_kid);
     }
 
     #[test]

@@ -240,4 +240,7 @@ pub enum KeyError {
     /// The active key cannot be retired.
     #[error("the active key cannot be retired")]
     ActiveKey,
+    /// Two signing keys of one algorithm in one ring.
+    #[error("two signing keys for one algorithm")]
+    DuplicateAlgorithm,
 }

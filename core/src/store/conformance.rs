@@ -99,6 +99,69 @@ impl<S: Store, K: Send + Sync> Store for Kept<S, K> {
     }
 }
 
+/// A store that is down: every call fails with [`StoreError::Unavailable`], for tests
+/// that show a caller fails closed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unavailable;
+
+impl Store for Unavailable {
+    fn put(&self, _: Namespace, _: &[u8], _: &[u8], _: UnixTime) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn insert_new(
+        &self,
+        _: Namespace,
+        _: &[u8],
+        _: &[u8],
+        _: UnixTime,
+        _: UnixTime,
+    ) -> Result<Inserted, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn get(&self, _: Namespace, _: &[u8], _: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn take(&self, _: Namespace, _: &[u8], _: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn compare_and_swap(
+        &self,
+        _: Namespace,
+        _: &[u8],
+        _: &[u8],
+        _: Option<(&[u8], UnixTime)>,
+        _: UnixTime,
+    ) -> Result<Swapped, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn delete(&self, _: Namespace, _: &[u8]) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn scan_prefix(
+        &self,
+        _: Namespace,
+        _: &[u8],
+        _: usize,
+        _: UnixTime,
+    ) -> Result<Vec<super::Entry>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn purge_expired(&self, _: UnixTime) -> Result<usize, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+
+    fn snapshot(&self, _: UnixTime) -> Result<Vec<super::SnapshotEntry>, StoreError> {
+        Err(StoreError::Unavailable)
+    }
+}
+
 /// Threads racing for one value in the race checks.
 pub const RACERS: usize = 64;
 /// Rounds of each race check.
