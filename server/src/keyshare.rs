@@ -373,6 +373,8 @@ pub struct KeyShare {
     kek: Kek,
     aad: Vec<u8>,
     seen: AtomicU64,
+    /// The sealed record this node holds, to put back if the store lost it.
+    held: parking_lot::Mutex<Option<Vec<u8>>>,
     /// How often a node re-reads the record even without an announcement.
     pub refresh: std::time::Duration,
 }
@@ -386,6 +388,7 @@ impl KeyShare {
             kek,
             aad,
             seen: AtomicU64::new(0),
+            held: parking_lot::Mutex::new(None),
             refresh,
         }
     }
@@ -456,12 +459,12 @@ impl KeyShare {
             };
             match set.with_signers(wanted)? {
                 None => {
-                    self.seen.store(set.generation, Ordering::Release);
+                    self.hold(set.generation, sealed);
                     return Ok(set);
                 }
                 Some(next) => {
-                    if self.swap(store, &sealed, &next, now)? {
-                        self.seen.store(next.generation, Ordering::Release);
+                    if let Some(sealed) = self.swap(store, &sealed, &next, now)? {
+                        self.hold(next.generation, sealed);
                         return Ok(next);
                     }
                 }
@@ -470,21 +473,28 @@ impl KeyShare {
         Err(ShareError::Contended)
     }
 
+    fn hold(&self, generation: u64, sealed: Vec<u8>) {
+        self.seen.store(generation, Ordering::Release);
+        *self.held.lock() = Some(sealed);
+    }
+
+    /// Replace `expected` by `next`; the new sealed record if this call won.
     fn swap(
         &self,
         store: &dyn Store,
         expected: &[u8],
         next: &SharedSet,
         now: UnixTime,
-    ) -> Result<bool, ShareError> {
+    ) -> Result<Option<Vec<u8>>, ShareError> {
         let sealed = self.seal(next)?;
-        Ok(store.compare_and_swap(
+        let swapped = store.compare_and_swap(
             Namespace::SigningKey,
             RECORD_KEY,
             expected,
             Some((&sealed, Self::expiry(now))),
             now,
-        )? == Swapped::Done)
+        )?;
+        Ok((swapped == Swapped::Done).then_some(sealed))
     }
 
     /// `heartgate keys rotate` on a cluster: the next generation with a new active key.
@@ -495,7 +505,7 @@ impl KeyShare {
                 ShareError::Corrupt("no shared keys yet: start a node first".into())
             })?;
             let next = set.rotated()?;
-            if self.swap(store, &sealed, &next, now)? {
+            if self.swap(store, &sealed, &next, now)?.is_some() {
                 return next.active_kid();
             }
         }
@@ -504,20 +514,38 @@ impl KeyShare {
 
     /// Re-read the record and swap `ring` to it if it is newer than what this node
     /// holds. Returns whether the ring changed.
+    ///
+    /// If the store lost the record (a Redis restarted without persistence, a failover
+    /// to a replica that had not received it), the node puts back the sealed record it
+    /// holds, so that a node joining later takes the cluster's keys instead of making
+    /// its own.
     pub fn refresh(
         &self,
         store: &dyn Store,
         ring: &KeyRing,
         now: UnixTime,
     ) -> Result<bool, ShareError> {
-        let Some((_, set)) = self.read(store, now)? else {
+        let Some((sealed, set)) = self.read(store, now)? else {
+            let held = self.held.lock().clone();
+            if let Some(held) = held {
+                if store.insert_new(
+                    Namespace::SigningKey,
+                    RECORD_KEY,
+                    &held,
+                    Self::expiry(now),
+                    now,
+                )? == Inserted::New
+                {
+                    tracing::warn!("shared keys: the store had lost them; put back");
+                }
+            }
             return Ok(false);
         };
         if set.generation <= self.seen.load(Ordering::Acquire) {
             return Ok(false);
         }
         set.apply(ring)?;
-        self.seen.fetch_max(set.generation, Ordering::AcqRel);
+        self.hold(set.generation, sealed);
         Ok(true)
     }
 
@@ -660,6 +688,26 @@ mod tests {
         }
         b.refresh(&store, &ring_b, NOW).unwrap();
         assert_eq!(ring_b.snapshot().jwks().keys().len(), 1 + KEEP_PUBLISHED);
+    }
+
+    #[test]
+    fn a_record_the_store_lost_is_put_back_by_a_node_that_holds_it() {
+        let store = MemoryStore::new();
+        let a = share(7, "p");
+        let set = a
+            .join(&store, || Ok(local(Algorithm::ES256)), &[], NOW)
+            .unwrap();
+        let ring = set.ring().unwrap();
+        store.delete(Namespace::SigningKey, RECORD_KEY).unwrap();
+        assert!(!a.refresh(&store, &ring, NOW).unwrap());
+        let joined = share(7, "p")
+            .join(&store, || Ok(local(Algorithm::ES256)), &[], NOW)
+            .unwrap();
+        assert_eq!(
+            joined.active_kid().unwrap(),
+            set.active_kid().unwrap(),
+            "a node joining after the loss takes the cluster's keys, not new ones"
+        );
     }
 
     #[test]

@@ -386,6 +386,77 @@ impl TestServer {
     }
 }
 
+/// A user signed in at the login page of a pushed request: the session cookie and the
+/// page the login sent the browser to (consent).
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// `__Host-hg_session=...`.
+    pub session: String,
+    /// The next page's URL.
+    pub next: String,
+}
+
+/// The sign-in step of the pages, over plain HTTP: `/authorize` with `request_uri`, the
+/// login page, the login form with the user's password.
+pub async fn sign_in(
+    s: &TestServer,
+    client_id: &str,
+    request_uri: &str,
+    username: &str,
+    password: &str,
+) -> SignedIn {
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", client_id)
+        .append_pair("request_uri", request_uri)
+        .finish();
+    let r = s.get(&format!("/authorize?{q}")).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = s.get(r.header("location").unwrap()).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let pre = cookie_pair(page.header("set-cookie").unwrap(), "__Host-hg_pre").unwrap();
+    let html = page.text();
+    let ok = s
+        .form_with(
+            "/login",
+            &[
+                ("interaction", &hidden_input(&html, "interaction").unwrap()),
+                ("csrf", &hidden_input(&html, "csrf").unwrap()),
+                ("username", username),
+                ("password", password),
+            ],
+            &[("cookie", &pre)],
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.text());
+    SignedIn {
+        session: cookie_pair(ok.header("set-cookie").unwrap(), "__Host-hg_session").unwrap(),
+        next: ok.header("location").unwrap().to_owned(),
+    }
+}
+
+/// The consent step: the consent page with the session, then "allow" with `extra`
+/// fields (`remember`, `patient`...). Returns where the server redirects the browser.
+pub async fn consent(s: &TestServer, signed_in: &SignedIn, extra: &[(&str, &str)]) -> String {
+    let cookie = [("cookie", signed_in.session.as_str())];
+    let page = s
+        .send("GET", &signed_in.next, &cookie, Vec::new(), None)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    let interaction = hidden_input(&html, "interaction").unwrap();
+    let csrf = hidden_input(&html, "csrf").unwrap();
+    let mut fields = vec![
+        ("interaction", interaction.as_str()),
+        ("csrf", csrf.as_str()),
+        ("decision", "allow"),
+    ];
+    fields.extend_from_slice(extra);
+    let done = s.form_with("/consent", &fields, &cookie, None).await;
+    assert_eq!(done.status, 303, "{}", done.text());
+    done.header("location").unwrap().to_owned()
+}
+
 /// A query or fragment parameter of a URL.
 pub fn url_param(url: &str, name: &str) -> Option<String> {
     let q = url

@@ -391,3 +391,411 @@ async fn the_nodes_share_sealed_signing_keys_and_a_rotation_reaches_every_runnin
     a.stop().await;
     b.stop().await;
 }
+
+/// What one request of the load got.
+#[derive(Debug, Clone)]
+struct Outcome {
+    what: &'static str,
+    status: u16,
+    started: Instant,
+    took: Duration,
+}
+
+/// Two clients' keys and the cluster configuration of the fault tests.
+struct Cluster {
+    be: heartgate_core::jose::SigningKey,
+    rs: heartgate_core::jose::SigningKey,
+    toml: String,
+    _keys: tempfile::TempDir,
+}
+
+const ISSUER: &str = "https://heartgate.test";
+
+fn cluster(prefix: &str, extra: serde_json::Value) -> Cluster {
+    use heartgate_core::jose::{Algorithm, SigningKey};
+    let keys = tempfile::tempdir().unwrap();
+    kek(&keys);
+    let be = SigningKey::generate(Algorithm::ES256).unwrap();
+    let rs = SigningKey::generate(Algorithm::ES256).unwrap();
+    let mut doc = json!({
+        "issuer": ISSUER,
+        "redis": {"key_prefix": prefix, "timeout_ms": 500, "connect_timeout_ms": 500,
+            "key_encryption_key_file": keys.path().join("kek")},
+        "tokens": {"default_audience": "https://fhir.example/r4"},
+        "clients": [
+            {"client_id": "backend", "profile": "smart-backend",
+             "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+             "jwks": {"keys": [be.verifying_key().to_jwk()]}, "scope": "system/Observation.rs",
+             "access_token_format": "opaque"},
+            {"client_id": "fhir-server", "profile": "smart-backend",
+             "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+             "jwks": {"keys": [rs.verifying_key().to_jwk()]},
+             "resources": ["https://fhir.example/r4"]},
+        ],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        match (doc.get_mut(k), v) {
+            (Some(serde_json::Value::Array(a)), serde_json::Value::Array(more)) => {
+                a.extend(more.iter().cloned())
+            }
+            _ => {
+                doc[k] = v.clone();
+            }
+        }
+    }
+    Cluster {
+        be,
+        rs,
+        toml: toml::to_string(&doc).unwrap(),
+        _keys: keys,
+    }
+}
+
+/// Fault test (issue 6; THREATS S cases): Redis is killed for 5 s while two nodes are
+/// under load (tokens on A, introspections and revocations across nodes). While it is
+/// down every request that needs it answers 503 quickly (never 200 for work not done,
+/// never a hang past the timeout), `/readyz` says not ready; after Redis restarts from
+/// its append-only file the nodes recover by themselves within seconds, every token
+/// acknowledged before, during or after is active on the other node, every acknowledged
+/// revocation holds, and no acknowledged assertion `jti` works twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_for_5s_under_load_fails_closed_recovers_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let c = Arc::new(cluster("fault", json!({})));
+    let a = TestServer::start_in(tempfile::tempdir().unwrap(), &c.toml, &url).await;
+    let b = TestServer::start_in(tempfile::tempdir().unwrap(), &c.toml, &url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token_aud = format!("{ISSUER}/token");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU32::new(0));
+    type Shared<T> = Arc<tokio::sync::Mutex<Vec<T>>>;
+    let outcomes: Shared<Outcome> = Default::default();
+    let tokens: Shared<String> = Default::default();
+    let assertions: Shared<String> = Default::default();
+    let revoked: Shared<String> = Default::default();
+    let mut workers = Vec::new();
+    for w in 0..3u32 {
+        let (a, b) = (a.clone_client(), b.clone_client());
+        let (stop, counter, c, aud) = (stop.clone(), counter.clone(), c.clone(), token_aud.clone());
+        let (outcomes, tokens, assertions, revoked) = (
+            outcomes.clone(),
+            tokens.clone(),
+            assertions.clone(),
+            revoked.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let auth = signed(&c.be, "backend", &aud, n);
+                let mut f = vec![("grant_type", "client_credentials".to_owned())];
+                f.extend(auth.clone());
+                let started = Instant::now();
+                let r = post(&a, "/token", &f).await;
+                outcomes.lock().await.push(Outcome {
+                    what: "token",
+                    status: r.status,
+                    started,
+                    took: started.elapsed(),
+                });
+                if r.status == 200 {
+                    let t = r.json()["access_token"].as_str().unwrap().to_owned();
+                    tokens.lock().await.push(t.clone());
+                    assertions.lock().await.push(auth[1].1.clone());
+                    // Introspect it on the other node at once.
+                    let mut f = vec![("token", t.clone())];
+                    f.extend(signed(
+                        &c.rs,
+                        "fhir-server",
+                        &aud,
+                        counter.fetch_add(1, Ordering::Relaxed),
+                    ));
+                    let started = Instant::now();
+                    let r = post(&b, "/introspect", &f).await;
+                    outcomes.lock().await.push(Outcome {
+                        what: "introspect",
+                        status: r.status,
+                        started,
+                        took: started.elapsed(),
+                    });
+                    if r.status == 200 {
+                        assert!(
+                            r.json()["active"].as_bool().unwrap(),
+                            "an acknowledged token is active on B"
+                        );
+                    }
+                    if (i + w) % 4 == 0 {
+                        let mut f = vec![("token", t.clone())];
+                        f.extend(signed(
+                            &c.be,
+                            "backend",
+                            &aud,
+                            counter.fetch_add(1, Ordering::Relaxed),
+                        ));
+                        let started = Instant::now();
+                        let r = post(&a, "/revoke", &f).await;
+                        outcomes.lock().await.push(Outcome {
+                            what: "revoke",
+                            status: r.status,
+                            started,
+                            took: started.elapsed(),
+                        });
+                        if r.status == 200 {
+                            revoked.lock().await.push(t);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+
+    // Healthy for 2 s, then Redis is killed (SIGKILL) for 5 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_kill = tokens.lock().await.len();
+    assert!(before_kill > 0, "the load got tokens while Redis was up");
+    redis.kill();
+    let down_at = Instant::now();
+    for node in [&a, &b] {
+        let r = node.get("/readyz").await;
+        assert_eq!(r.status, 503, "/readyz while Redis is down: {}", r.text());
+    }
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down_at.elapsed())).await;
+    // Redis is back (accepting) somewhere inside `restart`: "down" ends when it begins.
+    let restarting_at = Instant::now();
+    redis.restart();
+    let up_at = Instant::now();
+    // Service comes back by itself.
+    loop {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let mut f = vec![("grant_type", "client_credentials".to_owned())];
+        f.extend(signed(&c.be, "backend", &token_aud, n));
+        if post(&a, "/token", &f).await.status == 200 {
+            break;
+        }
+        assert!(
+            up_at.elapsed() < Duration::from_secs(10),
+            "no recovery 10 s after Redis returned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovered = up_at.elapsed();
+
+    for node in [&a, &b] {
+        assert_eq!(node.get("/readyz").await.status, 200);
+    }
+    let after_recovery = tokens.lock().await.len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(
+        tokens.lock().await.len() > after_recovery,
+        "the load went on after recovery"
+    );
+
+    let outcomes = outcomes.lock().await.clone();
+    let during: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| {
+            o.started > down_at + Duration::from_millis(100) && o.started + o.took < restarting_at
+        })
+        .collect();
+    eprintln!(
+        "{} requests, {} while Redis was down, recovery {recovered:?} after restart",
+        outcomes.len(),
+        during.len()
+    );
+    for o in &outcomes {
+        assert!(
+            o.status == 200 || o.status == 503,
+            "only 200 or 503, never another failure: {o:?}"
+        );
+        assert!(
+            o.took < Duration::from_secs(3),
+            "no hang past the timeout: {o:?}"
+        );
+    }
+    assert!(
+        during.iter().any(|o| o.status == 503),
+        "requests during the outage were refused"
+    );
+    for o in &during {
+        assert_ne!(
+            (o.what, o.status),
+            ("token", 200),
+            "a token acknowledged while Redis was down: work not done"
+        );
+        assert_ne!((o.what, o.status), ("revoke", 200));
+    }
+
+    // Nothing acknowledged was lost, nothing is usable twice.
+    let revoked = revoked.lock().await.clone();
+    let mut n = 1_000_000;
+    for t in tokens.lock().await.iter() {
+        for node in [&a, &b] {
+            n += 1;
+            let mut f = vec![("token", t.clone())];
+            f.extend(signed(&c.rs, "fhir-server", &token_aud, n));
+            let r = post(node, "/introspect", &f).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(
+                r.json()["active"].as_bool().unwrap(),
+                !revoked.contains(t),
+                "an acknowledged token or revocation was lost"
+            );
+        }
+    }
+    assert!(!revoked.is_empty());
+    let assertions = assertions.lock().await.clone();
+    for replayed in [
+        &assertions[0],
+        &assertions[before_kill.saturating_sub(1)],
+        assertions.last().unwrap(),
+    ] {
+        let r = post(
+            &b,
+            "/token",
+            &[
+                ("grant_type", "client_credentials".to_owned()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
+                ),
+                ("client_assertion", replayed.clone()),
+            ],
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            401,
+            "a used assertion jti works twice: {}",
+            r.text()
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// In the child: a node serving until killed (see heartgate_e2e::child).
+#[test]
+#[ignore = "the child process of a_node_killed_mid_flow_..., which runs it with --ignored"]
+fn cluster_child_node() {
+    heartgate_e2e::child::serve_child();
+}
+
+/// Fault test (issue 6): node A is killed with SIGKILL in the middle of an authorization
+/// code flow — after the PAR and the user's sign-in on A, before consent. The browser
+/// carries on against node B: B reads A's interaction from Redis and A's session cookie
+/// (the cluster's shared session secret), issues the code, redeems it once, and the
+/// token introspects active; the code does not work twice (P12).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_mid_flow_the_flow_completes_on_the_other_node() {
+    use heartgate_core::authorize::pkce::CodeChallenge;
+    use heartgate_core::jose::{Algorithm, SigningKey};
+    const VERIFIER: &str = "cluster-verifier-0123456789abcdefghijklmnopqrstuvwxyz-ABCDEF";
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let app = SigningKey::generate(Algorithm::ES256).unwrap();
+    let redirect = "https://clinic.example/cb";
+    let hash = heartgate_server::users::hash_password("correct horse battery").unwrap();
+    let c = cluster(
+        "midflow",
+        json!({
+            "clients": [{"client_id": "app", "profile": "smart",
+                "redirect_uris": [redirect], "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [app.verifying_key().to_jwk()]},
+                "grant_types": ["authorization_code"], "access_token_format": "opaque"}],
+            "users": [{"username": "nurse", "password_hash": hash, "subject": "user-42"}],
+        }),
+    );
+    let data_a = tempfile::tempdir().unwrap();
+    let port_a = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = heartgate_e2e::child::ChildSpec {
+        dir: data_a.path().display().to_string(),
+        config: c.toml.clone(),
+        port: port_a,
+        store: url.clone(),
+    };
+    let mut child = heartgate_e2e::child::spawn_child("cluster_child_node", &spec);
+    let mut a = TestServer::connect(&spec.dir, port_a);
+    a.issuer = ISSUER.into();
+    let b = TestServer::start_in(tempfile::tempdir().unwrap(), &c.toml, &url).await;
+
+    let n = std::sync::atomic::AtomicU32::new(0);
+    let auth = |aud: &str| {
+        signed(
+            &app,
+            "app",
+            aud,
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let ch = CodeChallenge::for_verifier(VERIFIER);
+    let mut par = vec![
+        ("response_type", "code".to_owned()),
+        ("redirect_uri", redirect.to_owned()),
+        ("scope", "user/Observation.rs".to_owned()),
+        ("code_challenge", ch.as_str().to_owned()),
+        ("code_challenge_method", "S256".to_owned()),
+    ];
+    par.extend(auth(&format!("{ISSUER}/par")));
+    let pushed = post(&a, "/par", &par).await;
+    assert_eq!(pushed.status, 201, "{}", pushed.text());
+    let ru = pushed.json()["request_uri"].as_str().unwrap().to_owned();
+    let signed_in = heartgate_e2e::sign_in(&a, "app", &ru, "nurse", "correct horse battery").await;
+
+    child.sigkill();
+    assert!(
+        tokio::net::TcpStream::connect(a.addr).await.is_err(),
+        "A is gone"
+    );
+
+    let done = heartgate_e2e::consent(&b, &signed_in, &[]).await;
+    assert!(done.starts_with(redirect), "{done}");
+    let code = heartgate_e2e::url_param(&done, "code").unwrap();
+    let redeem = |n: u32| {
+        let mut f = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.clone()),
+            ("redirect_uri", redirect.to_owned()),
+            ("code_verifier", VERIFIER.to_owned()),
+        ];
+        f.extend(signed(&app, "app", &format!("{ISSUER}/token"), n));
+        let b = &b;
+        async move { post(b, "/token", &f).await }
+    };
+    let t = redeem(1000).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let token = t.json()["access_token"].as_str().unwrap().to_owned();
+    let introspect = |n: u32| {
+        // The client itself introspects (RFC 7662 §4: it sees its own tokens).
+        let mut f = vec![("token", token.clone())];
+        f.extend(signed(&app, "app", &format!("{ISSUER}/token"), n));
+        let b = &b;
+        async move {
+            let r = post(b, "/introspect", &f).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()
+        }
+    };
+    let r = introspect(1001).await;
+    assert_eq!(r["active"], true, "{r}");
+    assert_eq!(r["sub"], "user-42");
+    // The code works once in the whole cluster; its replay revokes what it gave (B5).
+    let again = redeem(1002).await;
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(again.json()["error"], "invalid_grant");
+    assert_eq!(introspect(1003).await["active"], false);
+    b.stop().await;
+}

@@ -11,7 +11,7 @@
 use heartgate_core::authorize::pkce::CodeChallenge;
 use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
 use heartgate_e2e::child::{ChildServer, ChildSpec};
-use heartgate_e2e::{cookie_pair, hidden_input, url_param, TestServer};
+use heartgate_e2e::{consent, sign_in, url_param, TestServer};
 use serde_json::json;
 
 const VERIFIER: &str = "restart-verifier-0123456789abcdefghijklmnopqrstuvwxyz-ABC";
@@ -115,60 +115,14 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
     let code_for = |ru: String, remember: bool| {
         let s = &s;
         async move {
-            let q = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("client_id", "app")
-                .append_pair("request_uri", &ru)
-                .finish();
-            let r = s.get(&format!("/authorize?{q}")).await;
-            let page = s.get(r.header("location").unwrap()).await;
-            let pre = cookie_pair(page.header("set-cookie").unwrap(), "__Host-hg_pre").unwrap();
-            let html = page.text();
-            let ok = s
-                .form_with(
-                    "/login",
-                    &[
-                        ("interaction", &hidden_input(&html, "interaction").unwrap()),
-                        ("csrf", &hidden_input(&html, "csrf").unwrap()),
-                        ("username", "nurse"),
-                        ("password", "correct horse battery"),
-                    ],
-                    &[("cookie", &pre)],
-                    None,
-                )
-                .await;
-            let session =
-                cookie_pair(ok.header("set-cookie").unwrap(), "__Host-hg_session").unwrap();
-            let consent = s
-                .send(
-                    "GET",
-                    ok.header("location").unwrap(),
-                    &[("cookie", &session)],
-                    vec![],
-                    None,
-                )
-                .await
-                .text();
-            let done = s
-                .form_with(
-                    "/consent",
-                    &[
-                        (
-                            "interaction",
-                            &hidden_input(&consent, "interaction").unwrap(),
-                        ),
-                        ("csrf", &hidden_input(&consent, "csrf").unwrap()),
-                        ("decision", "allow"),
-                        ("remember", if remember { "1" } else { "0" }),
-                    ],
-                    &[("cookie", &session)],
-                    None,
-                )
-                .await;
-            assert_eq!(done.status, 303, "{}", done.text());
-            (
-                url_param(done.header("location").unwrap(), "code").unwrap(),
-                session,
+            let signed_in = sign_in(s, "app", &ru, "nurse", "correct horse battery").await;
+            let done = consent(
+                s,
+                &signed_in,
+                &[("remember", if remember { "1" } else { "0" })],
             )
+            .await;
+            (url_param(&done, "code").unwrap(), signed_in.session)
         }
     };
     let redeem = |code: String, a: String| {
