@@ -100,7 +100,7 @@ pub struct FormPost {
 }
 
 /// The PAR response (RFC 9126 §2.2).
-#[derive(uniffi::Record)]
+#[derive(uniffi::Record, Debug)]
 pub struct ParResponse {
     /// The `request_uri` to put in the authorization URL.
     pub request_uri: String,

@@ -49,7 +49,7 @@ pub struct DeviceRequest {
 }
 
 /// A pending CIBA request the device's user may decide.
-#[derive(uniffi::Record)]
+#[derive(uniffi::Record, Debug)]
 pub struct PendingApproval {
     /// The request's reference, for [`CibaDevice::decision_request`].
     pub request_ref: String,

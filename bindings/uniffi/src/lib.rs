@@ -92,3 +92,6 @@ pub(crate) fn json_object(body: &str) -> Result<serde_json::Map<String, serde_js
         _ => Err(HeartgateError::verification("unexpected_response")),
     }
 }
+
+#[cfg(test)]
+mod tests;

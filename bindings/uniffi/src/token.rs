@@ -39,6 +39,22 @@ pub struct TokenResponse {
     pub patient: Option<String>,
 }
 
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("scope", &self.scope)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
 fn opt_string(m: &serde_json::Map<String, Value>, name: &'static str) -> Result<Option<String>> {
     match m.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -89,7 +105,7 @@ pub enum TokenFormat {
 }
 
 /// The claims of an access token that passed offline validation.
-#[derive(uniffi::Record)]
+#[derive(uniffi::Record, Debug)]
 pub struct ValidatedAccessToken {
     /// JWT or wrapper.
     pub format: TokenFormat,
