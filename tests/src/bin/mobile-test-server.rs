@@ -39,7 +39,10 @@ async fn main() {
         ("ca", dir.join("pki/ca.pem").display().to_string()),
         ("initial_access_token", s.iat.clone()),
         ("client_cert", dir.join("client.pem").display().to_string()),
-        ("client_key", dir.join("client-key.pem").display().to_string()),
+        (
+            "client_key",
+            dir.join("client-key.pem").display().to_string(),
+        ),
         ("username", "nurse".to_owned()),
         ("password", PASSWORD.to_owned()),
         ("audience", FHIR.to_owned()),
