@@ -9,6 +9,7 @@
 use std::io::Read;
 use std::time::Duration;
 
+use heartgate_core::jose::{Algorithm, SigningKey};
 use heartgate_e2e::TestServer;
 use serde_json::json;
 
@@ -22,8 +23,15 @@ async fn main() {
         .nth(1)
         .expect("usage: mobile-test-server PROPERTIES_FILE");
     let hash = heartgate_server::users::hash_password(PASSWORD).unwrap();
+    // A static CIBA client (poll mode) whose key the Kotlin test signs assertions with.
+    let ciba_key = SigningKey::generate(Algorithm::ES256).unwrap();
     let doc = json!({
         "tokens": {"default_audience": FHIR},
+        "clients": [{"client_id": "ciba-clinic", "client_name": "Riverside Clinic",
+            "profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [ciba_key.verifying_key().to_jwk()]},
+            "grant_types": ["urn:openid:params:grant-type:ciba"],
+            "backchannel_token_delivery_mode": "poll", "scope": "openid user/Observation.rs"}],
         "users": [{"username": "nurse", "password_hash": hash, "subject": "user-42",
             "display_name": "Nurse Joy", "fhir_user": "Practitioner/7",
             "patients": [{"id": "Patient/123", "label": "Jane Doe"}]}],
@@ -34,6 +42,7 @@ async fn main() {
     let cert = rcgen::generate_simple_self_signed(vec!["clinic.example".into()]).unwrap();
     std::fs::write(dir.join("client.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("client-key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ciba-client-key.pem"), ciba_key.to_pkcs8_pem().as_str()).unwrap();
     let props = [
         ("issuer", s.issuer.clone()),
         ("ca", dir.join("pki/ca.pem").display().to_string()),
@@ -43,6 +52,11 @@ async fn main() {
             "client_key",
             dir.join("client-key.pem").display().to_string(),
         ),
+        (
+            "ciba_client_key",
+            dir.join("ciba-client-key.pem").display().to_string(),
+        ),
+        ("ciba_client_id", "ciba-clinic".to_owned()),
         ("username", "nurse".to_owned()),
         ("password", PASSWORD.to_owned()),
         ("audience", FHIR.to_owned()),

@@ -164,4 +164,77 @@ class FlowTest {
         }
         assertEquals("invalid_grant", e.error)
     }
+
+    private fun bearer(r: DeviceRequest): HttpResponse<String> =
+        send(HttpRequest.newBuilder(URI(r.url)).header("Authorization", r.authorization).apply {
+            if (r.method == "POST") POST(HttpRequest.BodyPublishers.noBody()) else GET()
+        })
+
+    @Test
+    fun cibaAuthenticationDeviceApprovesAgainstARealServer() {
+        assumeTrue(props != null, "run by tests/mobile.sh, which starts the server")
+        http = HttpClient.newBuilder().sslContext(ssl().first).followRedirects(HttpClient.Redirect.NEVER).build()
+        val issuer = prop("issuer")
+
+        // The user signs in on the approval page and asks for a pairing code.
+        val page = get("$issuer/ciba")
+        val signedIn = form("$issuer/ciba/login", enc("csrf" to hidden(page.body(), "csrf"),
+            "username" to prop("username"), "password" to prop("password")), cookie(page, "__Host-hg_pre"))
+        assertEquals(303, signedIn.statusCode(), signedIn.body())
+        val session = cookie(signedIn, "__Host-hg_session")
+        val devices = get("$issuer/ciba/devices", session)
+        val shown = form("$issuer/ciba/devices/pair", enc("csrf" to hidden(devices.body(), "csrf")), session)
+        assertEquals(200, shown.statusCode(), shown.body())
+        val code = Regex("id=\"pairing-code\">([^<]{8})").find(shown.body())!!.groupValues[1]
+
+        // The phone pairs with the code and its own key (here a software key).
+        val phoneKey = softwareSigner(generateP256PrivateKey(), null)
+        val pair = devicePairingRequest(issuer, code, "Nurse's phone", phoneKey)
+        val paired = send(HttpRequest.newBuilder(URI(pair.url)).header("Content-Type", "application/json")
+            .POST(HttpRequest.BodyPublishers.ofString(pair.body)))
+        val deviceId = parseDevicePairingResponse(paired.statusCode().toUShort(), paired.body())
+        val phone = CibaDevice(issuer, deviceId, phoneKey)
+        // The code is single-use: the server's error arrives typed.
+        val again = send(HttpRequest.newBuilder(URI(pair.url)).header("Content-Type", "application/json")
+            .POST(HttpRequest.BodyPublishers.ofString(pair.body)))
+        assertEquals("invalid_grant", expect<HeartgateException.ServerException> {
+            parseDevicePairingResponse(again.statusCode().toUShort(), again.body())
+        }.error)
+
+        // A CIBA client (CIBA Core §7.1) asks for the nurse, with a binding message.
+        val clinic = FapiClient(ClientConfig(issuer = issuer, clientId = prop("ciba_client_id"),
+            redirectUri = "https://clinic.example/cb", authorizationEndpoint = "$issuer/authorize",
+            parEndpoint = "$issuer/par", tokenEndpoint = "$issuer/token"),
+            softwareSigner(File(prop("ciba_client_key")).readText(), null))
+        val assertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        val started = form("$issuer/bc-authorize", enc("scope" to "openid", "login_hint" to prop("username"),
+            "binding_message" to "KOTLIN-7", "client_assertion_type" to assertionType,
+            "client_assertion" to clinic.clientAssertion()))
+        assertEquals(200, started.statusCode(), started.body())
+        val authReqId = Regex("\"auth_req_id\"\\s*:\\s*\"([^\"]+)\"").find(started.body())!!.groupValues[1]
+        val poll = { form("$issuer/token", enc("grant_type" to "urn:openid:params:grant-type:ciba",
+            "auth_req_id" to authReqId, "client_assertion_type" to assertionType,
+            "client_assertion" to clinic.clientAssertion())) }
+        val pending = poll()
+        assertEquals("authorization_pending", expect<HeartgateException.ServerException> {
+            parseTokenResponse(pending.statusCode().toUShort(), pending.body())
+        }.error)
+
+        // The phone lists what waits for its user and approves over the message it shows.
+        val listed = bearer(phone.pendingRequestsRequest())
+        val waiting = phone.parsePendingRequests(listed.statusCode().toUShort(), listed.body())
+        val mine = waiting.single { it.bindingMessage == "KOTLIN-7" }
+        assertEquals("Riverside Clinic", mine.clientName)
+        // B14: a decision over another message is refused by the server.
+        val wrong = bearer(phone.decisionRequest(mine.requestRef, true, "OTHER-1"))
+        expect<HeartgateException.ServerException> { phone.parseDecisionResponse(wrong.statusCode().toUShort(), wrong.body()) }
+        val decided = bearer(phone.decisionRequest(mine.requestRef, true, mine.bindingMessage))
+        assertEquals(DeviceDecision.APPROVED, phone.parseDecisionResponse(decided.statusCode().toUShort(), decided.body()))
+
+        // The client's next poll gets the tokens.
+        val done = poll()
+        val tokens = parseTokenResponse(done.statusCode().toUShort(), done.body())
+        val at = AccessTokenValidator(issuer, prop("audience"), get("$issuer/jwks").body()).validate(tokens.accessToken)
+        assertEquals(prop("ciba_client_id"), at.clientId)
+    }
 }
