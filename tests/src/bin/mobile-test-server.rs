@@ -42,7 +42,11 @@ async fn main() {
     let cert = rcgen::generate_simple_self_signed(vec!["clinic.example".into()]).unwrap();
     std::fs::write(dir.join("client.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("client-key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ciba-client-key.pem"), ciba_key.to_pkcs8_pem().as_str()).unwrap();
+    std::fs::write(
+        dir.join("ciba-client-key.pem"),
+        ciba_key.to_pkcs8_pem().as_str(),
+    )
+    .unwrap();
     let props = [
         ("issuer", s.issuer.clone()),
         ("ca", dir.join("pki/ca.pem").display().to_string()),
