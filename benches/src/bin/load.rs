@@ -6,9 +6,13 @@
 //! load keygen DIR
 //! load SCENARIO --url URL --ca CA.pem [--key DIR/client-key.pem --client ID]
 //!      [--path P] [--introspect-path P] [--resource R] [--duration S] [--concurrency N]
-//!      [--new-connections]
+//!      [--new-connections] [--also URL]... [--issuer URL]
 //! SCENARIO: token | introspect-hit | introspect-miss | get
 //! ```
+//!
+//! With `--also`, the clients are spread over several nodes of one cluster (client `i` on
+//! node `i mod n`); `--issuer` is then the cluster's issuer, the audience of assertions.
+//! The token of `introspect-hit` is issued by the first node and introspected on all.
 //!
 //! Every request that authenticates the client signs a fresh ES256 assertion (unique
 //! `jti`), the same work against every server.
@@ -43,6 +47,10 @@ struct Opts {
     mtls: Option<String>,
     /// The client that introspects (default: `--client`).
     introspect_client: Option<String>,
+    /// Further nodes of the same cluster.
+    also: Vec<String>,
+    /// The issuer, when it is not `--url`.
+    issuer: Option<String>,
 }
 
 fn parse() -> Opts {
@@ -62,6 +70,8 @@ fn parse() -> Opts {
         new_connections: false,
         mtls: None,
         introspect_client: None,
+        also: Vec::new(),
+        issuer: None,
     };
     while let Some(k) = a.next() {
         let mut v = || a.next().expect("value");
@@ -78,6 +88,8 @@ fn parse() -> Opts {
             "--new-connections" => o.new_connections = true,
             "--mtls" => o.mtls = Some(v()),
             "--introspect-client" => o.introspect_client = Some(v()),
+            "--also" => o.also.push(v()),
+            "--issuer" => o.issuer = Some(v()),
             other => panic!("unknown option {other}"),
         }
     }
@@ -87,7 +99,7 @@ fn parse() -> Opts {
 struct Ctx {
     o: Opts,
     tls: tokio_rustls::TlsConnector,
-    addr: std::net::SocketAddr,
+    addrs: Vec<std::net::SocketAddr>,
     host: String,
     sni: String,
     key: Option<SigningKey>,
@@ -185,8 +197,11 @@ impl Ctx {
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(c: &Ctx) -> Sender {
-    let tcp = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+/// A connection to node `i mod n`.
+async fn connect(c: &Ctx, i: usize) -> Sender {
+    let tcp = tokio::net::TcpStream::connect(c.addrs[i % c.addrs.len()])
+        .await
+        .unwrap();
     tcp.set_nodelay(true).unwrap();
     let tls = c
         .tls
@@ -275,15 +290,21 @@ async fn main() {
     };
     let u = url::Url::parse(&o.url).unwrap();
     let host = u.host_str().unwrap().to_owned();
-    let addr = (host.as_str(), u.port().unwrap_or(443));
-    let addr = tokio::net::lookup_host(addr).await.unwrap().next().unwrap();
+    let mut addrs = Vec::new();
+    for node in std::iter::once(&o.url).chain(&o.also) {
+        let u = url::Url::parse(node).unwrap();
+        let a = (u.host_str().unwrap(), u.port().unwrap_or(443));
+        addrs.push(tokio::net::lookup_host(a).await.unwrap().next().unwrap());
+    }
+    let addr = addrs[0];
     let key = o.key.as_ref().map(|p| {
         SigningKey::from_pkcs8_pem(Algorithm::ES256, &std::fs::read_to_string(p).unwrap()).unwrap()
     });
-    let aud = format!("{}{}", o.url.trim_end_matches('/'), o.path);
+    let base = o.issuer.as_deref().unwrap_or(&o.url);
+    let aud = format!("{}{}", base.trim_end_matches('/'), o.path);
     let ctx = Arc::new(Ctx {
         tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
-        addr,
+        addrs,
         host: format!("{host}:{}", addr.port()),
         sni: host.clone(),
         key,
@@ -293,7 +314,7 @@ async fn main() {
         o,
     });
     if ctx.o.scenario == "introspect-hit" {
-        let mut s = connect(&ctx).await;
+        let mut s = connect(&ctx, 0).await;
         let (st, body) = send(&ctx, &mut s, "POST", &ctx.o.path, ctx.token_body()).await;
         assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -304,15 +325,15 @@ async fn main() {
     // Warm-up, then the measured window.
     let deadline = Instant::now() + Duration::from_secs(ctx.o.duration);
     let mut tasks = Vec::new();
-    for _ in 0..ctx.o.concurrency {
+    for i in 0..ctx.o.concurrency {
         let c = ctx.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             let (mut ok, mut bad) = (0u64, 0u64);
-            let mut s = connect(&c).await;
+            let mut s = connect(&c, i).await;
             while Instant::now() < deadline {
                 if c.o.new_connections {
-                    s = connect(&c).await;
+                    s = connect(&c, i).await;
                 }
                 let (m, p, b) = c.next();
                 let t = Instant::now();
