@@ -315,6 +315,12 @@ fn with_redis_down_every_call_fails_closed_quickly_and_recovers_when_it_is_back(
     // Same port, same store object: it reconnects by itself (the new server is empty: no
     // persistence in these tests).
     t.keep = RedisServer::try_start(port).expect("restart on the same port");
+    // The breaker's probe notices within a probe interval or two.
+    let back = Instant::now();
+    while s.ping().is_err() {
+        assert!(back.elapsed() < Duration::from_secs(2), "no recovery");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for (i, r) in every_call(s).into_iter().enumerate() {
         assert_eq!(r, Ok(()), "call {i} after the restart");
     }
@@ -342,6 +348,17 @@ fn a_redis_that_accepts_but_never_answers_times_out() {
     );
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "two calls took {took:?}");
+    // The breaker is open: further calls fail at once instead of waiting a timeout each
+    // (a hung Redis must not hold every server worker).
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(
+            s.get(Namespace::Code, b"k", T0),
+            Err(StoreError::Unavailable)
+        );
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(200), "100 calls took {took:?}");
     drop(listener);
 }
 

@@ -95,9 +95,30 @@ impl RedisServer {
     /// Kill the process with SIGKILL (nothing flushed beyond what each write fsynced).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A paused process must go on to die.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stop the process with SIGSTOP: connections are accepted by the kernel, nothing
+    /// answers (a hung Redis).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig} {pid}");
     }
 
     /// Start it again on the same port and directory, replaying the append-only file.

@@ -44,10 +44,20 @@
 //! retried: a `take` whose answer was lost may have been applied, and must not be run
 //! twice. So a connection broken while idle costs one failed call.
 //!
+//! Calls block their thread (the server runs them on its async workers), so a Redis
+//! that hangs must not hold every worker for a timeout per request. After a call fails
+//! for a connection-level reason (refused, timed out, dropped), the store's breaker
+//! opens: every call fails at once with `Unavailable`, and one background thread PINGs
+//! Redis every [`PROBE_INTERVAL`]; the first answer closes the breaker. A hung or dead
+//! Redis thus costs one timeout, not one per request, and recovery follows within a
+//! probe interval of Redis answering again.
+//!
 //! What it never does: return an expired value, log the Redis URL (it may hold a password),
 //! or wait without a bound.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::record::encode;
@@ -64,6 +74,8 @@ pub const MAX_IDLE_CONNECTIONS: usize = 64;
 const SCAN_BATCH: usize = 512;
 /// Longest key prefix.
 pub const MAX_PREFIX_LEN: usize = 64;
+/// How often the breaker's probe asks an unreachable Redis whether it is back.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Settings of a [`RedisStore`] besides its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +240,14 @@ pub struct RedisStore {
     options: RedisOptions,
     idle: Mutex<Vec<Connection>>,
     scripts: Scripts,
+    breaker: Arc<Breaker>,
+}
+
+/// Whether Redis is known to be unreachable, and whether a probe is running.
+#[derive(Debug, Default)]
+struct Breaker {
+    open: AtomicBool,
+    probing: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -243,6 +263,40 @@ fn unavailable(e: RedisError) -> StoreError {
     // The kind only: error text may quote server replies.
     tracing::warn!(kind = ?e.kind(), timeout = e.is_timeout(), "redis store call failed");
     StoreError::Unavailable
+}
+
+/// A failure that says Redis cannot be reached (rather than a refusal of one command).
+fn unreachable(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped()
+}
+
+fn connect(client: &Client, options: &RedisOptions) -> Result<Connection, RedisError> {
+    let c = client.get_connection_with_timeout(options.connect_timeout)?;
+    c.set_read_timeout(Some(options.io_timeout))?;
+    c.set_write_timeout(Some(options.io_timeout))?;
+    Ok(c)
+}
+
+/// The breaker's probe: PING every [`PROBE_INTERVAL`] until Redis answers, then close the
+/// breaker. Ends early when the store is dropped.
+fn probe(client: &Client, options: &RedisOptions, breaker: &Weak<Breaker>) {
+    loop {
+        std::thread::sleep(PROBE_INTERVAL);
+        let Some(b) = breaker.upgrade() else {
+            return;
+        };
+        let answered = connect(client, options)
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok();
+        if answered {
+            // In this order: a call that trips in between then starts a new probe
+            // (the other order could leave the breaker open with no probe to close it).
+            b.probing.store(false, Ordering::Release);
+            b.open.store(false, Ordering::Release);
+            tracing::info!("redis store reachable again");
+            return;
+        }
+    }
 }
 
 /// The value of `record` if it is live at `now`; a record too short fails closed.
@@ -295,6 +349,7 @@ impl RedisStore {
             options,
             idle: Mutex::new(Vec::new()),
             scripts: Scripts::new(),
+            breaker: Arc::new(Breaker::default()),
         })
     }
 
@@ -309,12 +364,29 @@ impl RedisStore {
     }
 
     fn connect(&self) -> Result<Connection, RedisError> {
-        let c = self
-            .client
-            .get_connection_with_timeout(self.options.connect_timeout)?;
-        c.set_read_timeout(Some(self.options.io_timeout))?;
-        c.set_write_timeout(Some(self.options.io_timeout))?;
-        Ok(c)
+        connect(&self.client, &self.options)
+    }
+
+    /// Open the breaker and start the probe, unless one runs already.
+    fn trip(&self) {
+        self.breaker.open.store(true, Ordering::Release);
+        if self.breaker.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(
+            endpoint = %self.endpoint,
+            "redis store unreachable: failing fast until it answers again"
+        );
+        let (client, options) = (self.client.clone(), self.options.clone());
+        let breaker = Arc::downgrade(&self.breaker);
+        let spawned = std::thread::Builder::new()
+            .name("heartgate-redis-probe".into())
+            .spawn(move || probe(&client, &options, &breaker));
+        if spawned.is_err() {
+            // No probe: let calls try Redis themselves rather than fail forever.
+            self.breaker.open.store(false, Ordering::Release);
+            self.breaker.probing.store(false, Ordering::Release);
+        }
     }
 
     /// Run `f` on an idle connection or a new one. A connection is reused only after `f`
@@ -323,12 +395,28 @@ impl RedisStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
     ) -> Result<T, StoreError> {
+        if self.breaker.open.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable);
+        }
         let pooled = self.idle.lock().pop();
         let mut conn = match pooled {
             Some(c) => c,
-            None => self.connect().map_err(unavailable)?,
+            None => match self.connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    if unreachable(&e) {
+                        self.trip();
+                    }
+                    return Err(unavailable(e));
+                }
+            },
         };
         let result = f(&mut conn);
+        if let Err(e) = &result {
+            if unreachable(e) {
+                self.trip();
+            }
+        }
         // An error reply (a script refusing a malformed record) leaves the connection
         // usable; anything else (I/O, timeout, a reply we could not parse) may have left
         // it mid-reply or pointing at a dead server, and so may the idle ones.
