@@ -162,7 +162,7 @@ def auth_server(keys: dict[str, KeyPair]) -> Iterator[FakeAS]:
     state = FakeAS(issuer, heartgate.SigningKey.generate("ES256"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield state

@@ -59,6 +59,52 @@ def _body(response: httpx.Response, what: str) -> bytes:
     return body
 
 
+class _Clients:
+    """httpx clients, made on first use (an SSL context costs a few milliseconds)."""
+
+    def __init__(
+        self,
+        verify: Union[bool, ssl.SSLContext, str],
+        timeout: float,
+        transport: Optional[httpx.BaseTransport],
+        async_transport: Optional[httpx.AsyncBaseTransport],
+    ) -> None:
+        self._verify = verify
+        self._timeout = timeout
+        self._transport = transport
+        self._async_transport = async_transport
+        self._sync: Optional[httpx.Client] = None
+        self._async: Optional[httpx.AsyncClient] = None
+        self._lock = threading.Lock()
+
+    def _tls(self) -> Union[bool, ssl.SSLContext]:
+        if isinstance(self._verify, str):
+            return ssl.create_default_context(cafile=self._verify)
+        return self._verify
+
+    def sync(self) -> httpx.Client:
+        with self._lock:
+            if self._sync is None:
+                self._sync = httpx.Client(verify=self._tls(), timeout=self._timeout, transport=self._transport)
+            return self._sync
+
+    def async_(self) -> httpx.AsyncClient:
+        with self._lock:
+            if self._async is None:
+                self._async = httpx.AsyncClient(
+                    verify=self._tls(), timeout=self._timeout, transport=self._async_transport
+                )
+            return self._async
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
+
+
 class Introspection:
     """An RFC 7662 introspection client.
 
@@ -86,9 +132,7 @@ class Introspection:
         self.client_id = client_id
         self._client_key = client_key
         self._assertion_audience = assertion_audience or endpoint
-        tls = _ssl_context(verify, client_cert)
-        self._client = httpx.Client(verify=tls, timeout=timeout, transport=transport)
-        self._async_client = httpx.AsyncClient(verify=tls, timeout=timeout, transport=async_transport)
+        self._http = _Clients(_ssl_context(verify, client_cert), timeout, transport, async_transport)
 
     def _form(self, token: str) -> dict[str, str]:
         form = {"token": token, "token_type_hint": "access_token", "client_id": self.client_id}
@@ -111,7 +155,7 @@ class Introspection:
     def introspect(self, token: str) -> bytes:
         """POST ``token`` to the endpoint; the response body (JSON)."""
         try:
-            r = self._client.post(self.endpoint, data=self._form(token), headers={"Accept": "application/json"})
+            r = self._http.sync().post(self.endpoint, data=self._form(token), headers={"Accept": "application/json"})
         except httpx.HTTPError as e:
             raise IntrospectionError(f"introspection request failed: {type(e).__name__}") from None
         return _body(r, "introspection endpoint")
@@ -119,7 +163,7 @@ class Introspection:
     async def introspect_async(self, token: str) -> bytes:
         """``introspect`` with ``await``."""
         try:
-            r = await self._async_client.post(
+            r = await self._http.async_().post(
                 self.endpoint, data=self._form(token), headers={"Accept": "application/json"}
             )
         except httpx.HTTPError as e:
@@ -128,11 +172,11 @@ class Introspection:
 
     def close(self) -> None:
         """Close the synchronous HTTP client."""
-        self._client.close()
+        self._http.close()
 
     async def aclose(self) -> None:
         """Close the asynchronous HTTP client."""
-        await self._async_client.aclose()
+        await self._http.aclose()
 
 
 class Validator:
@@ -183,12 +227,7 @@ class Validator:
         self._lock = threading.Lock()
         if jwks is not None:
             self._core.set_keys(jwks if isinstance(jwks, KeySet) else KeySet.from_jwks(jwks, rsa_algorithm))
-        self._client: Optional[httpx.Client] = None
-        self._async_client: Optional[httpx.AsyncClient] = None
-        if jwks_uri is not None:
-            tls = _ssl_context(verify, None)
-            self._client = httpx.Client(verify=tls, timeout=timeout, transport=transport)
-            self._async_client = httpx.AsyncClient(verify=tls, timeout=timeout, transport=async_transport)
+        self._http = _Clients(verify, timeout, transport, async_transport)
 
     # --- JWKS ---------------------------------------------------------------------------
 
@@ -202,20 +241,20 @@ class Validator:
 
     def refresh_keys(self) -> None:
         """Fetch the JWKS from ``jwks_uri`` now."""
-        if self._client is None or self._jwks_uri is None:
+        if self._jwks_uri is None:
             raise ValueError("no jwks_uri configured")
         try:
-            r = self._client.get(self._jwks_uri, headers={"Accept": "application/json"})
+            r = self._http.sync().get(self._jwks_uri, headers={"Accept": "application/json"})
         except httpx.HTTPError as e:
             raise IntrospectionError(f"JWKS request failed: {type(e).__name__}") from None
         self._install(_body(r, "JWKS endpoint"))
 
     async def refresh_keys_async(self) -> None:
         """``refresh_keys`` with ``await``."""
-        if self._async_client is None or self._jwks_uri is None:
+        if self._jwks_uri is None:
             raise ValueError("no jwks_uri configured")
         try:
-            r = await self._async_client.get(self._jwks_uri, headers={"Accept": "application/json"})
+            r = await self._http.async_().get(self._jwks_uri, headers={"Accept": "application/json"})
         except httpx.HTTPError as e:
             raise IntrospectionError(f"JWKS request failed: {type(e).__name__}") from None
         self._install(_body(r, "JWKS endpoint"))
