@@ -445,6 +445,27 @@ pub(crate) fn sign_material(
 
 // --- Python classes ---------------------------------------------------------------------
 
+/// ring's Ed25519 PKCS#8 v2 prefix (RFC 5958 OneAsymmetricKey, version 1) up to the seed.
+const ED25519_V2_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// The PKCS#8 v1 prefix of the same key (RFC 8410 §7), up to the seed.
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The PKCS#8 v1 form of a ring Ed25519 v2 document, or `None` for any other document.
+fn ed25519_pkcs8_v1(der: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let seed = der.strip_prefix(&ED25519_V2_PREFIX[..])?.get(..32)?;
+    if der.len() != 83 {
+        return None;
+    }
+    let mut v1 = Zeroizing::new(Vec::with_capacity(48));
+    v1.extend_from_slice(&ED25519_V1_PREFIX);
+    v1.extend_from_slice(seed);
+    Some(v1)
+}
+
 fn algorithm_arg(name: &str) -> Result<Algorithm, Error> {
     match Alg::parse(name)? {
         Alg::Asym(a) => Ok(a),
@@ -527,9 +548,15 @@ impl PySigningKey {
         map_to_py(py, &self.inner.verifying_key().to_jwk())
     }
 
-    /// The PKCS#8 PEM of the private key.
+    /// The PKCS#8 PEM of the private key. Ed25519 keys are written as PKCS#8 v1 (RFC 8410
+    /// §7, seed only), the form OpenSSL and `cryptography` read; ring's own v2 document
+    /// (with the public key) is refused by `cryptography`.
     fn to_pem(&self) -> String {
-        self.inner.to_pkcs8_pem().to_string()
+        let der = self.inner.to_pkcs8_der();
+        let v1 = ed25519_pkcs8_v1(&der);
+        let body = v1.as_deref().map_or(&der[..], |v| &v[..]);
+        let block = pem::Pem::new("PRIVATE KEY", body.to_vec());
+        Zeroizing::new(pem::encode(&block)).to_string()
     }
 
     fn __repr__(&self) -> String {

@@ -419,3 +419,13 @@ def test_key_objects_redact_and_expose_public_parts(keys: dict[str, KeyPair]) ->
     assert k.public_key().to_jwk()["kid"] == "k-1"
     again = heartgate.SigningKey.from_pem(k.to_pem(), "EdDSA")
     assert again.public_key().thumbprint() == k.public_key().thumbprint()
+
+
+@pytest.mark.parametrize("alg", ASYM)
+def test_generated_keys_export_pem_that_cryptography_reads(alg: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    k = heartgate.SigningKey.generate(alg)
+    private: Any = serialization.load_pem_private_key(k.to_pem().encode(), None)
+    token = heartgate.encode(claims(), k)
+    assert pyjwt.decode(token, private.public_key(), algorithms=[alg]) == claims()
