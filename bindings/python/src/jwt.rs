@@ -284,3 +284,114 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DECODE_MAX_LEN", DECODE_MAX_LEN)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn hs256_round_trip_rfc7515_appendix_a1_shape() {
+        let t = hs256_sign(SECRET, Some("JWT"), None, br#"{"exp":1}"#).unwrap();
+        assert_eq!(t.split('.').count(), 3);
+        assert_eq!(
+            hs256_verify(&t, SECRET, DECODE_MAX_LEN).unwrap(),
+            br#"{"exp":1}"#
+        );
+    }
+
+    #[test]
+    fn hs256_short_secret_is_refused_rfc7518_3_2() {
+        assert!(matches!(
+            hs256_sign(b"short", None, None, b"{}"),
+            Err(Error::WeakSecret)
+        ));
+    }
+
+    #[test]
+    fn hs256_wrong_secret_is_a_bad_signature() {
+        let t = hs256_sign(SECRET, None, None, b"{}").unwrap();
+        let other = [b'x'; 32];
+        assert!(matches!(
+            hs256_verify(&t, &other, DECODE_MAX_LEN),
+            Err(Error::Jose(JoseError::BadSignature))
+        ));
+    }
+
+    fn with_header(header: &str) -> String {
+        let mut t = b64::encode(header.as_bytes());
+        t.push('.');
+        t.push_str(&b64::encode(b"{}"));
+        let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET);
+        let tag = hmac::sign(&key, t.as_bytes());
+        t.push('.');
+        t.push_str(&b64::encode(tag.as_ref()));
+        t
+    }
+
+    #[test]
+    fn j1_alg_none_is_refused_by_the_hmac_path() {
+        let e = hs256_verify(&with_header(r#"{"alg":"none"}"#), SECRET, DECODE_MAX_LEN);
+        assert!(matches!(e, Err(Error::Jose(JoseError::AlgNone))));
+    }
+
+    #[test]
+    fn j4_asymmetric_alg_on_the_hmac_path_is_refused() {
+        let e = hs256_verify(&with_header(r#"{"alg":"RS256"}"#), SECRET, DECODE_MAX_LEN);
+        assert!(matches!(
+            e,
+            Err(Error::Jose(JoseError::AlgorithmKeyMismatch))
+        ));
+    }
+
+    #[test]
+    fn j7_to_j10_key_references_crit_and_b64_are_refused_on_the_hmac_path() {
+        for (h, want) in [
+            (
+                r#"{"alg":"HS256","jku":"x"}"#,
+                JoseError::HeaderKeyReference,
+            ),
+            (r#"{"alg":"HS256","jwk":{}}"#, JoseError::HeaderKeyReference),
+            (
+                r#"{"alg":"HS256","crit":["b64"]}"#,
+                JoseError::CritNotSupported,
+            ),
+            (
+                r#"{"alg":"HS256","b64":false}"#,
+                JoseError::UnencodedPayload,
+            ),
+            (
+                r#"{"alg":"HS256","cty":"JWT"}"#,
+                JoseError::NestedOrEncrypted,
+            ),
+        ] {
+            match hs256_verify(&with_header(h), SECRET, DECODE_MAX_LEN) {
+                Err(Error::Jose(got)) => assert_eq!(got, want, "{h}"),
+                other => panic!("{h}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn j11_duplicate_header_names_are_refused_on_the_hmac_path() {
+        let e = hs256_verify(
+            &with_header(r#"{"alg":"HS256","alg":"HS256"}"#),
+            SECRET,
+            DECODE_MAX_LEN,
+        );
+        assert!(matches!(e, Err(Error::Jose(JoseError::Json(_)))));
+    }
+
+    #[test]
+    fn j13_j18_shape_and_size_are_checked_first() {
+        assert!(matches!(
+            hs256_verify("a.b", SECRET, DECODE_MAX_LEN),
+            Err(Error::Jose(JoseError::NotCompactJws))
+        ));
+        assert!(matches!(
+            hs256_verify(&"a".repeat(DECODE_MAX_LEN + 1), SECRET, DECODE_MAX_LEN),
+            Err(Error::Jose(JoseError::TooLarge))
+        ));
+    }
+}

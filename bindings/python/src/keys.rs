@@ -734,3 +734,74 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKeySet>()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn j2_anything_key_shaped_is_never_an_hmac_secret() {
+        for k in [
+            &b"-----BEGIN PUBLIC KEY-----\nAAAA"[..],
+            b"  \n-----BEGIN CERTIFICATE-----",
+            b"ssh-rsa AAAAB3Nza",
+            b"ecdsa-sha2-nistp256 AAAA",
+            br#"{"kty":"RSA"}"#,
+        ] {
+            assert!(looks_asymmetric(k));
+        }
+        assert!(!looks_asymmetric(b"a plain shared secret of 32 bytes!"));
+    }
+
+    #[test]
+    fn ed25519_v2_documents_become_v1_rfc8410_7() {
+        let k = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let v1 = ed25519_pkcs8_v1(&k.to_pkcs8_der()).unwrap();
+        assert_eq!(v1.len(), 48);
+        let again = SigningKey::from_pkcs8_der(Algorithm::EdDSA, &v1).unwrap();
+        assert_eq!(again.kid(), k.kid());
+        let es = SigningKey::generate(Algorithm::ES256).unwrap();
+        assert!(ed25519_pkcs8_v1(&es.to_pkcs8_der()).is_none());
+    }
+
+    #[test]
+    fn an_rsa_public_pem_becomes_one_key_per_allowed_rsa_algorithm() {
+        // The RSA public key of a generated key, as SPKI: build it from n and e.
+        let k = SigningKey::generate(Algorithm::RS256).unwrap();
+        let vk = k.verifying_key();
+        let n = vk.public_key_bytes().to_vec();
+        let e = vk.rsa_exponent().unwrap().to_vec();
+        let m = Material::Rsa(n, e);
+        let keys = m
+            .keys(&[Algorithm::RS256, Algorithm::PS256, Algorithm::ES256])
+            .unwrap();
+        let algs: Vec<_> = keys.iter().map(VerifyingKey::algorithm).collect();
+        assert_eq!(algs, vec![Algorithm::RS256, Algorithm::PS256]);
+        assert!(matches!(
+            m.keys(&[Algorithm::ES256]),
+            Err(Error::UnsupportedKey(_))
+        ));
+    }
+
+    #[test]
+    fn explicit_keys_resolve_by_algorithm_only_j4() {
+        let k = SigningKey::generate(Algorithm::ES256).unwrap();
+        let keys = vec![k.verifying_key().clone()];
+        let r = ExplicitKeys(&keys);
+        assert!(r.resolve(Some("any-kid"), Algorithm::ES256).is_ok());
+        assert_eq!(
+            r.resolve(None, Algorithm::RS256).err(),
+            Some(JoseError::AlgorithmKeyMismatch)
+        );
+    }
+
+    #[test]
+    fn malformed_spki_is_refused() {
+        assert!(Material::from_spki(b"\x30\x03\x02\x01\x00").is_err());
+        assert!(pem_verifying_keys(
+            b"-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n",
+            &[Algorithm::RS256]
+        )
+        .is_err());
+    }
+}
