@@ -49,7 +49,10 @@ echo "== pytest bindings/python/tests"
 echo "== mypy.stubtest heartgate"
 # Run outside the source tree so that the installed package is what gets checked.
 (cd "$fresh" && "$OLDPWD/$VENV/bin/python" -m mypy.stubtest heartgate)
-echo "== mypy --strict (package, examples, tests)"
-(cd bindings/python && "../../$VENV/bin/python" -m mypy --strict --cache-dir ../../target/py-mypy-cache python/heartgate examples tests)
+echo "== mypy --strict (package, examples, tests, benchmark)"
+(cd bindings/python && "../../$VENV/bin/python" -m mypy --strict --cache-dir ../../target/py-mypy-cache python/heartgate examples tests benches)
+
+echo "== benchmark smoke run (figures meaningless at this budget; see README for real ones)"
+(cd bindings/python && "../../$VENV/bin/python" -W ignore benches/bench.py --seconds 0.01 | tail -n 1)
 
 echo "== Python package: $(tail -n 1 target/py-pytest.log | sed 's/=//g' | xargs); stubtest OK; $((SECONDS - start)) s"
