@@ -174,7 +174,10 @@ fn _decode<'py>(
     strict_aud: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let token: String = if let Ok(s) = jwt.cast::<PyString>() {
-        s.to_cow()?.into_owned()
+        // A str that is not valid Unicode (lone surrogates, F1) is a malformed token.
+        s.to_cow()
+            .map_err(|_| crate::error::DecodeError::new_err("token is not valid Unicode"))?
+            .into_owned()
     } else if let Ok(b) = jwt.cast::<PyBytes>() {
         String::from_utf8(b.as_bytes().to_vec()).map_err(|_| Error::Jose(JoseError::Base64))?
     } else {

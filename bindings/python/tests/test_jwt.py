@@ -429,3 +429,9 @@ def test_generated_keys_export_pem_that_cryptography_reads(alg: str) -> None:
     private: Any = serialization.load_pem_private_key(k.to_pem().encode(), None)
     token = heartgate.encode(claims(), k)
     assert pyjwt.decode(token, private.public_key(), algorithms=[alg]) == claims()
+
+
+def test_iat_as_string_is_invalid_issued_at_j20(keys: dict[str, KeyPair]) -> None:
+    token = heartgate.encode(claims(iat="yesterday"), keys["ES256"].signing_key)
+    with pytest.raises(heartgate.InvalidIssuedAtError):
+        decode_es(token, keys)

@@ -150,7 +150,8 @@ def encode(
     for name in _TIME_CLAIMS:
         if name in claims:
             claims[name] = _numeric_date(claims[name])
-    body = json.dumps(claims, separators=(",", ":"), cls=json_encoder).encode()
+    # allow_nan=False: NaN and Infinity are not JSON (RFC 8259 §6); PyJWT would sign them.
+    body = json.dumps(claims, separators=(",", ":"), cls=json_encoder, allow_nan=False).encode()
     return _heartgate._encode(body, key, algorithm, typ, kid)
 
 

@@ -291,11 +291,15 @@ class Validator:
 
     @staticmethod
     def _token_text(token: Union[str, bytes]) -> str:
+        # THREATS F1: anything but an ASCII str or bytes is a malformed token, reported
+        # as a heartgate exception (never a TypeError or UnicodeError from the binding).
         if isinstance(token, bytes):
             try:
                 return token.decode("ascii")
             except UnicodeDecodeError:
                 raise _heartgate.DecodeError("token is not ASCII") from None
+        if not isinstance(token, str) or not token.isascii():
+            raise _heartgate.DecodeError("token must be an ASCII str or bytes")
         return token
 
     def _pending(self, check: Any) -> Optional[str]:
