@@ -71,7 +71,7 @@ def tls_as(tmp_path: Path, keys: dict[str, KeyPair]) -> Iterator[tuple[TlsAS, st
             pass
 
         def do_POST(self) -> None:
-            der = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+            der = self.connection.getpeercert(binary_form=True)
             form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
             ok = der is not None and hashlib.sha256(der).hexdigest() == state.registered and form.get("client_id") == [CLIENT_ID]
             state.clients.append("ok" if ok else "refused")
