@@ -2,7 +2,8 @@
 # The Python package's tests (issue #7): build the abi3 wheel of bindings/python, install
 # it into target/py-venv, check that it also installs and works in a fresh virtualenv
 # with no compiler involved, run pytest (PyJWT / joserfc interop, Validator over a real
-# socket, FastAPI), mypy.stubtest and mypy --strict. Called by tests/run-all.
+# socket and against the real `heartgate` server, FastAPI), mypy.stubtest and
+# mypy --strict. Called by tests/run-all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,8 +45,13 @@ assert heartgate.decode(token, k.public_key(), algorithms=["EdDSA"])["sub"] == "
 print("   fresh virtualenv: import, sign and verify OK")
 PYEOF
 
+echo "== building the heartgate server binary (for the Validator-against-the-real-server test)"
+cargo build --locked -q --bin heartgate
+# Not HEARTGATE_*: the server reads those as configuration.
+export HG_SERVER_BIN="$PWD/target/debug/heartgate"
+
 echo "== pytest bindings/python/tests"
-(cd bindings/python && "../../$VENV/bin/python" -m pytest -q -p no:cacheprovider tests) | tee target/py-pytest.log
+(cd bindings/python && "../../$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs tests) | tee target/py-pytest.log
 echo "== mypy.stubtest heartgate"
 # Run outside the source tree so that the installed package is what gets checked.
 (cd "$fresh" && "$OLDPWD/$VENV/bin/python" -m mypy.stubtest heartgate)

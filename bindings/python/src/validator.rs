@@ -6,8 +6,13 @@
 //! [`CoreValidator::check`] runs core's offline validation and looks the introspection
 //! cache up; [`CoreValidator::complete`] takes the introspection answer (cached, or the
 //! response body the Python layer fetched), caches it, and applies binding, agreement
-//! (wrapper vs reference, THREATS J30/M8) and scope checks. The reference of a wrapper
-//! token leaves Rust only to be sent to the introspection endpoint.
+//! (wrapper vs reference, THREATS J30/M8) and scope checks.
+//!
+//! What a wrapper token's introspection sends: by default the whole wrapper token, which
+//! is what the heartgate server's endpoint resolves (it checks the wrapper against the
+//! reference's record itself); with `wrapper_reference` the bare `ref`, as the README's
+//! wrapper-format section describes for third-party issuers. Either way the answer must
+//! agree with the wrapper here too.
 
 use std::sync::Arc;
 
@@ -85,12 +90,16 @@ pub struct CoreValidator {
     refetch: RefetchLimiter,
     cache: Option<IntrospectionCache>,
     revoked: RevokedJtis,
+    /// Introspect a wrapper's bare reference (README "Wrapper token format") instead of
+    /// the whole wrapper token (what the heartgate server's endpoint expects).
+    wrapper_reference: bool,
 }
 
 #[pymethods]
 impl CoreValidator {
     #[new]
-    #[pyo3(signature = (issuer, audience, leeway = 10, cache_ttl = 30, cache_entries = 10_000, refetch_interval = 60, algorithms = None))]
+    #[pyo3(signature = (issuer, audience, leeway = 10, cache_ttl = 30, cache_entries = 10_000, refetch_interval = 60, algorithms = None, wrapper_reference = false))]
+    #[allow(clippy::too_many_arguments)] // reason: one keyword argument per setting
     fn new(
         issuer: String,
         audience: String,
@@ -99,6 +108,7 @@ impl CoreValidator {
         cache_entries: usize,
         refetch_interval: u32,
         algorithms: Option<Vec<String>>,
+        wrapper_reference: bool,
     ) -> PyResult<Self> {
         if leeway > MAX_LEEWAY {
             return Err(
@@ -143,6 +153,7 @@ impl CoreValidator {
             refetch: RefetchLimiter::new(refetch_interval),
             cache,
             revoked: RevokedJtis::new(),
+            wrapper_reference,
         })
     }
 
@@ -176,7 +187,7 @@ impl CoreValidator {
             }
         })?;
         let introspect = match &validated {
-            ValidatedToken::Wrapper(w) => Some(w.reference.clone()),
+            ValidatedToken::Wrapper(w) if self.wrapper_reference => Some(w.reference.clone()),
             ValidatedToken::Jwt(_) => None,
             _ => Some(SecretToken::new(token)),
         }

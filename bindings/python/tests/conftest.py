@@ -101,11 +101,17 @@ class FakeAS:
         self.url = ""
 
     def register(self, issued: heartgate.IssuedToken, reference: str | None = None) -> None:
-        """Make introspection answer for this token (or for a wrapper's reference)."""
-        self.active[reference or issued.token] = issued
+        """Make introspection answer for this token (and for a wrapper's reference: the
+        heartgate server takes the wrapper, the README's format also allows the `ref`)."""
+        self.active[issued.token] = issued
+        if reference is not None:
+            self.active[reference] = issued
 
     def revoke(self, token: str) -> None:
-        self.active.pop(token, None)
+        """Revoke the grant behind a token or reference (both spellings go inactive)."""
+        issued = self.active.get(token)
+        for k in [k for k, v in self.active.items() if v is issued]:
+            del self.active[k]
 
 
 def _handler(state: FakeAS) -> type[BaseHTTPRequestHandler]:
@@ -172,5 +178,5 @@ def auth_server(keys: dict[str, KeyPair]) -> Iterator[FakeAS]:
         thread.join(timeout=5)
 
 
-def introspection_for(state: FakeAS) -> heartgate.Introspection:
-    return heartgate.Introspection(state.url + "/introspect", CLIENT_ID, client_key=state.client_key)
+def introspection_for(state: FakeAS, wrapper: str = "token") -> heartgate.Introspection:
+    return heartgate.Introspection(state.url + "/introspect", CLIENT_ID, client_key=state.client_key, wrapper=wrapper)

@@ -91,6 +91,16 @@ def test_cache_disabled_introspects_every_time(auth_server: FakeAS) -> None:
     assert auth_server.introspections == 2
 
 
+def test_wrapper_introspection_by_bare_reference(auth_server: FakeAS) -> None:
+    v = validator(auth_server, introspection=introspection_for(auth_server, wrapper="reference"))
+    issued = issue(auth_server, "wrapper")
+    auth_server.active = {reference_of(issued.token): issued}  # only the bare reference is known
+    token = v.validate(issued.token)
+    assert token.patient == "p-1"
+    with pytest.raises(ValueError):
+        heartgate.Introspection(auth_server.url, CLIENT_ID, client_key=auth_server.client_key, wrapper="ref")
+
+
 def test_revoked_wrapper_reference_is_refused_j30_j31(auth_server: FakeAS) -> None:
     v = validator(auth_server)
     issued = issue(auth_server, "wrapper")
@@ -109,8 +119,9 @@ def test_wrapper_of_another_grant_is_refused_j30(auth_server: FakeAS) -> None:
     v = validator(auth_server)
     a = issue(auth_server, "wrapper")
     b = issue(auth_server, "wrapper")
-    # Point a's reference at b's record: same issuer, different jti.
-    auth_server.register(b, reference=reference_of(a.token))
+    # Point a (the wrapper and its reference) at b's record: same issuer, different jti.
+    auth_server.active[a.token] = b
+    auth_server.active[reference_of(a.token)] = b
     with pytest.raises(heartgate.InvalidTokenError):
         v.validate(a.token)
 

@@ -110,6 +110,8 @@ class Introspection:
 
     Client authentication is ``private_key_jwt`` (RFC 7523, with ``client_key``) or
     mutual TLS (RFC 8705 §2, with ``client_cert=(certfile, keyfile)``), or both.
+    ``wrapper`` says what a wrapper token's introspection sends: ``"token"`` (the whole
+    wrapper, what the heartgate server expects) or ``"reference"`` (its bare ``ref``).
     ``transport`` / ``async_transport`` are httpx transports (for tests and proxies).
     """
 
@@ -123,9 +125,13 @@ class Introspection:
         assertion_audience: Optional[str] = None,
         verify: Verify = True,
         timeout: float = 5.0,
+        wrapper: str = "token",
         transport: Optional[httpx.BaseTransport] = None,
         async_transport: Optional[httpx.AsyncBaseTransport] = None,
     ) -> None:
+        if wrapper not in ("token", "reference"):
+            raise ValueError('wrapper must be "token" or "reference"')
+        self.wrapper = wrapper
         if client_key is None and client_cert is None:
             raise ValueError("introspection needs client authentication: client_key (private_key_jwt) or client_cert (mTLS)")
         self.endpoint = endpoint
@@ -217,6 +223,7 @@ class Validator:
             10_000,
             refetch_interval,
             list(algorithms) if algorithms is not None else None,
+            introspection is not None and introspection.wrapper == "reference",
         )
         self.issuer = issuer
         self.audience = audience
