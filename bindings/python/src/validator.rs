@@ -178,9 +178,9 @@ impl CoreValidator {
         let validated = guarded(py, || {
             let keys = Arc::clone(&self.keys.read());
             match self.tokens.validate(token, keys.as_ref(), &self.revoked, t) {
-                Err(TokenError::Jose(JoseError::NotCompactJws))
-                    if self.cache_or_introspection_possible() && is_foreign_opaque(token) =>
-                {
+                // Another issuer's opaque token (no heartgate prefix): only introspection
+                // can tell; the Python layer refuses it when none is configured.
+                Err(TokenError::Jose(JoseError::NotCompactJws)) if is_foreign_opaque(token) => {
                     Ok(ValidatedToken::Opaque(SecretToken::new(token).hash()))
                 }
                 r => Ok(r?),
@@ -274,12 +274,6 @@ impl CoreValidator {
 }
 
 impl CoreValidator {
-    fn cache_or_introspection_possible(&self) -> bool {
-        // The Python layer refuses opaque tokens when no introspection is configured;
-        // recognising the shape here is harmless either way.
-        true
-    }
-
     /// Parse an introspection body and cache it (a refused insertion is not an error:
     /// the answer is still used, just not remembered).
     fn remember(
@@ -437,7 +431,11 @@ impl AccessToken {
 
 fn op_char(op: &str) -> Result<char, Error> {
     match op {
-        "c" | "r" | "u" | "d" | "s" => Ok(op.chars().next().unwrap_or('r')),
+        "c" => Ok('c'),
+        "r" => Ok('r'),
+        "u" => Ok('u'),
+        "d" => Ok('d'),
+        "s" => Ok('s'),
         _ => Err(Error::Argument("op must be one of c, r, u, d, s")),
     }
 }
