@@ -237,6 +237,8 @@ impl From<Error> for PyErr {
             Error::Token(TokenError::UnknownFormat) | Error::Token(TokenError::Claims(_)) => {
                 DecodeError::new_err(msg)
             }
+            // A grant the issuer cannot issue is the caller's argument error, not a token's.
+            Error::Token(TokenError::InvalidGrant(_)) => PyValueError::new_err(msg),
             Error::Token(_) => InvalidTokenError::new_err(msg),
             Error::Mtls(
                 MtlsError::CertificateMissing

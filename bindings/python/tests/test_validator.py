@@ -337,3 +337,58 @@ def test_validator_needs_a_key_source() -> None:
         heartgate.Validator(issuer=ISSUER, audience=AUDIENCE)
     with pytest.raises(ValueError):
         heartgate.Validator(issuer=ISSUER, audience=AUDIENCE, jwks={"keys": []}, algorithms=["HS256"])
+
+
+# --- the rest of the public API ---------------------------------------------------------------
+
+
+def test_forget_drops_a_cached_answer(auth_server: FakeAS) -> None:
+    v = validator(auth_server)
+    issued = issue(auth_server, "opaque")
+    v.validate(issued.token)
+    assert v.forget(issued.token) == 1
+    v.validate(issued.token)
+    assert auth_server.introspections == 2
+
+
+def test_access_token_and_issued_token_accessors(auth_server: FakeAS) -> None:
+    issued = issue(auth_server, context={"patient": "p-1", "encounter": "e-5", "fhirUser": "Practitioner/7"})
+    assert issued.format == "jwt" and len(issued.jti) >= 22
+    assert issued.expires_in == 300 and abs(issued.expires_at - (time.time() + 300)) < 5
+    assert repr(issued) == 'IssuedToken(format="jwt", expires_in=300)'
+    assert auth_server.issuer.issuer == ISSUER and repr(auth_server.issuer) == f'TokenIssuer(issuer="{ISSUER}")'
+    token = validator(auth_server).validate(issued.token)
+    assert token.encounter == "e-5" and token.expires_at == issued.expires_at
+    assert token.cnf is None and token.certificate_thumbprint is None
+    assert "user-42" not in repr(token)  # no claim values (PII) in the repr
+    assert json.loads(issued.introspection_response())["active"] is True
+
+
+def test_key_set_accessors(auth_server: FakeAS) -> None:
+    ks = heartgate.KeySet.from_jwks(auth_server.jwks)
+    assert len(ks) == 1 and ks.kids() == [json.loads(auth_server.jwks)["keys"][0]["kid"]]
+    assert json.loads(ks.to_json()) == json.loads(auth_server.jwks)
+    vk = heartgate.VerifyingKey.from_jwk(json.loads(auth_server.jwks)["keys"][0])
+    assert vk.algorithm == "ES256" and vk.kid == ks.kids()[0]
+    assert repr(ks) == "KeySet(1 keys)" and repr(vk).startswith("VerifyingKey(")
+
+
+def test_bad_issue_arguments_are_refused(auth_server: FakeAS) -> None:
+    with pytest.raises(ValueError):
+        auth_server.issuer.issue("u", CLIENT_ID, AUDIENCE, format="jwe")
+    with pytest.raises(ValueError):
+        auth_server.issuer.issue("u", CLIENT_ID, AUDIENCE, lifetime=0)
+    with pytest.raises(ValueError):
+        auth_server.issuer.issue("u", CLIENT_ID, AUDIENCE, context={"iss": "https://evil"})
+
+
+async def test_explicit_refresh_and_close(auth_server: FakeAS) -> None:
+    intro = introspection_for(auth_server)
+    v = validator(auth_server, introspection=intro)
+    v.refresh_keys()
+    await v.refresh_keys_async()
+    assert auth_server.jwks_fetches == 2
+    intro.close()
+    await intro.aclose()
+    with pytest.raises(ValueError):
+        heartgate.Validator(issuer=ISSUER, audience=AUDIENCE, jwks=auth_server.jwks).refresh_keys()
