@@ -17,7 +17,7 @@ from conftest import AUDIENCE, CLIENT_ID, ISSUER, FakeAS, introspection_for
 from test_validator import issue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from fhir_api import create_app  # noqa: E402
+from fhir_api import create_app  # noqa: E402 - importable only after the sys.path line above
 
 
 def client_for(state: FakeAS, **kw: Any) -> TestClient:

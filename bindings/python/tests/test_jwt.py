@@ -130,7 +130,7 @@ def test_require_option_pyjwt_compatible(keys: dict[str, KeyPair]) -> None:
     token = heartgate.encode(claims(), keys["ES256"].signing_key)
     with pytest.raises(heartgate.MissingRequiredClaimError) as e:
         heartgate.decode(token, keys["ES256"].public_pem, algorithms=["ES256"], options={"require": ["jti"]})
-    assert e.value.claim == "jti"  # type: ignore[attr-defined]
+    assert e.value.claim == "jti"  # type: ignore[attr-defined]  # set at raise time, like PyJWT
 
 
 def test_leeway_accepts_recently_expired_j22(keys: dict[str, KeyPair]) -> None:
@@ -206,7 +206,7 @@ def test_alg_none_is_refused_j1(keys: dict[str, KeyPair], none: str) -> None:
     token = forge({"alg": none, "typ": "JWT"}, claims(), b"") + "A"
     with pytest.raises(heartgate.InvalidAlgorithmError):
         heartgate.decode(token, keys["ES256"].public_pem, algorithms=["ES256", none])
-    unsigned = pyjwt.encode(claims(), None, algorithm="none")  # type: ignore[arg-type]
+    unsigned = pyjwt.encode(claims(), None, algorithm="none")  # type: ignore[arg-type]  # PyJWT needs None for alg none
     with pytest.raises(heartgate.DecodeError):  # empty signature segment: not a compact JWS
         decode_es(unsigned, keys)
 
@@ -343,7 +343,7 @@ def test_malformed_keys_are_refused() -> None:
     with pytest.raises(heartgate.InvalidKeyError):
         heartgate.KeySet.from_jwks({"keys": [{"kty": "oct", "k": "AAAA"}]})  # J33
     with pytest.raises(TypeError):
-        heartgate.decode("a.b.c", 42, algorithms=["ES256"])  # type: ignore[arg-type]
+        heartgate.decode("a.b.c", 42, algorithms=["ES256"])  # type: ignore[arg-type]  # deliberately the wrong type
 
 
 def test_private_jwk_members_are_refused_j33(keys: dict[str, KeyPair]) -> None:
