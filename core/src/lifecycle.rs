@@ -37,7 +37,7 @@ use crate::store::{Namespace, Store};
 use crate::token::{
     check_wrapper_against_record, has_opaque_shape, AccessTokenValidator, RecordKey, RecordKind,
     RefreshRecord, RefreshState, RevocationList, RevocationStatus, TokenHash, TokenIssuer,
-    TokenRecord, ValidatedToken, OPAQUE_PREFIX, REFRESH_PREFIX,
+    TokenRecord, ValidatedToken, OPAQUE_PREFIX, REFERENCE_PREFIX, REFRESH_PREFIX,
 };
 
 /// How long a family-revocation marker outlives the revocation: longer than any refresh
@@ -309,6 +309,15 @@ fn find(ctx: &LifecycleContext<'_>, token: &str) -> Result<Found, Unavailable> {
     } else if has_opaque_shape(token, OPAQUE_PREFIX) {
         match access_record(ctx, &RecordKey::Hash(TokenHash::of(token)))? {
             Some((record, key)) if record.kind == RecordKind::AccessOpaque => {
+                Found::Access { record, key }
+            }
+            _ => Found::Nothing,
+        }
+    } else if has_opaque_shape(token, REFERENCE_PREFIX) {
+        // A wrapper's bare `ref` (README "Wrapper token format": resource servers
+        // introspect the reference for the full claim set).
+        match access_record(ctx, &RecordKey::Hash(TokenHash::of(token)))? {
+            Some((record, key)) if record.kind == RecordKind::AccessWrapper => {
                 Found::Access { record, key }
             }
             _ => Found::Nothing,

@@ -746,3 +746,42 @@ fn inspect_sees_access_tokens_only_and_without_a_caller() {
     revoke(&f.caller("owner"), Some(&t), &f.ctx()).unwrap();
     assert!(!inspect(&t, &f.ctx()).unwrap().is_active());
 }
+
+/// README "Wrapper token format": a resource server introspects the wrapper's bare `ref`
+/// for the full claim set; revoking the reference ends every wrapper around it.
+#[test]
+fn a_wrappers_bare_reference_introspects_to_its_record_and_revoking_it_ends_the_wrapper() {
+    let f = fixture();
+    let t = f.issue(&grant(TokenFormat::Wrapper));
+    let wrapper = t.token.expose();
+    let payload = wrapper.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&heartgate_core::jose::b64::decode(payload).unwrap()).unwrap();
+    let reference = claims["ref"].as_str().unwrap().to_owned();
+    assert!(reference.starts_with("hgref_"));
+    let by_ref = f.introspect("rs", &reference);
+    assert!(by_ref.is_active());
+    assert_eq!(
+        by_ref.sub(),
+        Some("user-1"),
+        "the full claims, not the wrapper's"
+    );
+    assert_eq!(by_ref.cnf(), Some(&cnf()));
+    // A reference-shaped string that names nothing, or an opaque token's secret under the
+    // reference prefix: unknown.
+    assert!(!f.active("rs", &format!("hgref_{}", "A".repeat(43))));
+    let opaque = f.access("owner", TokenFormat::Opaque, None);
+    assert!(!f.active("owner", &opaque.replacen("hgat_", "hgref_", 1)));
+
+    assert!(
+        f.active("rs", wrapper),
+        "the wrapper is active (and cached)"
+    );
+    let done = revoke(&f.caller("owner"), Some(&reference), &f.ctx()).unwrap();
+    assert!(matches!(done, Revoked::AccessToken { .. }), "{done:?}");
+    assert!(!f.active("rs", &reference));
+    assert!(
+        !f.active("rs", wrapper),
+        "every wrapper around it is inactive at once"
+    );
+}

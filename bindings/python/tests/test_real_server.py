@@ -150,9 +150,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         log.close()
 
 
-def validator(s: Server) -> heartgate.Validator:
+def validator(s: Server, wrapper: str = "token") -> heartgate.Validator:
     intro = heartgate.Introspection(
-        s.issuer + "/introspect", "fhir-server", client_key=s.keys["fhir-server"], assertion_audience=s.issuer + "/token", verify=s.ca
+        s.issuer + "/introspect",
+        "fhir-server",
+        client_key=s.keys["fhir-server"],
+        assertion_audience=s.issuer + "/token",
+        verify=s.ca,
+        wrapper=wrapper,
     )
     return heartgate.Validator(issuer=s.issuer, audience=FHIR, jwks_uri=s.issuer + "/jwks", introspection=intro, verify=s.ca, cache=0)
 
@@ -163,6 +168,18 @@ def test_server_tokens_validate_in_every_format(server: Server, fmt: str) -> Non
     assert token.format == fmt
     assert token.client_id == f"{fmt}-backend"
     assert token.permits("Observation", "s", "system")
+
+
+@pytest.mark.parametrize("mode", ["token", "reference"])
+def test_wrapper_tokens_introspect_whole_or_by_bare_reference(server: Server, mode: str) -> None:
+    # README "Wrapper token format": the server resolves the bare `ref` as well as the
+    # whole wrapper; revoking the token ends both.
+    v = validator(server, wrapper=mode)
+    token = server.token("wrapper-backend")
+    assert v.validate(token).format == "wrapper"
+    server.revoke("wrapper-backend", token)
+    with pytest.raises(heartgate.InactiveTokenError):
+        v.validate(token)
 
 
 @pytest.mark.parametrize("fmt", ["wrapper", "opaque"])

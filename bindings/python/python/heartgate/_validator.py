@@ -111,7 +111,7 @@ class Introspection:
     Client authentication is ``private_key_jwt`` (RFC 7523, with ``client_key``) or
     mutual TLS (RFC 8705 §2, with ``client_cert=(certfile, keyfile)``), or both.
     ``wrapper`` says what a wrapper token's introspection sends: ``"token"`` (the whole
-    wrapper, what the heartgate server expects) or ``"reference"`` (its bare ``ref``).
+    wrapper) or ``"reference"`` (its bare ``ref``); the heartgate server resolves both.
     ``transport`` / ``async_transport`` are httpx transports (for tests and proxies).
     """
 
