@@ -21,6 +21,10 @@ pub struct ChildSpec {
     pub port: u16,
     /// The store (`embedded`, `redis://...`).
     pub store: String,
+    /// Extra environment of the child, e.g. libfaketime's `LD_PRELOAD` and `FAKETIME`
+    /// for a server whose clock is an hour ahead (THREATS S9). (Not a wrapper command: the
+    /// child must be the process that SIGKILL reaches.)
+    pub env: Vec<(String, String)>,
 }
 
 /// The child server; killed with SIGKILL when dropped, so a failing test leaves no
@@ -47,20 +51,21 @@ pub fn spawn_child(entry: &str, spec: &ChildSpec) -> ChildServer {
     let json = serde_json::json!({
         "dir": spec.dir, "config": spec.config, "port": spec.port, "store": spec.store,
     });
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let mut child = ChildServer(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                entry,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(SPEC, json.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        cmd.args([
+            "--exact",
+            entry,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SPEC, json.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     let out = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();

@@ -778,6 +778,7 @@ async fn a_node_killed_mid_flow_the_flow_completes_on_the_other_node() {
         config: c.toml.clone(),
         port: port_a,
         store: url.clone(),
+        env: vec![],
     };
     let mut child = heartgate_e2e::child::spawn_child("cluster_child_node", &spec);
     let mut a = TestServer::connect(&spec.dir, port_a);

@@ -36,6 +36,7 @@ fn spawn_child(dir: &str, config: &str, port: u16) -> (ChildServer, String) {
         config: config.to_owned(),
         port,
         store: "embedded".into(),
+        env: vec![],
     };
     (
         heartgate_e2e::child::spawn_child("restart_child_server", &spec),
