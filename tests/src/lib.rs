@@ -457,6 +457,64 @@ pub async fn consent(s: &TestServer, signed_in: &SignedIn, extra: &[(&str, &str)
     done.header("location").unwrap().to_owned()
 }
 
+/// Sign in at the CIBA approval page (`/ciba`) with a password; the session cookie.
+pub async fn ciba_sign_in(s: &TestServer, username: &str, password: &str) -> String {
+    let page = s.get("/ciba").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let pre = cookie_pair(page.header("set-cookie").unwrap(), "__Host-hg_pre").unwrap();
+    let csrf = hidden_input(&page.text(), "csrf").unwrap();
+    let ok = s
+        .form_with(
+            "/ciba/login",
+            &[
+                ("csrf", csrf.as_str()),
+                ("username", username),
+                ("password", password),
+            ],
+            &[("cookie", &pre)],
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.text());
+    cookie_pair(ok.header("set-cookie").unwrap(), "__Host-hg_session").unwrap()
+}
+
+/// The approval form of the pending CIBA request whose section of the approval page
+/// shows `message`: (request, csrf, binding).
+pub fn ciba_request_form(html: &str, message: &str) -> (String, String, String) {
+    let section = html
+        .split("<section class=\"ciba-request\">")
+        .find(|s| s.contains(message))
+        .unwrap_or_else(|| panic!("no request showing {message}"));
+    (
+        hidden_input(section, "request").unwrap(),
+        hidden_input(section, "csrf").unwrap(),
+        hidden_input(section, "binding").unwrap(),
+    )
+}
+
+/// Decide (`approve` / `deny`) a request at `/ciba/decide`; the status.
+pub async fn ciba_decide(
+    s: &TestServer,
+    session: &str,
+    (request, csrf, binding): &(String, String, String),
+    decision: &str,
+) -> u16 {
+    s.form_with(
+        "/ciba/decide",
+        &[
+            ("request", request),
+            ("csrf", csrf),
+            ("binding", binding),
+            ("decision", decision),
+        ],
+        &[("cookie", session)],
+        None,
+    )
+    .await
+    .status
+}
+
 /// A query or fragment parameter of a URL.
 pub fn url_param(url: &str, name: &str) -> Option<String> {
     let q = url

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
 
 use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
-use heartgate_e2e::{cookie_pair, hidden_input, TestServer};
+use heartgate_e2e::{ciba_decide, ciba_request_form, cookie_pair, hidden_input, TestServer};
 use serde_json::{json, Value};
 
 const CIBA: &str = "urn:openid:params:grant-type:ciba";
@@ -179,40 +179,6 @@ async fn sign_in(s: &TestServer) -> String {
     assert_eq!(ok.status, 303, "{}", ok.text());
     assert_eq!(ok.header("location"), Some("/ciba"));
     cookie_pair(ok.header("set-cookie").unwrap(), "__Host-hg_session").unwrap()
-}
-
-/// The approval form of the request showing `message`: (request, csrf, binding).
-fn form_for(html: &str, message: &str) -> (String, String, String) {
-    let section = html
-        .split("<section class=\"ciba-request\">")
-        .find(|s| s.contains(message))
-        .unwrap_or_else(|| panic!("no request showing {message}"));
-    (
-        hidden_input(section, "request").unwrap(),
-        hidden_input(section, "csrf").unwrap(),
-        hidden_input(section, "binding").unwrap(),
-    )
-}
-
-async fn decide(
-    s: &TestServer,
-    session: &str,
-    (request, csrf, binding): &(String, String, String),
-    decision: &str,
-) -> u16 {
-    s.form_with(
-        "/ciba/decide",
-        &[
-            ("request", request),
-            ("csrf", csrf),
-            ("binding", binding),
-            ("decision", decision),
-        ],
-        &[("cookie", session)],
-        None,
-    )
-    .await
-    .status
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -427,14 +393,14 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
     for m in ["ALPHA-1", "BRAVO-2", "CHARLIE-3", "Riverside Clinic"] {
         assert!(html.contains(m), "{m}");
     }
-    let fa = form_for(&html, "ALPHA-1");
-    let fb = form_for(&html, "BRAVO-2");
+    let fa = ciba_request_form(&html, "ALPHA-1");
+    let fb = ciba_request_form(&html, "BRAVO-2");
     // A decision naming a binding message other than the one shown is refused (B7/B8).
     let wrong = (fa.0.clone(), fa.1.clone(), fb.2.clone());
-    assert_eq!(decide(&s, &session, &wrong, "approve").await, 400);
+    assert_eq!(ciba_decide(&s, &session, &wrong, "approve").await, 400);
     // A decision with another request's CSRF token is refused.
     let crossed = (fa.0.clone(), fb.1.clone(), fa.2.clone());
-    assert_eq!(decide(&s, &session, &crossed, "approve").await, 403);
+    assert_eq!(ciba_decide(&s, &session, &crossed, "approve").await, 403);
     // Without the session: the sign-in form, nothing decided.
     let anon = s
         .form(
@@ -449,10 +415,10 @@ async fn approve_deny_poll_and_slow_down_through_the_approval_page() {
         )
         .await;
     assert_eq!(anon.status, 401);
-    assert_eq!(decide(&s, &session, &fa, "approve").await, 200);
+    assert_eq!(ciba_decide(&s, &session, &fa, "approve").await, 200);
     // The first decision wins; a second is refused (B7).
-    assert_eq!(decide(&s, &session, &fa, "deny").await, 409);
-    assert_eq!(decide(&s, &session, &fb, "deny").await, 200);
+    assert_eq!(ciba_decide(&s, &session, &fa, "deny").await, 409);
+    assert_eq!(ciba_decide(&s, &session, &fb, "deny").await, 200);
     let left = s
         .send("GET", "/ciba", &[("cookie", &session)], Vec::new(), None)
         .await
@@ -609,7 +575,7 @@ async fn ping_and_push_clients_are_notified_at_their_endpoint() {
     let wait = std::time::Duration::from_secs(10);
     // Ping: {"auth_req_id"} with the client's bearer token; then the client fetches.
     assert_eq!(
-        decide(&s, &session, &form_for(&html, "PING-1"), "approve").await,
+        ciba_decide(&s, &session, &ciba_request_form(&html, "PING-1"), "approve").await,
         200
     );
     let (auth, body) = tokio::time::timeout(wait, rx.recv())
@@ -623,7 +589,7 @@ async fn ping_and_push_clients_are_notified_at_their_endpoint() {
     assert!(t["id_token"].is_string());
     // Push: the token response itself, with the auth_req_id (CIBA §10.3.1).
     assert_eq!(
-        decide(&s, &session, &form_for(&html, "PUSH-2"), "approve").await,
+        ciba_decide(&s, &session, &ciba_request_form(&html, "PUSH-2"), "approve").await,
         200
     );
     let (auth, body) = tokio::time::timeout(wait, rx.recv())

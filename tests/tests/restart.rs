@@ -1,8 +1,9 @@
-//! Durability: a server on the embedded store is killed with SIGKILL while it holds a
-//! pending PAR request_uri, an issued (unredeemed) code, a redeemed code, a refresh
-//! token, a revocation, a used assertion `jti`, a registered client and a remembered
-//! consent; a new server on the same data directory has every one of them, and no
-//! one-time value works twice.
+//! Durability (THREATS S6, S7): a server on the embedded store is killed with SIGKILL
+//! while it holds a pending PAR request_uri, an issued (unredeemed) code, a redeemed
+//! code, a refresh token, a revocation, a used assertion `jti`, a registered client, a
+//! remembered consent, an approved and a pending CIBA request and a login session; a new
+//! server on the same data directory has every one of them, no one-time value works
+//! twice, and after a second SIGKILL the audit chain verifies.
 //!
 //! The server runs in a child process (heartgate_e2e::child): this test binary
 //! re-executed to run `restart_child_server`, which serves until killed.
@@ -11,9 +12,12 @@
 use heartgate_core::authorize::pkce::CodeChallenge;
 use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
 use heartgate_e2e::child::{ChildServer, ChildSpec};
-use heartgate_e2e::{consent, sign_in, url_param, TestServer};
+use heartgate_e2e::{
+    ciba_decide, ciba_request_form, ciba_sign_in, consent, sign_in, url_param, TestServer,
+};
 use serde_json::json;
 
+const CIBA: &str = "urn:openid:params:grant-type:ciba";
 const VERIFIER: &str = "restart-verifier-0123456789abcdefghijklmnopqrstuvwxyz-ABC";
 
 fn now() -> i64 {
@@ -59,7 +63,8 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
         "clients": [{"client_id": "app", "profile": "smart",
             "redirect_uris": [redirect], "token_endpoint_auth_method": "private_key_jwt",
             "jwks": {"keys": [key.verifying_key().to_jwk()]},
-            "grant_types": ["authorization_code", "refresh_token"],
+            "grant_types": ["authorization_code", "refresh_token", CIBA],
+            "backchannel_token_delivery_mode": "poll",
             "access_token_format": "opaque"}],
         "users": [{"username": "nurse", "password_hash": hash, "subject": "user-42"}],
     }))
@@ -208,10 +213,91 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
     assert_eq!(reg.status, 201);
     let registered = reg.json()["client_id"].as_str().unwrap().to_owned();
 
+    // CIBA (S6): one request approved on the page but not yet polled, one pending.
+    let ciba = |fields: Vec<(&'static str, String)>| {
+        let s = &s;
+        let a = assertion(&token_aud);
+        async move {
+            let mut f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+            f.push(("client_assertion", &a));
+            s.form(
+                if f[0].0 == "grant_type" {
+                    "/token"
+                } else {
+                    "/bc-authorize"
+                },
+                &f,
+                None,
+            )
+            .await
+        }
+    };
+    let start_ciba = |message: &'static str| {
+        let ciba = &ciba;
+        async move {
+            let r = ciba(vec![
+                ("scope", "openid".into()),
+                ("login_hint", "nurse".into()),
+                ("binding_message", message.into()),
+            ])
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["auth_req_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let poll = |id: String| {
+        let ciba = &ciba;
+        async move { ciba(vec![("grant_type", CIBA.into()), ("auth_req_id", id)]).await }
+    };
+    let approved_id = start_ciba("APPROVED-1").await;
+    let pending_id = start_ciba("PENDING-2").await;
+    let ciba_session = ciba_sign_in(&s, "nurse", "correct horse battery").await;
+    let page = s
+        .send("GET", "/ciba", &[("cookie", &ciba_session)], vec![], None)
+        .await
+        .text();
+    let form = ciba_request_form(&page, "APPROVED-1");
+    assert_eq!(ciba_decide(&s, &ciba_session, &form, "approve").await, 200);
+
     // SIGKILL: no shutdown, no flush.
     child.sigkill();
     let (mut child, _) = spawn_child(&dir, &config, port);
     let s = TestServer::connect(&dir, port);
+
+    // The approved CIBA request gives its tokens once; the pending one is still pending,
+    // is approved now, and gives its tokens once.
+    let r = poll(approved_id.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = poll(approved_id).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+    let r = poll(pending_id.clone()).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("authorization_pending")),
+        "{}",
+        r.text()
+    );
+    let page = s
+        .send("GET", "/ciba", &[("cookie", &ciba_session)], vec![], None)
+        .await
+        .text();
+    let form = ciba_request_form(&page, "PENDING-2");
+    assert_eq!(
+        ciba_decide(&s, &ciba_session, &form, "approve").await,
+        200,
+        "the session cookie outlives the restart too"
+    );
+    // The interval (5 s) since the last poll of this request, or slow_down (B3).
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let r = poll(pending_id).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // The pending request_uri still leads to the login page.
     let q = url::form_urlencoded::Serializer::new(String::new())
@@ -328,6 +414,15 @@ async fn nothing_acknowledged_is_lost_on_sigkill_and_nothing_is_usable_twice() {
         .finish();
     assert_eq!(s.get(&format!("/authorize?{q}")).await.status, 303);
     child.sigkill();
+
+    // The audit chain (S7): after two SIGKILLs a server opens the log again (a line torn
+    // by the kill is set aside), closes it cleanly, and the whole chain verifies.
+    let s = TestServer::start_at(&dir, &config, port).await;
+    assert_eq!(s.get("/healthz").await.status, 200);
+    s.stop().await;
+    let report = heartgate_server::audit_log::verify(&data.path().join("audit.log"))
+        .expect("the audit chain verifies after two SIGKILLs");
+    assert!(report.lines > 20, "{report:?}");
 }
 
 async fn push_simple(s: &TestServer, assertion: &str, redirect: &str) -> String {
