@@ -49,7 +49,8 @@ pub const ROUNDS: usize = 1000;
 const ISS: &str = "https://as.example";
 const RS: &str = "https://fhir.example";
 const CB: &str = "https://app.example/cb";
-const NOW: UnixTime = UnixTime(1_700_000_000);
+/// The fixed time of every race (and of the start of every CIBA request).
+pub const NOW: UnixTime = UnixTime(1_700_000_000);
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
 const BINDING: &str = "W4SCT";
@@ -259,6 +260,32 @@ impl<'s> Fixture<'s> {
         authenticate(&creds, &self.dir, &endpoints(), self.store, NOW, &NoAudit)
     }
 
+    /// A token-endpoint context at the fixed time.
+    #[allow(dead_code)] // reason: only core's scope property uses it, not the redb races
+    pub fn grant_context(&self) -> GrantContext<'_> {
+        self.grants()
+    }
+
+    /// The public app, authenticated (it has no credentials: a client_id).
+    #[allow(dead_code)] // reason: only core's scope property uses it, not the redb races
+    pub fn public_app(&self) -> AuthenticatedClient {
+        self.app()
+    }
+
+    /// A refresh token of the public app, from a full PAR → code → token flow granting
+    /// `scope` (which must include `offline_access`).
+    #[allow(dead_code)] // reason: only core's scope property uses it, not the redb races
+    pub fn refresh_token_for(&self, scope: &str) -> String {
+        let app = self.app();
+        let code = self.code(&app, scope);
+        grant::authorization_code(&app, Some(&code), Some(CB), Some(VERIFIER), &self.grants())
+            .unwrap()
+            .refresh_token
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+
     fn grants(&self) -> GrantContext<'_> {
         GrantContext::new(&self.issuer, self.store, RS, NOW)
     }
@@ -335,6 +362,57 @@ impl<'s> Fixture<'s> {
         r.auth_req_id.expose().to_owned()
     }
 
+    /// The CIBA poll client, authenticated once (the capability is reusable).
+    #[allow(dead_code)] // reason: only core's CIBA interval property uses it
+    pub fn ciba_client(&self) -> AuthenticatedClient {
+        self.svc_with(&self.assertion("ciba-client")).unwrap()
+    }
+
+    /// A pending (undecided) CIBA request of `svc` for alice, made at the fixed time.
+    #[allow(dead_code)] // reason: only core's CIBA interval property uses it
+    pub fn pending_auth_req_id(&self, svc: &AuthenticatedClient) -> String {
+        let users = Users;
+        let ctx = CibaContext::new(
+            &self.ciba,
+            self.store,
+            &users,
+            &self.dir,
+            self.issuer.keys(),
+            NOW,
+        );
+        let mut p = Params::new();
+        p.insert("scope".into(), "openid user/Observation.rs".into());
+        p.insert("login_hint".into(), "alice@clinic.example".into());
+        ciba::start(svc, &p, &ctx)
+            .unwrap()
+            .auth_req_id
+            .expose()
+            .to_owned()
+    }
+
+    /// One poll of `auth_req_id` by `svc` at `now`, and the enforced interval afterwards.
+    #[allow(dead_code)] // reason: only core's CIBA interval property uses it
+    pub fn poll(
+        &self,
+        svc: &AuthenticatedClient,
+        auth_req_id: &str,
+        now: UnixTime,
+    ) -> (Result<(), GrantError>, Option<u32>) {
+        let users = Users;
+        let grants = GrantContext::new(&self.issuer, self.store, RS, now);
+        let r = grant::ciba(svc, Some(auth_req_id), &users, &grants).map(|_| ());
+        let ctx = CibaContext::new(
+            &self.ciba,
+            self.store,
+            &users,
+            &self.dir,
+            self.issuer.keys(),
+            now,
+        );
+        let state = ciba::poll_state(&ctx, &ciba::RequestRef::of(auth_req_id)).unwrap();
+        (r, state.map(|s| s.interval))
+    }
+
     /// Prepare `rounds` fresh values of `kind`, race [`RACERS`] redeemers on each.
     pub fn race(&self, kind: Kind, rounds: usize) -> RaceReport {
         let app = self.app();
@@ -347,19 +425,7 @@ impl<'s> Fixture<'s> {
                 Kind::Jti => self.assertion(&format!("race-{r}")),
                 Kind::AuthReqId => self.approved_auth_req_id(&svc),
                 Kind::RefreshToken => {
-                    let code = self.code(&app, "offline_access patient/Observation.rs");
-                    grant::authorization_code(
-                        &app,
-                        Some(&code),
-                        Some(CB),
-                        Some(VERIFIER),
-                        &self.grants(),
-                    )
-                    .unwrap()
-                    .refresh_token
-                    .unwrap()
-                    .expose()
-                    .to_owned()
+                    self.refresh_token_for("offline_access patient/Observation.rs")
                 }
             })
             .collect();
