@@ -17,6 +17,10 @@
 //!   stored under, from its insertion until `min(insert + TTL, exp, insert + (exp−iat)/2)`,
 //!   never before its insertion, and always while live when the cache has room.
 //! - §4.2 item 5, base64url canonicality (J14).
+//! - §4.2 item 7, revocation coverage (V5, I6, R4): revoking any refresh token of a
+//!   family (JWT, opaque or wrapper access tokens, after any number of rotations) makes
+//!   every access and refresh token of the family inactive at once on the node that
+//!   revoked, and within the cache TTL on a node that missed the invalidation.
 //! - §4.2 item 8, CIBA interval (B3): under any poll schedule, `slow_down` exactly when a
 //!   poll comes sooner than the enforced interval, which grows by 5 s and never shrinks.
 
@@ -638,6 +642,70 @@ proptest! {
         // Derived: answered polls are at least the initial interval apart.
         for w in pending_at.windows(2) {
             prop_assert!(w[1] - w[0] >= 5, "{:?}", pending_at);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// §4.2 item 7: revocation coverage (V5, I6, R4)
+// ------------------------------------------------------------------------------------------
+
+proptest! {
+    #[test]
+    fn v5_revoking_any_refresh_token_ends_the_whole_family_within_the_cache_ttl(
+        app_i in 0usize..3,
+        rotations in 0usize..4,
+        revoked_i in any::<Index>(),
+        before in 0i64..30,
+        ttl in 1u64..=30,
+        probes in prop::collection::vec(0i64..=40, 1..6),
+    ) {
+        let app_id = ["app", "app-jwt", "app-wrapper"][app_i];
+        let store = MemoryStore::new();
+        let f = Fixture::new(&store);
+        let app = f.public(app_id);
+        let rs = f.rs_caller();
+        let config = || CacheConfig { positive_ttl: Duration::from_secs(ttl), ..CacheConfig::default() };
+        // Node A revokes; node B missed the invalidation message (I6).
+        let (node_a, node_b) = (IntrospectionCache::new(config()).unwrap(), IntrospectionCache::new(config()).unwrap());
+
+        let first = f.tokens_for(&app, "offline_access patient/Observation.rs");
+        let mut access = vec![first.access_token.expose().to_owned()];
+        let mut refresh = vec![first.refresh_token.as_ref().unwrap().expose().to_owned()];
+        for _ in 0..rotations {
+            let r = grant::refresh_token(&app, Some(refresh.last().unwrap()), None, &f.grant_context()).unwrap();
+            access.push(r.access_token.expose().to_owned());
+            refresh.push(r.refresh_token.unwrap().expose().to_owned());
+        }
+        let t0 = NOW.0 + before;
+        let active = |node: &IntrospectionCache, token: &str, t: i64| {
+            heartgate_core::lifecycle::introspect(&rs, Some(token), &f.lifecycle(UnixTime(t), node))
+                .unwrap()
+                .is_active()
+        };
+        for at in &access {
+            prop_assert!(active(&node_a, at, t0) && active(&node_b, at, t0), "warm-up");
+        }
+
+        let victim = &refresh[revoked_i.index(refresh.len())];
+        let revoked = heartgate_core::lifecycle::revoke(&app, Some(victim), &f.lifecycle(UnixTime(t0), &node_a)).unwrap();
+        prop_assert!(matches!(revoked, heartgate_core::lifecycle::Revoked::Family { .. }), "{:?}", revoked);
+
+        let mut probes = probes;
+        probes.sort_unstable();
+        for o in probes {
+            let t = t0 + o;
+            for (i, at) in access.iter().enumerate() {
+                prop_assert!(!active(&node_a, at, t), "{}: access token {} active on the revoking node at +{}", app_id, i, o);
+                if o >= ttl as i64 {
+                    prop_assert!(!active(&node_b, at, t), "{}: access token {} active past the cache TTL at +{}", app_id, i, o);
+                }
+            }
+            for (i, rt) in refresh.iter().enumerate() {
+                prop_assert!(!active(&node_a, rt, t), "refresh token {} active at +{}", i, o);
+                let r = grant::refresh_token(&app, Some(rt), None, &f.grant_context_at(UnixTime(t)));
+                prop_assert!(matches!(r, Err(GrantError::InvalidGrant(_))), "refresh token {} still refreshes: {:?}", i, r.map(|_| ()));
+            }
         }
     }
 }

@@ -216,6 +216,24 @@ impl<'s> Fixture<'s> {
                 "grant_types": ["authorization_code", "refresh_token"],
                 "access_token_format": "opaque"})),
         );
+        // The same app with the other access-token formats (revocation coverage).
+        for (id, format) in [("app-jwt", "jwt"), ("app-wrapper", "wrapper")] {
+            m.insert(
+                id.to_owned(),
+                registered(json!({"client_id": id, "profile": "smart",
+                    "redirect_uris": [CB], "token_endpoint_auth_method": "none",
+                    "grant_types": ["authorization_code", "refresh_token"],
+                    "access_token_format": format})),
+            );
+        }
+        // A resource server that introspects tokens for its audience.
+        m.insert(
+            "rs".to_owned(),
+            registered(json!({"client_id": "rs", "profile": "smart-backend",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "grant_types": ["client_credentials"],
+                "jwks": {"keys": [key.verifying_key().to_jwk()]}, "resources": [RS]})),
+        );
         m.insert(
             "svc".to_owned(),
             registered(json!({"client_id": "svc", "profile": "smart",
@@ -239,15 +257,24 @@ impl<'s> Fixture<'s> {
     }
 
     fn app(&self) -> AuthenticatedClient {
+        self.public("app")
+    }
+
+    /// A public client (`app`, `app-jwt`, `app-wrapper`), authenticated by its id.
+    pub fn public(&self, id: &str) -> AuthenticatedClient {
         let creds = ClientCredentials {
-            client_id: Some("app"),
+            client_id: Some(id),
             ..Default::default()
         };
         authenticate(&creds, &self.dir, &endpoints(), self.store, NOW, &NoAudit).unwrap()
     }
 
     fn assertion(&self, jti: &str) -> String {
-        let claims = json!({"iss": "svc", "sub": "svc", "aud": ISS, "exp": NOW.0 + 60, "jti": jti});
+        self.assertion_of("svc", jti)
+    }
+
+    fn assertion_of(&self, id: &str, jti: &str) -> String {
+        let claims = json!({"iss": id, "sub": id, "aud": ISS, "exp": NOW.0 + 60, "jti": jti});
         sign_jwt(&self.key, None, claims.as_object().unwrap()).unwrap()
     }
 
@@ -276,14 +303,45 @@ impl<'s> Fixture<'s> {
     /// `scope` (which must include `offline_access`).
     #[allow(dead_code)] // reason: only core's scope property uses it, not the redb races
     pub fn refresh_token_for(&self, scope: &str) -> String {
-        let app = self.app();
-        let code = self.code(&app, scope);
-        grant::authorization_code(&app, Some(&code), Some(CB), Some(VERIFIER), &self.grants())
-            .unwrap()
+        self.tokens_for(&self.app(), scope)
             .refresh_token
             .unwrap()
             .expose()
             .to_owned()
+    }
+
+    /// The token response of a full PAR → code → token flow of the public `app` granting
+    /// `scope`.
+    pub fn tokens_for(&self, app: &AuthenticatedClient, scope: &str) -> grant::TokenResponse {
+        let code = self.code(app, scope);
+        grant::authorization_code(app, Some(&code), Some(CB), Some(VERIFIER), &self.grants())
+            .unwrap()
+    }
+
+    /// The resource server `rs`, authenticated once.
+    #[allow(dead_code)] // reason: only core's revocation property uses it
+    pub fn rs_caller(&self) -> AuthenticatedClient {
+        self.svc_with(&self.assertion_of("rs", "rs-caller"))
+            .unwrap()
+    }
+
+    /// Introspection and revocation at `now` on a node with `cache`.
+    #[allow(dead_code)] // reason: only core's revocation property uses it
+    pub fn lifecycle<'c>(
+        &'c self,
+        now: UnixTime,
+        cache: &'c heartgate_core::introspect::IntrospectionCache,
+    ) -> heartgate_core::lifecycle::LifecycleContext<'c> {
+        let mut ctx =
+            heartgate_core::lifecycle::LifecycleContext::new(&self.issuer, self.store, now);
+        ctx.cache = Some(cache);
+        ctx
+    }
+
+    /// A token-endpoint context at `now`.
+    #[allow(dead_code)] // reason: only core's revocation property uses it
+    pub fn grant_context_at(&self, now: UnixTime) -> GrantContext<'_> {
+        GrantContext::new(&self.issuer, self.store, RS, now)
     }
 
     fn grants(&self) -> GrantContext<'_> {
@@ -324,7 +382,7 @@ impl<'s> Fixture<'s> {
         };
         complete(
             ISS,
-            "app",
+            app.client_id(),
             &request_uri,
             Profile::Smart,
             &approval,
