@@ -11,6 +11,11 @@
 //!   assertion authenticates exactly when `now ≤ exp + leeway ∧ nbf ≤ now + leeway ∧
 //!   iat ≤ now + leeway ∧ exp − (iat or now) ≤ 300`; a rejection records no jti; an
 //!   accepted jti stays recorded for as long as the assertion would be accepted.
+//! - P6/P7 request objects: pushed exactly when `exp` and `nbf` are present, `now ≤ exp +
+//!   leeway ∧ nbf ≤ now + leeway ∧ nbf ≥ now − 60 min ∧ exp − nbf ≤ 60 min`; a refused one
+//!   issues no request_uri.
+//! - §4.2 item 4, state unchanged on reject (A3–A5, A7): a code redemption with any wrong
+//!   client, redirect_uri, verifier or code changes nothing and leaves the code usable.
 //! - §4.2 item 6, scope algebra on refresh (R6, A19): any covered request is granted
 //!   exactly, in any order; anything wider is `invalid_scope` and changes nothing.
 //! - The introspection cache (I6, I9, S10): an entry is served only for the key it was
@@ -266,6 +271,175 @@ proptest! {
             Err(JoseError::InvalidClaim(name)),
             "{} = {}", name, bad
         );
+    }
+}
+
+/// FAPI 2.0 Message Signing / OIDF: the longest request-object lifetime and the oldest
+/// `nbf`, seconds (P6).
+const MAX_REQUEST_OBJECT_LIFETIME: i64 = 3600;
+
+struct Jar {
+    dir: Dir,
+    key: SigningKey,
+}
+
+fn jar() -> &'static Jar {
+    static J: OnceLock<Jar> = OnceLock::new();
+    J.get_or_init(|| {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let c = client(json!({"client_id": "ms", "profile": "fapi2-message-signing",
+            "redirect_uris": ["https://app.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.verifying_key().to_jwk()]}, "require_pushed_authorization_requests": true,
+            "tls_client_certificate_bound_access_tokens": true, "request_object_signing_alg": "ES256",
+            "authorization_signed_response_alg": "ES256"}));
+        Jar {
+            dir: Dir([("ms".to_owned(), c)].into_iter().collect()),
+            key,
+        }
+    })
+}
+
+#[derive(Debug, Clone)]
+struct RequestObjectTimes {
+    now: i64,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+impl RequestObjectTimes {
+    /// P6/P7 and THREATS §4.2 item 2 for request objects.
+    fn acceptable(&self) -> bool {
+        let (Some(exp), Some(nbf)) = (self.exp, self.nbf) else {
+            return false; // J21, P6: exp and nbf are required
+        };
+        let now = self.now;
+        now <= exp + LEEWAY
+            && nbf <= now + LEEWAY
+            && self.iat.is_none_or(|iat| iat <= now + LEEWAY)
+            && nbf >= now - MAX_REQUEST_OBJECT_LIFETIME
+            && exp - nbf <= MAX_REQUEST_OBJECT_LIFETIME
+    }
+}
+
+prop_compose! {
+    fn request_object_times()(now in 1_000_000_000i64..=4_000_000_000)(
+        now in Just(now),
+        nbf in prop::option::weighted(0.95, offset(&[LEEWAY, 8, 0, -MAX_REQUEST_OBJECT_LIFETIME, -600])),
+        lifetime in offset(&[MAX_REQUEST_OBJECT_LIFETIME, 300, 0]),
+        exp_near_now in prop::option::weighted(0.3, offset(&[-LEEWAY, 0])),
+        has_exp in prop::bool::weighted(0.95),
+        iat in prop::option::of(offset(&[LEEWAY, 0, -60])),
+    ) -> RequestObjectTimes {
+        let nbf = nbf.map(|d| now + d);
+        let exp = match (has_exp, exp_near_now, nbf) {
+            (false, _, _) => None,
+            (true, Some(d), _) => Some(now + d),
+            (true, None, Some(n)) => Some(n + lifetime),
+            (true, None, None) => Some(now + lifetime),
+        };
+        RequestObjectTimes { now, exp, nbf, iat: iat.map(|d| now + d) }
+    }
+}
+
+proptest! {
+    #[test]
+    fn p6_p7_request_object_accepted_exactly_within_time_bounds(t in request_object_times()) {
+        use heartgate_core::authorize::par::{push, ParConfig, ParError, Params};
+        use heartgate_core::authorize::pkce::CodeChallenge;
+        let mut claims = Map::new();
+        for (k, v) in [
+            ("iss", "ms"), ("aud", ISS), ("client_id", "ms"), ("response_type", "code"),
+            ("redirect_uri", "https://app.example/cb"), ("scope", "openid"),
+            ("code_challenge_method", "S256"),
+        ] {
+            claims.insert(k.into(), v.into());
+        }
+        claims.insert(
+            "code_challenge".into(),
+            CodeChallenge::for_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").as_str().into(),
+        );
+        for (name, v) in [("exp", t.exp), ("nbf", t.nbf), ("iat", t.iat)] {
+            if let Some(v) = v {
+                claims.insert(name.into(), v.into());
+            }
+        }
+        let mut body = Params::new();
+        body.insert("client_id".into(), "ms".into());
+        body.insert("request".into(), sign_jwt(&jar().key, Some("oauth-authz-req+jwt"), &claims).unwrap());
+        // The client authenticated (its assertion is not what is tested here).
+        let auth_store = MemoryStore::new();
+        let assertion = sign_jwt(&jar().key, None, json!({"iss": "ms", "sub": "ms", "aud": ISS,
+            "exp": t.now + 60, "jti": "a"}).as_object().unwrap()).unwrap();
+        let creds = ClientCredentials {
+            client_assertion_type: Some(JWT_BEARER_ASSERTION_TYPE),
+            client_assertion: Some(&assertion),
+            ..Default::default()
+        };
+        let endpoints = Endpoints { issuer: ISS.into(), token: format!("{ISS}/token"), par: format!("{ISS}/par") };
+        let ms = authenticate(&creds, &jar().dir, &endpoints, &auth_store, UnixTime(t.now), &NoAudit).unwrap();
+
+        let store = MemoryStore::new();
+        let config = ParConfig { issuer: ISS.into(), lifetime: 60 };
+        let r = push(&ms, &body, &jar().dir, &config, &store, UnixTime(t.now), &NoAudit);
+        prop_assert_eq!(r.is_ok(), t.acceptable(), "{:?}: {:?}", t, r.as_ref().err());
+        if let Err(e) = r {
+            prop_assert!(matches!(e, ParError::InvalidRequestObject(_)), "{:?}", e);
+            prop_assert!(store.snapshot(UnixTime(t.now)).unwrap().is_empty(), "a request_uri was issued");
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// §4.2 item 4: state unchanged on reject (A3, A4, A5, A7)
+// ------------------------------------------------------------------------------------------
+
+proptest! {
+    #[test]
+    fn a3_a5_a7_refused_code_redemption_changes_nothing_and_leaves_the_code_usable(
+        wrong_client in any::<bool>(),
+        redirect in prop::sample::select(vec![
+            Some("https://app.example/cb"), None, Some("https://app.example/cb/"),
+            Some("https://APP.example/cb"), Some("https://app.example/cb?x=1"),
+            Some("https://app.example/cb#"), Some("http://app.example/cb"),
+        ]),
+        verifier in prop_oneof![
+            3 => Just(Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".to_owned())),
+            1 => Just(None),
+            2 => "[A-Za-z0-9._~-]{43,128}".prop_map(Some),
+            1 => "[A-Za-z0-9._~-]{0,42}".prop_map(Some),
+            1 => "\\PC{43,60}".prop_map(Some),
+        ],
+        code_flip in prop::option::of((any::<Index>(), 0u8..6)),
+    ) {
+        use heartgate_core::authorize::code::redeem;
+        const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let store = MemoryStore::new();
+        let f = Fixture::new(&store);
+        let app = f.public("app");
+        let code = f.code_for(&app, "patient/Observation.rs");
+        let presented = match code_flip {
+            None => code.clone(),
+            Some((i, bit)) => {
+                let mut b = code.clone().into_bytes();
+                let i = i.index(b.len());
+                b[i] ^= 1 << bit;
+                String::from_utf8_lossy(&b).into_owned()
+            }
+        };
+        let client = if wrong_client { f.public("app-jwt") } else { app.clone() };
+        let honest = !wrong_client && presented == code && redirect == Some("https://app.example/cb")
+            && verifier.as_deref() == Some(VERIFIER);
+        let before = store.snapshot(NOW).unwrap();
+        let r = redeem(&presented, &client, redirect, verifier.as_deref(), &store, NOW);
+        if honest {
+            prop_assert!(r.is_ok(), "{:?}", r.err());
+        } else {
+            prop_assert!(r.is_err(), "a mutated redemption succeeded");
+            prop_assert_eq!(store.snapshot(NOW).unwrap(), before, "a refused redemption changed the store");
+            // A3: the rightful client can still redeem it.
+            prop_assert!(redeem(&code, &app, Some("https://app.example/cb"), Some(VERIFIER), &store, NOW).is_ok());
+        }
     }
 }
 

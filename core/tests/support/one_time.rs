@@ -318,6 +318,12 @@ impl<'s> Fixture<'s> {
             .unwrap()
     }
 
+    /// A fresh authorization code of `app` granting `scope` (PAR → user step).
+    #[allow(dead_code)] // reason: only core's state-unchanged property uses it
+    pub fn code_for(&self, app: &AuthenticatedClient, scope: &str) -> String {
+        self.code(app, scope)
+    }
+
     /// The resource server `rs`, authenticated once.
     #[allow(dead_code)] // reason: only core's revocation property uses it
     pub fn rs_caller(&self) -> AuthenticatedClient {
