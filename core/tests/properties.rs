@@ -16,6 +16,10 @@
 //!   issues no request_uri.
 //! - §4.2 item 4, state unchanged on reject (A3–A5, A7): a code redemption with any wrong
 //!   client, redirect_uri, verifier or code changes nothing and leaves the code usable.
+//! - §4.2 item 9, redirect URIs (A9–A11, P10): a mutated registered URI (case, dot
+//!   segments, userinfo, percent-encoding, port, trailing slash, fragment, whitespace)
+//!   matches only when byte-equal to a registered one, or when it is a registered
+//!   loopback IP-literal `http` URI with only the port changed (RFC 8252 §7.3).
 //! - §4.2 item 6, scope algebra on refresh (R6, A19): any covered request is granted
 //!   exactly, in any order; anything wider is `invalid_scope` and changes nothing.
 //! - The introspection cache (I6, I9, S10): an entry is served only for the key it was
@@ -881,5 +885,113 @@ proptest! {
                 prop_assert!(matches!(r, Err(GrantError::InvalidGrant(_))), "refresh token {} still refreshes: {:?}", i, r.map(|_| ()));
             }
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// §4.2 item 9: redirect URI matching (A9–A11, P10)
+// ------------------------------------------------------------------------------------------
+
+const REGISTERED: [&str; 5] = [
+    "https://app.example/cb",
+    "https://app.example/cb?tenant=1",
+    "http://127.0.0.1/cb",
+    "http://[::1]:8080/native/cb",
+    "com.example.app:/oauth2redirect",
+];
+
+#[derive(Debug, Clone)]
+enum UriMutation {
+    FlipCase(Index),
+    Insert(Index, &'static str),
+    Delete(Index),
+    Port(u32),
+}
+
+fn uri_mutation() -> impl Strategy<Value = UriMutation> {
+    prop_oneof![
+        2 => any::<Index>().prop_map(UriMutation::FlipCase),
+        4 => (any::<Index>(), prop::sample::select(vec![
+            "/.", "/..", "/./", "%2e", "%2E", "/", "@evil.example", "user@", ":8080", ":0",
+            ":65536", ":", "#", "#f", "?", "&x=1", "\t", "\n", "%63", ".", "..;", "\\", " ",
+            "127.0.0.1", ".evil.example", "%00",
+        ])).prop_map(|(i, t)| UriMutation::Insert(i, t)),
+        1 => any::<Index>().prop_map(UriMutation::Delete),
+        3 => (0u32..70_000).prop_map(UriMutation::Port),
+    ]
+}
+
+/// Split `http://<loopback literal>[:port]<rest>` into (host, port digits, rest).
+fn loopback_parts(u: &str) -> Option<(&str, &str, &str)> {
+    let after = u.strip_prefix("http://")?;
+    let host = ["127.0.0.1", "[::1]"]
+        .into_iter()
+        .find(|h| after.starts_with(h))?;
+    let after = &after[host.len()..];
+    let (port, rest) = match after.strip_prefix(':') {
+        Some(p) => {
+            let n = p.bytes().take_while(u8::is_ascii_digit).count();
+            (&p[..n], &p[n..])
+        }
+        None => ("", after),
+    };
+    Some((host, port, rest))
+}
+
+/// RFC 8252 §7.3, written independently: same loopback literal, same everything else byte
+/// for byte, any valid port (digits, at most 65535; empty means the default port).
+fn loopback_rule(registered: &str, presented: &str) -> bool {
+    match (loopback_parts(registered), loopback_parts(presented)) {
+        (Some((hr, _, rr)), Some((hp, pp, rp))) => {
+            hr == hp
+                && rr == rp
+                && (rp.is_empty() || rp.starts_with('/') || rp.starts_with('?'))
+                && (pp.is_empty() || pp.parse::<u32>().is_ok_and(|p| p <= 65_535))
+        }
+        _ => false,
+    }
+}
+
+fn mutate(u: &str, m: &UriMutation) -> String {
+    let mut b: Vec<char> = u.chars().collect();
+    match m {
+        UriMutation::FlipCase(i) => {
+            let i = i.index(b.len());
+            b[i] = if b[i].is_ascii_uppercase() {
+                b[i].to_ascii_lowercase()
+            } else {
+                b[i].to_ascii_uppercase()
+            };
+        }
+        UriMutation::Insert(i, t) => {
+            let i = i.index(b.len() + 1);
+            b.splice(i..i, t.chars());
+        }
+        UriMutation::Delete(i) => {
+            let i = i.index(b.len());
+            b.remove(i);
+        }
+        UriMutation::Port(p) => {
+            let s: String = b.iter().collect();
+            if let Some((host, _, rest)) = loopback_parts(&s) {
+                return format!("http://{host}:{p}{rest}");
+            }
+        }
+    }
+    b.into_iter().collect()
+}
+
+proptest! {
+    #[test]
+    fn a9_a11_p10_mutated_redirect_uris_match_only_byte_equal_or_loopback_port(
+        which in 0usize..REGISTERED.len(),
+        mutations in prop::collection::vec(uri_mutation(), 1..4),
+    ) {
+        use heartgate_core::authorize::redirect_uri::match_registered;
+        let registered: Vec<String> = REGISTERED.iter().map(|s| (*s).to_owned()).collect();
+        let presented = mutations.iter().fold(REGISTERED[which].to_owned(), |u, m| mutate(&u, m));
+        let expected = REGISTERED.iter().find(|r| **r == presented || loopback_rule(r, &presented));
+        let got = match_registered(&registered, &presented).ok();
+        prop_assert_eq!(got, expected.copied(), "presented {:?}", presented);
     }
 }
