@@ -174,11 +174,15 @@ pub fn match_registered<'r>(
 }
 
 /// The raw string with the port of its authority removed, so that the loopback rule
-/// compares everything but the port byte for byte.
+/// compares everything but the port byte for byte. Only ASCII digits are a port (RFC 3986
+/// §3.2.3): anything else after the last `:` stays, so the comparison fails. `url` strips
+/// tabs and newlines before parsing, so without this a port such as `:\t8080` would match
+/// (THREATS A11, test `a11_loopback_port_with_whitespace_is_not_a_port`). The digit rule
+/// also leaves an IPv6 literal's own colons alone (`[::1]` ends in `1]`).
 fn without_port(raw: &str) -> String {
     let auth = authority(raw);
     let host = match auth.rfind(':') {
-        Some(i) if !auth[i..].contains(']') => &auth[..i],
+        Some(i) if auth[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &auth[..i],
         _ => auth,
     };
     raw.replacen(auth, host, 1)
@@ -322,6 +326,37 @@ mod tests {
         assert_eq!(
             match_registered(&https_only, "https://app.example.com:8443/cb"),
             Err(RedirectUriError::NotRegistered)
+        );
+    }
+    #[test]
+    fn a11_loopback_port_with_whitespace_is_not_a_port() {
+        // Found by the redirect-URI property (core/tests/properties.rs): `url` strips tabs
+        // and newlines, so these parsed as the registered URI with port 8080.
+        let reg = vec![
+            "http://127.0.0.1/cb".to_owned(),
+            "http://[::1]:8080/cb".to_owned(),
+        ];
+        for p in [
+            "http://127.0.0.1:\t8080/cb",
+            "http://127.0.0.1:80\n80/cb",
+            "http://127.0.0.1:8080\r/cb",
+            "http://[::1]:\t8080/cb",
+            "http://[::1]:80\n80/cb",
+        ] {
+            assert_eq!(
+                match_registered(&reg, p),
+                Err(RedirectUriError::NotRegistered),
+                "{p:?}"
+            );
+        }
+        // Digits only are a port; the rule itself still holds.
+        assert_eq!(
+            match_registered(&reg, "http://127.0.0.1:8080/cb"),
+            Ok("http://127.0.0.1/cb")
+        );
+        assert_eq!(
+            match_registered(&reg, "http://[::1]:9/cb"),
+            Ok("http://[::1]:8080/cb")
         );
     }
 }
