@@ -454,7 +454,7 @@ fn cluster(prefix: &str, extra: serde_json::Value) -> Cluster {
     }
 }
 
-/// Fault test (issue 6; THREATS S cases): Redis is killed for 5 s while two nodes are
+/// Fault test (issue 6; THREATS S1): Redis is killed for 5 s while two nodes are
 /// under load (tokens on A, introspections and revocations across nodes). While it is
 /// down every request that needs it answers 503 quickly (never 200 for work not done,
 /// never a hang past the timeout), `/readyz` says not ready; after Redis restarts from
@@ -466,7 +466,7 @@ async fn redis_killed_for_5s_under_load_fails_closed_recovers_and_loses_nothing(
     outage_under_load(Fault::Kill).await;
 }
 
-/// The same with Redis paused (SIGSTOP: it accepts connections and never answers, a hung
+/// The same with Redis paused (THREATS S2; SIGSTOP: it accepts connections and never answers, a hung
 /// server) for 5 s, then resumed: calls time out once, then the store's breaker fails
 /// them at once, so `/healthz` and the rest of the server stay responsive; after SIGCONT
 /// service recovers by itself and nothing acknowledged is lost.
