@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use heartgate_core::authorize::pkce::CodeChallenge;
 use heartgate_core::clock::UnixTime;
@@ -405,18 +405,33 @@ struct World {
     clients: Vec<Client>,
     ca: TestCa,
     session: Mutex<Option<String>>,
+    /// Notifications the ping clients' endpoint received.
+    pings: Arc<AtomicU32>,
+    /// Requests at the address the endpoint redirects to (none, if never followed).
+    redirected: Arc<AtomicU32>,
     _ca_dir: tempfile::TempDir,
+}
+
+/// What the ping clients' notification endpoint answers.
+#[derive(Clone, Copy)]
+enum PingAnswer {
+    /// This status, with a small JSON body.
+    Status(u16),
+    /// 301 to another https endpoint (which counts its requests).
+    Redirect,
 }
 
 const MATRIX: [&str; 4] = ["sp-pkjwt", "sp-mtls", "ms-pkjwt", "ms-mtls"];
 
 impl World {
     async fn start() -> World {
-        Self::start_with(60).await
+        Self::start_with(60, None).await
     }
 
-    /// A server whose pushed requests live `par_lifetime` seconds.
-    async fn start_with(par_lifetime: u32) -> World {
+    /// A server whose pushed requests live `par_lifetime` seconds; with `ping`, two more
+    /// FAPI-CIBA clients in ping mode (`ciba-ping-pkjwt`, `ciba-ping-mtls`) whose
+    /// notification endpoint (on 127.0.0.1, allowed to the outbound guard) answers so.
+    async fn start_with(par_lifetime: u32, ping: Option<PingAnswer>) -> World {
         use Auth::{PrivateKeyJwt as Pk, TlsClientAuth as Tls};
         use Response::{Jarm, Plain};
         let ca = TestCa::new();
@@ -440,7 +455,7 @@ impl World {
         .into_iter()
         .map(|(id, a, r)| Client::new(&ca, id, a, r))
         .collect();
-        let metadata: Vec<Value> = clients
+        let mut metadata: Vec<Value> = clients
             .iter()
             .map(|c| {
                 if c.id.starts_with("ciba") {
@@ -450,7 +465,51 @@ impl World {
                 }
             })
             .collect();
+        let (pings, redirected) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let mut clients = clients;
+        let mut outbound = json!({});
+        if let Some(answer) = ping {
+            let answer = match answer {
+                PingAnswer::Status(status) => {
+                    heartgate_e2e::Answer::new(status, br#"{"note":"ignored"}"#.to_vec())
+                }
+                PingAnswer::Redirect => {
+                    let hits = redirected.clone();
+                    let target = heartgate_e2e::https_server(&ca, move |_| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        async { heartgate_e2e::Answer::new(204, Vec::new()) }
+                    })
+                    .await;
+                    let mut a = heartgate_e2e::Answer::new(301, Vec::new());
+                    a.headers
+                        .push(("location", format!("https://127.0.0.1:{target}/elsewhere")));
+                    a
+                }
+            };
+            let hits = pings.clone();
+            let port = heartgate_e2e::https_server(&ca, move |_| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let a = answer.clone();
+                async move { a }
+            })
+            .await;
+            for (id, auth) in [
+                ("ciba-ping-pkjwt", Auth::PrivateKeyJwt),
+                ("ciba-ping-mtls", Auth::TlsClientAuth),
+            ] {
+                let c = Client::new(&ca, id, auth, Response::Plain);
+                let mut m = c.ciba_metadata();
+                m["backchannel_token_delivery_mode"] = json!("ping");
+                m["backchannel_client_notification_endpoint"] =
+                    json!(format!("https://127.0.0.1:{port}/ciba-callback"));
+                metadata.push(m);
+                clients.push(c);
+            }
+            outbound = json!({"allow_hosts": ["127.0.0.1"],
+                "trust_anchors": [ca_path.display().to_string()]});
+        }
         let doc = json!({
+            "outbound": outbound,
             "tls": {"client_ca": [ca_path.display().to_string()]},
             "tokens": {"default_audience": "https://fhir.example/r4",
                 "par_lifetime": par_lifetime},
@@ -464,6 +523,8 @@ impl World {
             clients,
             ca,
             session: Mutex::new(None),
+            pings,
+            redirected,
             _ca_dir: dir,
         }
     }
@@ -621,6 +682,24 @@ mod fapi2_security_profile {
             assert_error(&r, 400, "invalid_grant", &c.id);
             let ui = w.userinfo(&format!("Bearer {access}"), Some(&c.cert)).await;
             assert_eq!(ui.status, 401, "{}: revoked with the code", c.id);
+        }
+        w.stop().await;
+    }
+
+    /// `fapi2-security-profile-final-ensure-token-endpoint-fails-with-expired-auth-code`
+    /// (the plan's `FAPI2SPFinalAttemptToUseExpiredAuthCode`; THREATS A2): codes live 60 s
+    /// (FAPI 2.0 §5.3.2.1 item 10); after that, `invalid_grant`. The suite's one long
+    /// wait (the lifetime is fixed by the profile, not configurable).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ensure_token_endpoint_fails_with_expired_auth_code() {
+        let w = World::start().await;
+        let mut codes = Vec::new();
+        for c in w.matrix() {
+            codes.push((c, w.code(c).await));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(62)).await;
+        for (c, code) in codes {
+            assert_error(&c.redeem(&w.s, &code).await, 400, "invalid_grant", &c.id);
         }
         w.stop().await;
     }
@@ -1354,7 +1433,7 @@ mod par {
     /// P14): `expires_in` = 5 s (the shortest heartgate allows), used after 6 s: error page.
     #[tokio::test(flavor = "multi_thread")]
     async fn par_attempt_to_use_expired_request_uri() {
-        let w = World::start_with(5).await;
+        let w = World::start_with(5, None).await;
         let mut pushed = Vec::new();
         for c in w.matrix() {
             let r = c.par_with(&w.s, &json!({})).await;
@@ -1674,6 +1753,89 @@ mod fapi_ciba {
             )
             .await;
         assert!(r.status < 400, "{}", r.text());
+    }
+
+    /// Ping clients: each request approved, the notification endpoint answering as the
+    /// world says; the client then polls its tokens (the flow completes whatever the
+    /// endpoint answered). Waits 1.5 s after the last notification: a retry would come
+    /// after 1 s.
+    async fn ping_flow(answer: PingAnswer) -> World {
+        let w = World::start_with(60, Some(answer)).await;
+        for (n, id) in ["ciba-ping-pkjwt", "ciba-ping-mtls"]
+            .into_iter()
+            .enumerate()
+        {
+            let c = w.c(id);
+            let message = format!("PING-{n}");
+            let patch = json!({"binding_message": message,
+                "client_notification_token": "notify-0123456789abcdef"});
+            let rid = c.ciba_start(&w.s, &patch).await;
+            decide(&w.s, &message, "approve").await;
+            for _ in 0..100 {
+                if w.pings.load(Ordering::SeqCst) > n as u32 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(
+                w.pings.load(Ordering::SeqCst) > n as u32,
+                "{id}: not notified"
+            );
+            let r = c.poll(&w.s, &rid).await;
+            assert_eq!(r.status, 200, "{id}: {}", r.text());
+            assert!(r.json()["access_token"].is_string());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        w
+    }
+
+    /// `fapi-ciba-id1-ping-backchannel-notification-endpoint-response-401` and
+    /// `fapi-ciba-id1-ping-with-mtls-ciba-notification-endpoint-response-401-and-require-server-does-not-retry`
+    /// (THREATS B15): the flow completes; the notification is not sent again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ping_backchannel_notification_endpoint_response_401_and_server_does_not_retry() {
+        let w = ping_flow(PingAnswer::Status(401)).await;
+        assert_eq!(
+            w.pings.load(Ordering::SeqCst),
+            2,
+            "one notification per request"
+        );
+        w.stop().await;
+    }
+
+    /// `fapi-ciba-id1-ping-backchannel-notification-endpoint-response-403` (THREATS B15).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ping_backchannel_notification_endpoint_response_403() {
+        let w = ping_flow(PingAnswer::Status(403)).await;
+        assert_eq!(
+            w.pings.load(Ordering::SeqCst),
+            2,
+            "one notification per request"
+        );
+        w.stop().await;
+    }
+
+    /// `fapi-ciba-id1-ping-backchannel-notification-endpoint-response-has-body`: a 200
+    /// with a body is delivered (the body ignored), once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ping_backchannel_notification_endpoint_response_has_body() {
+        let w = ping_flow(PingAnswer::Status(200)).await;
+        assert_eq!(
+            w.pings.load(Ordering::SeqCst),
+            2,
+            "one notification per request"
+        );
+        w.stop().await;
+    }
+
+    /// `fapi-ciba-id1-ping-backchannel-notification-endpoint-return-redirect-request`
+    /// (THREATS B14): a 301 is never followed (the address it names sees nothing); the
+    /// flow completes by polling.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ping_backchannel_notification_endpoint_return_redirect_request() {
+        let w = ping_flow(PingAnswer::Redirect).await;
+        assert_eq!(w.redirected.load(Ordering::SeqCst), 0, "redirect followed");
+        w.stop().await;
     }
 
     /// `fapi-ciba-id1-auth-req-id-expired` (THREATS B4): `requested_expiry` = 1 s, the
