@@ -31,6 +31,8 @@ const PASSWORD: &str = "correct horse battery";
 const VERIFIER: &str = "conformance-verifier-0123456789abcdefghijklmnopqrstuvwxyz-ABCD";
 const REDIRECT: &str = "https://client.example/cb";
 const SCOPE: &str = "openid offline_access";
+const SMART_REDIRECT: &str = "https://app.example/cb";
+const SMART_REDIRECT_WITH_QUERY: &str = "https://app.example/cb2?x=1";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const CIBA: &str = "urn:openid:params:grant-type:ciba";
 const MIN: i64 = 60;
@@ -508,6 +510,10 @@ impl World {
             outbound = json!({"allow_hosts": ["127.0.0.1"],
                 "trust_anchors": [ca_path.display().to_string()]});
         }
+        // A SMART app without PAR, for the OIDC-core front-channel modules.
+        metadata.push(json!({"client_id": "smart-app", "profile": "smart",
+            "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"],
+            "redirect_uris": [SMART_REDIRECT, SMART_REDIRECT_WITH_QUERY], "scope": "openid"}));
         let doc = json!({
             "outbound": outbound,
             "tls": {"client_ca": [ca_path.display().to_string()]},
@@ -662,6 +668,43 @@ fn authorize_path(client_id: &str, request_uri: &str) -> String {
 /// signed request objects and JARM (the `ms-*` clients).
 mod fapi2_security_profile {
     use super::*;
+
+    /// `fapi2-security-profile-final-discovery-end-point-verification`: the metadata a
+    /// FAPI 2.0 client relies on (RFC 8414, RFC 9126, RFC 9207, RFC 8705).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn discovery_end_point_verification() {
+        let w = World::start().await;
+        let r = w.s.get("/.well-known/openid-configuration").await;
+        assert_eq!(r.status, 200);
+        let d = r.json();
+        assert_eq!(d["issuer"], json!(w.s.issuer));
+        for ep in [
+            "pushed_authorization_request_endpoint",
+            "token_endpoint",
+            "jwks_uri",
+        ] {
+            assert!(d[ep].as_str().unwrap().starts_with("https://"), "{ep}");
+        }
+        assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(d["response_types_supported"], json!(["code"]));
+        assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(d["tls_client_certificate_bound_access_tokens"], true);
+        let methods = d["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap();
+        for m in ["private_key_jwt", "tls_client_auth"] {
+            assert!(methods.contains(&json!(m)), "{m}");
+        }
+        for (k, v) in d.as_object().unwrap() {
+            if k.ends_with("signing_alg_values_supported") {
+                for a in v.as_array().unwrap() {
+                    let a = a.as_str().unwrap();
+                    assert!(a != "none" && !a.starts_with("HS"), "{k}: {a}");
+                }
+            }
+        }
+        w.stop().await;
+    }
 
     /// `fapi2-security-profile-final-attempt-reuse-authorization-code-after-one-second`
     /// (THREATS A1): `invalid_grant`, and the tokens issued from the code are revoked.
@@ -2177,6 +2220,225 @@ mod fapi_ciba {
                 assert_eq!(r.json()["expires_in"], 30, "{}", c.id);
             }
         }
+        w.stop().await;
+    }
+}
+
+/// Dynamic client registration (RFC 7591/7592): the generic shape of the DCR modules of
+/// the FAPI 2.0 plans (`fapi2-security-profile-final-brazildcr-…`; the Brazil directory
+/// and its software statements are not part of them here). A refused request changes
+/// nothing: the registration and its access token still work.
+mod dcr {
+    use super::*;
+
+    fn good(key: &SigningKey) -> Value {
+        json!({"profile": "fapi2-security", "redirect_uris": ["https://clinic.example/cb"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.verifying_key().to_jwk()]},
+            "grant_types": ["authorization_code"],
+            "require_pushed_authorization_requests": true,
+            "tls_client_certificate_bound_access_tokens": true, "scope": "openid"})
+    }
+
+    async fn register(w: &World, body: &Value) -> Resp {
+        w.s.json_post("/register", &w.s.iat, body).await
+    }
+
+    async fn manage(w: &World, method: &str, id: &str, token: &str, body: Option<&Value>) -> Resp {
+        let auth = format!("Bearer {token}");
+        let mut h = vec![("authorization", auth.as_str())];
+        if body.is_some() {
+            h.push(("content-type", "application/json"));
+        }
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        w.s.send(method, &format!("/register/{id}"), &h, body, None)
+            .await
+    }
+
+    async fn registration_refused(patch: Value, code: &str) {
+        let w = World::start().await;
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let r = register(&w, &merged(good(&key), &patch)).await;
+        assert_error(&r, 400, code, "registration");
+        assert_eq!(register(&w, &good(&key)).await.status, 201);
+        w.stop().await;
+    }
+
+    /// `…-brazildcr-invalid-redirect-uri` (THREATS D2): an `http` redirect URI.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dcr_invalid_redirect_uri() {
+        let patch = json!({"redirect_uris": ["http://clinic.example/cb"]});
+        registration_refused(patch, "invalid_redirect_uri").await;
+    }
+
+    /// `…-brazildcr-no-redirect-uri` (THREATS D2).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dcr_no_redirect_uri() {
+        registration_refused(json!({"redirect_uris": null}), "invalid_redirect_uri").await;
+    }
+
+    /// `…-brazildcr-invalid-jwks-by-value` (THREATS D3): a private key member.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dcr_invalid_jwks_by_value() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let mut jwk = key.verifying_key().to_jwk();
+        jwk.insert("d".into(), json!("AAAA"));
+        let patch = json!({"jwks": {"keys": [jwk]}});
+        registration_refused(patch, "invalid_client_metadata").await;
+    }
+
+    /// `…-brazildcr-invalid-jwks-uri` (THREATS D4): not https.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dcr_invalid_jwks_uri() {
+        let patch = json!({"jwks": null, "jwks_uri": "http://clinic.example/jwks"});
+        registration_refused(patch, "invalid_client_metadata").await;
+    }
+
+    /// `oidcc-redirect-uri-regfrag` (RFC 6749 §3.1.2): a redirect URI with a fragment.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_redirect_uri_regfrag() {
+        let patch = json!({"redirect_uris": ["https://clinic.example/cb#frag"]});
+        registration_refused(patch, "invalid_redirect_uri").await;
+    }
+
+    /// `…-brazildcr-update-client-config-invalid-redirect-uri` and
+    /// `…-update-client-config-invalid-jwks-by-value` (RFC 7592 §2.2): 400
+    /// `invalid_redirect_uri` / `invalid_client_metadata`; the old registration and its
+    /// access token are unchanged.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dcr_update_client_config_invalid_redirect_uri_and_jwks_by_value() {
+        let w = World::start().await;
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let reg = register(&w, &good(&key)).await.json();
+        let id = reg["client_id"].as_str().unwrap();
+        let token = reg["registration_access_token"].as_str().unwrap();
+        let mut jwk = key.verifying_key().to_jwk();
+        jwk.insert("d".into(), json!("AAAA"));
+        for (patch, code) in [
+            (
+                json!({"redirect_uris": ["http://clinic.example/cb"]}),
+                "invalid_redirect_uri",
+            ),
+            (json!({"jwks": {"keys": [jwk]}}), "invalid_client_metadata"),
+        ] {
+            let body = merged(good(&key), &merged(patch, &json!({"client_id": id})));
+            let r = manage(&w, "PUT", id, token, Some(&body)).await;
+            assert_error(&r, 400, code, "update");
+        }
+        let r = manage(&w, "GET", id, token, None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json()["redirect_uris"],
+            json!(["https://clinic.example/cb"])
+        );
+        w.stop().await;
+    }
+
+    /// `…-brazildcr-invalid-registration-access-token` (THREATS D5): GET, PUT and DELETE
+    /// with another token: 401 `invalid_token`; the client is still there.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dcr_invalid_registration_access_token() {
+        let w = World::start().await;
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let reg = register(&w, &good(&key)).await.json();
+        let id = reg["client_id"].as_str().unwrap();
+        let token = reg["registration_access_token"].as_str().unwrap();
+        let body = merged(good(&key), &json!({"client_id": id}));
+        for method in ["GET", "PUT", "DELETE"] {
+            let r = manage(&w, method, id, "not-the-token", Some(&body)).await;
+            assert_error(&r, 401, "invalid_token", method);
+            assert_eq!(
+                r.header("www-authenticate"),
+                Some("Bearer error=\"invalid_token\"")
+            );
+        }
+        assert_eq!(manage(&w, "GET", id, token, None).await.status, 200);
+        w.stop().await;
+    }
+
+    /// `…-brazildcr-client-deletion` (RFC 7592 §2.3): 204, then GET and DELETE with the
+    /// old token are 401.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dcr_client_deletion() {
+        let w = World::start().await;
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let reg = register(&w, &good(&key)).await.json();
+        let id = reg["client_id"].as_str().unwrap();
+        let token = reg["registration_access_token"].as_str().unwrap();
+        assert_eq!(manage(&w, "DELETE", id, token, None).await.status, 204);
+        for method in ["GET", "DELETE"] {
+            let r = manage(&w, method, id, token, None).await;
+            assert_error(&r, 401, "invalid_token", method);
+        }
+        w.stop().await;
+    }
+}
+
+/// OIDC-core modules (`oidcc-…`) at the authorization endpoint, for a SMART app that may
+/// use the front channel without PAR: a redirect URI that is not exactly a registered one
+/// gets the error page (front channel, no redirect); other errors go back to the verified
+/// redirect URI with `state` and `iss`.
+mod oidcc {
+    use super::*;
+
+    fn query(redirect_uri: &str, response_type: Option<&str>) -> String {
+        let challenge = CodeChallenge::for_verifier(VERIFIER);
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("client_id", "smart-app")
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", "openid")
+            .append_pair("state", "st-oidcc")
+            .append_pair("code_challenge", challenge.as_str())
+            .append_pair("code_challenge_method", "S256");
+        if let Some(rt) = response_type {
+            q.append_pair("response_type", rt);
+        }
+        format!("/authorize?{}", q.finish())
+    }
+
+    /// `oidcc-ensure-registered-redirect-uri` (THREATS A9).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_ensure_registered_redirect_uri() {
+        let w = World::start().await;
+        let r =
+            w.s.get(&query("https://attacker.example/cb", Some("code")))
+                .await;
+        assert_error_page(&r, "unregistered");
+        w.stop().await;
+    }
+
+    /// `oidcc-redirect-uri-query-added` and `oidcc-redirect-uri-query-mismatch` (THREATS
+    /// A9; exact matching).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_redirect_uri_query_added_and_query_mismatch() {
+        let w = World::start().await;
+        let added = format!("{SMART_REDIRECT}?foo=bar");
+        assert_error_page(&w.s.get(&query(&added, Some("code"))).await, "added");
+        let mismatch = "https://app.example/cb2?x=2";
+        assert_error_page(&w.s.get(&query(mismatch, Some("code"))).await, "mismatch");
+        // The registered ones are fine.
+        for ok in [SMART_REDIRECT, SMART_REDIRECT_WITH_QUERY] {
+            let r = w.s.get(&query(ok, Some("code"))).await;
+            assert_eq!(r.status, 303, "{ok}: {}", r.text());
+        }
+        w.stop().await;
+    }
+
+    /// `oidcc-response-type-missing` (RFC 6749 §4.1.2.1): the redirect URI is verified, so
+    /// the error goes back to it: `invalid_request`, with `state` and `iss`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_response_type_missing() {
+        let w = World::start().await;
+        let r = w.s.get(&query(SMART_REDIRECT, None)).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        let location = r.header("location").unwrap();
+        assert!(location.starts_with(SMART_REDIRECT), "{location}");
+        assert_eq!(
+            url_param(location, "error").as_deref(),
+            Some("invalid_request")
+        );
+        assert_eq!(url_param(location, "state").as_deref(), Some("st-oidcc"));
+        assert_eq!(url_param(location, "iss"), Some(w.s.issuer.clone()));
         w.stop().await;
     }
 }
