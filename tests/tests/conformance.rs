@@ -634,6 +634,7 @@ impl World {
         let code = self.code(c).await;
         let r = c.redeem(&self.s, &code).await;
         assert_eq!(r.status, 200, "{}: {}", c.id, r.text());
+        assert_eq!(r.header("cache-control"), Some("no-store"), "RFC 6749 §5.1");
         r.json()
     }
 
@@ -716,13 +717,18 @@ mod fapi2_security_profile {
             let code = w.code(c).await;
             let r = c.redeem(&w.s, &code).await;
             assert_eq!(r.status, 200, "{}", r.text());
-            let access = r.json()["access_token"].as_str().unwrap().to_owned();
-            issued.push((c, code, access));
+            let t = r.json();
+            let access = t["access_token"].as_str().unwrap().to_owned();
+            let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+            issued.push((c, code, access, refresh));
         }
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        for (c, code, access) in issued {
+        for (c, code, access, refresh) in issued {
             let r = c.redeem(&w.s, &code).await;
             assert_error(&r, 400, "invalid_grant", &c.id);
+            let f = [("grant_type", "refresh_token"), ("refresh_token", &refresh)];
+            let r = c.post(&w.s, "/token", &f).await;
+            assert_error(&r, 400, "invalid_grant", &format!("{}: refresh", c.id));
             let ui = w.userinfo(&format!("Bearer {access}"), Some(&c.cert)).await;
             assert_eq!(ui.status, 401, "{}: revoked with the code", c.id);
         }
@@ -2291,6 +2297,18 @@ mod dcr {
     #[tokio::test(flavor = "multi_thread")]
     async fn dcr_invalid_jwks_uri() {
         let patch = json!({"jwks": null, "jwks_uri": "http://clinic.example/jwks"});
+        registration_refused(patch, "invalid_client_metadata").await;
+    }
+
+    /// FAPI 2.0 §5.4.1 item 2 (the plans' `FAPI2FinalEnsureMinimumClientKeyLength`
+    /// condition, checked in every module's setup): an RSA key below 2048 bits is refused.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ensure_minimum_client_key_length() {
+        let n = "n4Gf1vD-ovAiRvnsY8L-Dj49O2bFFAe7YnbojK1I8fJUJb-OXNBcpctUAMNyKtozEs50tZBhnm_\
+            LoX-4SsrEeXmgMrkIyeObyxQ-wag30c5HpfrHQfkWmmwRbmV16xrG9dmS5_KaJ8s6cl0jKXJ4jNegDv\
+            E2musP7mi_fXV7L3s";
+        let jwk = json!({"kty": "RSA", "alg": "PS256", "kid": "rsa-1024", "n": n, "e": "AQAB"});
+        let patch = json!({"jwks": {"keys": [jwk]}});
         registration_refused(patch, "invalid_client_metadata").await;
     }
 
