@@ -982,32 +982,43 @@ mod fapi2_security_profile {
 
     /// `fapi2-security-profile-final-refresh-token` (THREATS R1–R4): the refresh token
     /// works for its client (FAPI 2.0: not rotated); another client's use is
-    /// `invalid_grant`; no client authentication is `invalid_client`; a private_key_jwt
-    /// client without its certificate cannot get bound tokens (`invalid_request`).
+    /// `invalid_grant`; no client authentication is `invalid_client`; without the TLS
+    /// client certificate (no proof of possession): `invalid_grant` for private_key_jwt,
+    /// `invalid_client` for tls_client_auth.
     #[tokio::test(flavor = "multi_thread")]
     async fn refresh_token() {
         let w = World::start().await;
         for c in w.matrix() {
-            let t = w.tokens(c).await;
+            // The module asks for consent with offline_access (OIDC Core §11).
+            let resp = w.respond_with(c, &json!({"prompt": "consent"})).await;
+            let t = c.redeem(&w.s, resp["code"].as_str().unwrap()).await.json();
             let rt = t["refresh_token"].as_str().expect("offline_access");
-            let f = [("grant_type", "refresh_token"), ("refresh_token", rt)];
+            let f = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("scope", SCOPE),
+            ];
             let r = w.other(c).post(&w.s, "/token", &f).await;
             assert_error(&r, 400, "invalid_grant", &format!("{}: other client", c.id));
             let r = w.s.form("/token", &f, Some(&c.cert)).await;
             assert_error(&r, 401, "invalid_client", &format!("{}: no auth", c.id));
-            if c.auth == Auth::PrivateKeyJwt {
-                let a = c.assertion(&w.s);
-                let mut g = f.to_vec();
-                g.extend([
-                    ("client_assertion_type", ASSERTION_TYPE),
-                    ("client_assertion", a.as_str()),
-                ]);
-                let r = w.s.form("/token", &g, None).await;
-                assert_error(&r, 400, "invalid_grant", &format!("{}: no cert", c.id));
+            // Without proof of possession (no TLS client certificate).
+            let auth = c.auth_fields(&w.s);
+            let mut g = f.to_vec();
+            g.extend(auth.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let r = w.s.form("/token", &g, None).await;
+            match c.auth {
+                Auth::PrivateKeyJwt => {
+                    assert_error(&r, 400, "invalid_grant", &format!("{}: no cert", c.id))
+                }
+                Auth::TlsClientAuth => {
+                    assert_error(&r, 401, "invalid_client", &format!("{}: no cert", c.id))
+                }
             }
             for _ in 0..2 {
                 let r = c.post(&w.s, "/token", &f).await;
                 assert_eq!(r.status, 200, "{}: {}", c.id, r.text());
+                assert_eq!(r.header("cache-control"), Some("no-store"));
                 assert!(r.json().get("refresh_token").is_none(), "no rotation");
             }
         }
