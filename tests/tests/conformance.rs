@@ -140,6 +140,17 @@ fn assert_error(r: &Resp, status: u16, code: &str, what: &str) {
         r.text()
     );
     assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
+    // RFC 6749 §5.2: `error` and `error_description` are printable ASCII without `"` and
+    // `\` (the suite's ValidateErrorDescriptionFrom…ResponseError conditions).
+    for member in ["error", "error_description"] {
+        if let Some(v) = body.get(member) {
+            let ok = v.as_str().is_some_and(|t| {
+                t.bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+            });
+            assert!(ok, "{what}: {member} {v}");
+        }
+    }
     if status == 401 {
         assert!(r.header("www-authenticate").is_some(), "{what}");
     }
