@@ -595,6 +595,25 @@ impl World {
         consent(&self.s, &self.signed_in(c, request_uri).await, &[]).await
     }
 
+    /// The session cookie of the world's user (signed in by an earlier flow).
+    fn session_cookie(&self) -> String {
+        self.session.lock().unwrap().clone().expect("signed in")
+    }
+
+    /// GET the authorization endpoint for a pushed request with the session cookie.
+    async fn authorize_signed_in(&self, c: &Client, request_uri: &str) -> Resp {
+        let cookie = self.session_cookie();
+        self.s
+            .send(
+                "GET",
+                &authorize_path(&c.id, request_uri),
+                &[("cookie", &cookie)],
+                Vec::new(),
+                None,
+            )
+            .await
+    }
+
     /// The authorization response's parameters: the verified JARM claims, or the query.
     async fn response(&self, c: &Client, location: &str) -> Map<String, Value> {
         assert!(location.starts_with(REDIRECT), "{location}");
@@ -2479,6 +2498,177 @@ mod oidcc {
         );
         assert_eq!(url_param(location, "state").as_deref(), Some("st-oidcc"));
         assert_eq!(url_param(location, "iss"), Some(w.s.issuer.clone()));
+        w.stop().await;
+    }
+}
+
+/// OIDC Core §3.1.2.1 `prompt` and `max_age` (the `oidcc-prompt-*` and `oidcc-max-age-*`
+/// modules of the OIDC Basic plan), for the FAPI clients through PAR (the pushed
+/// request's values) and for a SMART app on the front channel.
+mod oidcc_prompt {
+    use super::*;
+
+    /// `oidcc-prompt-none-not-logged-in`: no session and `prompt=none`: no page; the
+    /// client gets `login_required` (with `state` and `iss`; in the JARM JWT for JARM
+    /// clients) and the request is consumed. `none` with another value is
+    /// `invalid_request` at PAR.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_prompt_none_not_logged_in() {
+        let w = World::start().await;
+        for c in w.matrix() {
+            let ru = c.push_with(&w.s, &json!({"prompt": "none"})).await;
+            let r = w.s.get(&authorize_path(&c.id, &ru)).await;
+            assert_eq!(r.status, 303, "{}: {}", c.id, r.text());
+            let resp = w.response(c, r.header("location").unwrap()).await;
+            assert_eq!(resp["error"], "login_required", "{}: {resp:?}", c.id);
+            assert!(resp["state"].as_str().unwrap().starts_with("st-"));
+            assert_eq!(resp["iss"], json!(w.s.issuer));
+            assert_error_page(&w.s.get(&authorize_path(&c.id, &ru)).await, &c.id);
+            let r = c.par_with(&w.s, &json!({"prompt": "none login"})).await;
+            assert_error(&r, 400, "invalid_request", &c.id);
+        }
+        // A SMART app on the front channel.
+        let challenge = CodeChallenge::for_verifier(VERIFIER);
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", "smart-app")
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", SMART_REDIRECT)
+            .append_pair("scope", "openid")
+            .append_pair("state", "st-smart")
+            .append_pair("prompt", "none")
+            .append_pair("code_challenge", challenge.as_str())
+            .append_pair("code_challenge_method", "S256")
+            .finish();
+        let r = w.s.get(&format!("/authorize?{q}")).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        let location = r.header("location").unwrap();
+        assert!(location.starts_with(SMART_REDIRECT), "{location}");
+        assert_eq!(
+            url_param(location, "error").as_deref(),
+            Some("login_required")
+        );
+        assert_eq!(url_param(location, "state").as_deref(), Some("st-smart"));
+        w.stop().await;
+    }
+
+    /// `oidcc-prompt-none-logged-in`: signed in, with a remembered consent: the code comes
+    /// back with no page. Signed in without one: `consent_required`, no page.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_prompt_none_logged_in() {
+        let w = World::start().await;
+        for c in w.matrix() {
+            // First flow: the user consents and asks to be remembered.
+            let ru = c.push(&w.s).await;
+            let si = w.signed_in(c, &ru).await;
+            consent(&w.s, &si, &[("remember", "1")]).await;
+            let ru = c.push_with(&w.s, &json!({"prompt": "none"})).await;
+            let r = w.authorize_signed_in(c, &ru).await;
+            assert_eq!(r.status, 303, "{}: {}", c.id, r.text());
+            let cookie = w.session_cookie();
+            let r =
+                w.s.send(
+                    "GET",
+                    r.header("location").unwrap(),
+                    &[("cookie", &cookie)],
+                    Vec::new(),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 303, "{}: no page: {}", c.id, r.text());
+            let resp = w.response(c, r.header("location").unwrap()).await;
+            let t = c.redeem(&w.s, resp["code"].as_str().unwrap()).await;
+            assert_eq!(t.status, 200, "{}: {}", c.id, t.text());
+            // Another client the user never consented to.
+            let other = w.other(c);
+            let ru = other.push_with(&w.s, &json!({"prompt": "none"})).await;
+            let r = w.authorize_signed_in(other, &ru).await;
+            let r =
+                w.s.send(
+                    "GET",
+                    r.header("location").unwrap(),
+                    &[("cookie", &cookie)],
+                    Vec::new(),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 303, "{}: {}", other.id, r.text());
+            let resp = w.response(other, r.header("location").unwrap()).await;
+            assert_eq!(resp["error"], "consent_required", "{}: {resp:?}", other.id);
+        }
+        w.stop().await;
+    }
+
+    /// `oidcc-prompt-login`: signed in, `prompt=login` in the pushed request: the
+    /// authorization endpoint asks the user to sign in again, and the consent page cannot
+    /// be reached with the old session; after signing in, the flow completes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_prompt_login() {
+        let w = World::start().await;
+        for c in w.matrix() {
+            w.code(c).await; // a session
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            let ru = c.push_with(&w.s, &json!({"prompt": "login"})).await;
+            let r = w.authorize_signed_in(c, &ru).await;
+            assert_eq!(r.status, 303);
+            assert!(
+                r.header("location").unwrap().starts_with("/login?"),
+                "{}",
+                c.id
+            );
+            let consent_url = format!(
+                "/consent?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("client_id", &c.id)
+                    .append_pair("interaction", &ru)
+                    .finish()
+            );
+            let cookie = w.session_cookie();
+            let r =
+                w.s.send(
+                    "GET",
+                    &consent_url,
+                    &[("cookie", &cookie)],
+                    Vec::new(),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 303, "{}: {}", c.id, r.text());
+            assert!(
+                r.header("location").unwrap().starts_with("/login?"),
+                "{}",
+                c.id
+            );
+            let si = sign_in(&w.s, &c.id, &ru, "nurse", PASSWORD).await;
+            let resp = w.response(c, &consent(&w.s, &si, &[]).await).await;
+            assert!(resp.get("code").is_some(), "{}", c.id);
+        }
+        w.stop().await;
+    }
+
+    /// `oidcc-max-age-1`: a session older than `max_age` = 1 s: sign in again (and the
+    /// consent page cannot be reached with it); `max_age` = 3600: straight to consent.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_max_age_1() {
+        let w = World::start().await;
+        let c = w.c("sp-pkjwt");
+        w.code(c).await; // a session
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        for c in w.matrix() {
+            let ru = c.push_with(&w.s, &json!({"max_age": 1})).await;
+            let r = w.authorize_signed_in(c, &ru).await;
+            assert!(
+                r.header("location").unwrap().starts_with("/login?"),
+                "{}",
+                c.id
+            );
+            let ru = c.push_with(&w.s, &json!({"max_age": 3600})).await;
+            let r = w.authorize_signed_in(c, &ru).await;
+            assert!(
+                r.header("location").unwrap().starts_with("/consent?"),
+                "{}",
+                c.id
+            );
+        }
         w.stop().await;
     }
 }
