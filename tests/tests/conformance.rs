@@ -2360,6 +2360,17 @@ mod dcr {
         registration_refused(patch, "invalid_redirect_uri").await;
     }
 
+    /// `oidcc-registration-sector-bad` (OIDC Registration §2, OIDC Core §8.1): a
+    /// `sector_identifier_uri` whose document the OP must fetch and check against the
+    /// redirect URIs. heartgate does not fetch it, so it refuses the registration
+    /// (`invalid_client_metadata`) rather than silently pairing subjects by another sector.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn oidcc_registration_sector_bad() {
+        let patch = json!({"subject_type": "pairwise",
+            "sector_identifier_uri": "https://sector.example/redirect_uris.json"});
+        registration_refused(patch, "invalid_client_metadata").await;
+    }
+
     /// `…-brazildcr-update-client-config-invalid-redirect-uri` and
     /// `…-update-client-config-invalid-jwks-by-value` (RFC 7592 §2.2): 400
     /// `invalid_redirect_uri` / `invalid_client_metadata`; the old registration and its
