@@ -840,8 +840,8 @@ mod fapi2_security_profile {
         w.stop().await;
     }
 
-    /// `fapi2-security-profile-final-ensure-pkce-code-verifier-required` and
-    /// `…-incorrect-pkce-code-verifier-rejected` (THREATS A5): `invalid_grant`, the code
+    /// `fapi2-security-profile-final-par-ensure-pkce-code-verifier-required` and
+    /// `…-par-incorrect-pkce-code-verifier-rejected` (THREATS A5): `invalid_grant`, the code
     /// still good for the right verifier.
     #[tokio::test(flavor = "multi_thread")]
     async fn ensure_pkce_code_verifier_required_and_incorrect_pkce_code_verifier_rejected() {
