@@ -817,18 +817,67 @@ fn authorize(app: &App, r: &Req) -> Resp {
             Err(_) => return wire::unavailable(),
         }
     };
-    let prompt_login = params
-        .get("prompt")
-        .is_some_and(|p| p.split(' ').any(|x| x == "login"));
-    let signed_in = session::cookie(r.header(header::COOKIE), session::SESSION_COOKIE)
-        .and_then(|c| app.sessions.read(c, now.secs()))
-        .is_some();
-    let page = if signed_in && !prompt_login {
-        "/consent"
-    } else {
-        "/login"
-    };
+    // OIDC Core §3.1.2.1: `prompt` and `max_age` as the request was validated and stored
+    // (a pushed request's own, never the query's: RFC 9126 §4).
+    let req =
+        match lookup(
+            &app.settings.issuer,
+            &client_id,
+            &interaction,
+            app.store.as_ref(),
+            now,
+        ) {
+            Ok(q) => q,
+            Err(heartgate_core::authorize::par::RequestUriError::Unavailable) => {
+                return wire::unavailable()
+            }
+            Err(_) => return error_page(
+                StatusCode::BAD_REQUEST,
+                "This authorization request has expired or was already used (invalid_request_uri).",
+            ),
+        };
+    let session = session::cookie(r.header(header::COOKIE), session::SESSION_COOKIE)
+        .and_then(|c| app.sessions.read(c, now.secs()));
+    let current = session
+        .as_ref()
+        .is_some_and(|s| !too_old(&req, s, now) && !prompts(&req, "login"));
+    if prompts(&req, "none") && !current {
+        // No page may be shown: the client hears `login_required` (OIDC Core §3.1.2.6).
+        return refuse(app, &client_id, &interaction, "login_required", now);
+    }
+    let page = if current { "/consent" } else { "/login" };
     wire::see_other(&interaction_url(page, &client_id, &interaction))
+}
+
+/// Whether the stored request's `prompt` holds `value`.
+fn prompts(req: &heartgate_core::authorize::par::AuthorizationRequest, value: &str) -> bool {
+    req.prompt
+        .as_deref()
+        .is_some_and(|p| p.split(' ').any(|x| x == value))
+}
+
+/// The session authenticated longer ago than the request's `max_age` allows (OIDC Core
+/// §3.1.2.1: the user must authenticate again).
+fn too_old(
+    req: &heartgate_core::authorize::par::AuthorizationRequest,
+    s: &session::Session,
+    now: UnixTime,
+) -> bool {
+    req.max_age
+        .is_some_and(|m| now.secs().saturating_sub(s.auth_time) > i64::from(m))
+}
+
+/// End a pending request with `error` sent back to the client (its redirect URI is
+/// verified): the request is consumed, so it cannot be completed later.
+fn refuse(app: &App, cid: &str, ru: &str, error: &'static str, now: UnixTime) -> Resp {
+    match consume(&app.settings.issuer, cid, ru, app.store.as_ref(), now) {
+        Ok(req) => respond(app, error_response(&app.settings.issuer, &req, error), now),
+        Err(heartgate_core::authorize::par::RequestUriError::Unavailable) => wire::unavailable(),
+        Err(_) => error_page(
+            StatusCode::BAD_REQUEST,
+            "This authorization request has expired or was already used.",
+        ),
+    }
 }
 
 fn client_name(app: &App, client_id: &str, now: UnixTime) -> String {
@@ -996,6 +1045,16 @@ fn consent_page(app: &App, r: &Req) -> Resp {
             )
         }
     };
+    // The authorization endpoint sent the browser to sign in again when `max_age` or
+    // `prompt=login` asked for it; coming here directly does not skip that. A sign-in
+    // for `prompt=login` is one that happened after the request was made.
+    let requested_at = req.expires_at - i64::from(app.settings.par_lifetime.clamp(5, 599));
+    if too_old(&req, &s, now) || (prompts(&req, "login") && s.auth_time < requested_at) {
+        if prompts(&req, "none") {
+            return refuse(app, cid, ru, "login_required", now);
+        }
+        return wire::see_other(&interaction_url("/login", cid, ru));
+    }
     let Ok(scopes) = ScopeSet::parse(&req.scope) else {
         return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
     };
@@ -1021,6 +1080,10 @@ fn consent_page(app: &App, r: &Req) -> Resp {
                 return approve(app, cid, ru, &s, &user, scopes, patient, now);
             }
         }
+    }
+    if prompts(&req, "none") {
+        // The page would have to ask: `consent_required` (OIDC Core §3.1.2.6).
+        return refuse(app, cid, ru, "consent_required", now);
     }
     let ix = format!("{cid} {ru}");
     let patients: &[(String, String)] = if needs_patient(&scopes) {

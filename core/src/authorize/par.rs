@@ -471,6 +471,11 @@ fn validate_and_store(
     if nonce.as_ref().is_some_and(|s| s.len() > MAX_NONCE_LEN) {
         return Err(Bad("nonce too long"));
     }
+    // OIDC Core §3.1.2.1: `none` with any other value is an error.
+    let prompt = param(&params, "prompt");
+    if prompt.is_some_and(|p| p.split(' ').any(|x| x == "none") && p != "none") {
+        return Err(Bad("prompt"));
+    }
     let max_age = match param(&params, "max_age") {
         None => None,
         Some(m) => Some(m.parse::<u32>().map_err(|_| Bad("max_age"))?),
@@ -504,7 +509,7 @@ fn validate_and_store(
         response_mode,
         resource,
         launch: param(&params, "launch").map(str::to_owned),
-        prompt: param(&params, "prompt").map(str::to_owned),
+        prompt: prompt.map(str::to_owned),
         max_age,
         signed: param(body, "request").is_some(),
         expires_at,

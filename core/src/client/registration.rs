@@ -754,6 +754,16 @@ impl<'a> Registrar<'a> {
         client_id: &str,
         statement: Option<&Statement>,
     ) -> Result<ValidatedClient, Failure> {
+        // NOTE: OIDC Registration §2 makes the OP fetch `sector_identifier_uri` and check
+        // the redirect URIs against it; heartgate does not fetch it, and ignoring it would
+        // give the client pairwise subjects of another sector than it asked for. Refused
+        // (test `oidcc_registration_sector_bad`).
+        if members
+            .get("sector_identifier_uri")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(Failure::metadata("sector_identifier_uri is not supported"));
+        }
         // RFC 7591 §2: unknown members are ignored (and so never echoed); RFC 7592 §2.2:
         // null is an omitted member. D7: the client's own client_id is never used.
         members
