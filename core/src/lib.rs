@@ -14,6 +14,7 @@ pub mod ciba;
 pub mod client;
 pub mod clock;
 pub mod error;
+pub mod form;
 pub mod grant;
 pub mod introspect;
 pub mod jose;
