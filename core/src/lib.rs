@@ -15,6 +15,8 @@ pub mod client;
 pub mod clock;
 pub mod error;
 pub mod form;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod grant;
 pub mod introspect;
 pub mod jose;
