@@ -104,11 +104,11 @@ impl ClientDirectory for Directory {
 
 /// Keys, clients and an issuer, made once per process.
 struct Fixture {
-    /// One key per JWT algorithm family, for `jwt_verify`.
+    /// The ES256 and EdDSA keys of `jwt_verify` (its PS256 key is [`rsa`]).
     es256: SigningKey,
-    ps256: SigningKey,
     eddsa: SigningKey,
-    jwt_keys: Vec<VerifyingKey>,
+    /// Their public keys.
+    fast_keys: Vec<VerifyingKey>,
     /// Client keys by client id.
     client_keys: HashMap<&'static str, SigningKey>,
     /// A key no client registered (C9).
@@ -153,16 +153,8 @@ fn sign(key: &SigningKey, typ: Option<&str>, claims: &Map<String, Value>) -> Str
 }
 
 fn build_fixture() -> Fixture {
-    let (es256, ps256, eddsa) = (
-        key(Algorithm::ES256),
-        key(Algorithm::PS256),
-        key(Algorithm::EdDSA),
-    );
-    let jwt_keys = vec![
-        es256.verifying_key().clone(),
-        ps256.verifying_key().clone(),
-        eddsa.verifying_key().clone(),
-    ];
+    let (es256, eddsa) = (key(Algorithm::ES256), key(Algorithm::EdDSA));
+    let fast_keys = vec![es256.verifying_key().clone(), eddsa.verifying_key().clone()];
     let mut client_keys = HashMap::new();
     for id in ["ms", "heart", "backend"] {
         client_keys.insert(id, key(Algorithm::ES256));
@@ -226,9 +218,8 @@ fn build_fixture() -> Fixture {
     let issuer = TokenIssuer::new(ISS, Arc::new(KeyRing::new(key(Algorithm::ES256))));
     Fixture {
         es256,
-        ps256,
         eddsa,
-        jwt_keys,
+        fast_keys,
         client_keys,
         stranger: key(Algorithm::ES256),
         dir,
@@ -240,6 +231,18 @@ fn build_fixture() -> Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(build_fixture)
+}
+
+/// The PS256 key of `jwt_verify` and all three of its public keys. RSA key generation
+/// takes seconds, so only the target that needs it pays, once per process.
+fn rsa() -> &'static (SigningKey, Vec<VerifyingKey>) {
+    static R: OnceLock<(SigningKey, Vec<VerifyingKey>)> = OnceLock::new();
+    R.get_or_init(|| {
+        let ps256 = key(Algorithm::PS256);
+        let mut all = fixture().fast_keys.clone();
+        all.push(ps256.verifying_key().clone());
+        (ps256, all)
+    })
 }
 
 fn as_object(v: &Value) -> &Map<String, Value> {
@@ -307,7 +310,7 @@ pub fn jws_compact(data: &[u8]) {
     let f = fixture();
     let all = AlgorithmSet::of(&Algorithm::ALL);
     assert!(
-        jws.verify(&f.jwt_keys, all).is_err(),
+        jws.verify(&f.fast_keys, all).is_err(),
         "a JWS not signed in this run verified"
     );
 }
@@ -328,10 +331,11 @@ fn base_claims() -> Map<String, Value> {
 /// verified token is byte-identical to the one our signer produced in this run.
 pub fn jwt_verify(data: &[u8]) {
     let f = fixture();
+    let (ps256, jwt_keys) = rsa();
     let mut u = Cursor(data);
     let key = match u.byte() % 3 {
         0 => &f.es256,
-        1 => &f.ps256,
+        1 => ps256,
         _ => &f.eddsa,
     };
     let flags = u.byte();
@@ -356,7 +360,7 @@ pub fn jwt_verify(data: &[u8]) {
     )
     .issuer(ISS)
     .max_lifetime(3600);
-    let original = verify_jwt(&token, &f.jwt_keys, &v, NOW);
+    let original = verify_jwt(&token, jwt_keys, &v, NOW);
     if typ.is_some() && plain {
         assert!(
             original.is_ok(),
@@ -410,7 +414,7 @@ pub fn jwt_verify(data: &[u8]) {
     let Ok(mutated) = String::from_utf8(t) else {
         return;
     };
-    if let Ok(verified) = verify_jwt(&mutated, &f.jwt_keys, &v, NOW) {
+    if let Ok(verified) = verify_jwt(&mutated, jwt_keys, &v, NOW) {
         // J16: an ES256 (r, n-s) variant would also verify; no mutation here computes
         // one, so any other accepted change is a forgery.
         assert_eq!(
@@ -1162,6 +1166,64 @@ pub fn smart_scope(data: &[u8]) {
     }
 }
 
+/// The raw URI with the port of an `http://` authority removed, and its host, computed
+/// independently of `redirect_uri` for the oracle below.
+fn loopback_without_port(raw: &str) -> Option<(String, String)> {
+    let rest = raw.strip_prefix("http://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (auth, tail) = rest.split_at(end);
+    let host = match auth.rfind(':') {
+        Some(i) if auth[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &auth[..i],
+        _ => auth,
+    };
+    Some((format!("http://{host}{tail}"), host.to_owned()))
+}
+
+/// `redirect_uri_match`: a (registered, presented) redirect URI pair (P10, A9-A11).
+///
+/// Input: the registered URI, a newline, the presented one. Oracle: a match is the
+/// registered URI byte for byte, or (RFC 8252 §7.3) an `http` URI on the IP literal
+/// `127.0.0.1` or `[::1]` that equals the registered one byte for byte once the port is
+/// removed from both.
+pub fn redirect_uri_match(data: &[u8]) {
+    use crate::authorize::redirect_uri::{
+        match_registered, validate_for_registration, PrivateUseSchemes,
+    };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (registered, presented) = s.split_once('\n').unwrap_or((s, s));
+    let valid = validate_for_registration(registered, PrivateUseSchemes::Allowed).is_ok();
+    let list = [registered.to_owned()];
+    let Ok(matched) = match_registered(&list, presented) else {
+        assert!(
+            registered != presented,
+            "A9: a byte-equal redirect_uri was refused"
+        );
+        return;
+    };
+    assert_eq!(matched, registered);
+    if matched == presented || !valid {
+        return;
+    }
+    let (Some((r, host)), Some((p, _))) = (
+        loopback_without_port(registered),
+        loopback_without_port(presented),
+    ) else {
+        panic!("A10/A11: {presented:?} matched {registered:?} without being loopback http");
+    };
+    assert_eq!(p, r, "A10/A11: more than the port differs");
+    let literal = host
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.is_loopback())
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+    assert!(literal, "A11: loopback port rule applied to host {host:?}");
+}
+
 /// The body of a fuzz target.
 pub type Target = fn(&[u8]);
 
@@ -1179,4 +1241,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("client_cert_header", client_cert_header),
     ("x509_binding", x509_binding),
     ("smart_scope", smart_scope),
+    ("redirect_uri_match", redirect_uri_match),
 ];

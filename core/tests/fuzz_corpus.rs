@@ -290,6 +290,19 @@ fn write_seed_corpus() {
         write("x509_binding", &v);
     }
 
+    // redirect_uri_match: registered \n presented
+    for (r, p) in [
+        ("https://app.example/cb", "https://app.example/cb"),
+        ("https://app.example/cb", "https://APP.example/cb"),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:51004/cb"),
+        ("http://[::1]/cb", "http://[::1]:8080/cb"),
+        ("http://127.0.0.1/cb", "http://127.1:8080/cb"),
+        ("http://localhost/cb", "http://localhost:8080/cb"),
+        ("com.example.app:/cb", "com.example.app:/cb?x=1"),
+    ] {
+        write("redirect_uri_match", format!("{r}\n{p}").as_bytes());
+    }
+
     // smart_scope
     for s in [
         "openid fhirUser launch launch/patient offline_access",
