@@ -52,9 +52,12 @@ run() {
       "$work/$t/corpus" "fuzz/corpus/$t" >"$work/$t/log" 2>&1; then
     echo "   $t: $(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t/log") runs in ${secs}s, ok"
   else
-    echo "   $t: FAILED (crash input and log below)"
+    echo "   $t: FAILED (log below; the crash input is kept in fuzz/artifacts/$t/ -- fix the"
+    echo "   bug and commit the input under fuzz/regressions/$t/)"
     tail -n 40 "$work/$t/log"
-    ls -l "$work/$t/artifacts"
+    mkdir -p "fuzz/artifacts/$t"
+    cp "$work/$t/artifacts/"* "fuzz/artifacts/$t/" 2>/dev/null || true
+    ls -l "fuzz/artifacts/$t"
     return 1
   fi
 }

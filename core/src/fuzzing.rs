@@ -233,12 +233,49 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(build_fixture)
 }
 
-/// The PS256 key of `jwt_verify` and all three of its public keys. RSA key generation
-/// takes seconds, so only the target that needs it pays, once per process.
+/// A throwaway RSA-2048 key used only by `jwt_verify`, fixed because generating one under
+/// coverage instrumentation takes about 20 s, longer than a CI smoke run. The differential
+/// oracle does not depend on the key being fresh: a verified token must equal the token
+/// signed in the same execution, and the fuzzer never sees a signature to reuse.
+const FUZZ_PS256_PKCS8_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDWBvhD07qC3CLR\n\
+x1c+xy50RZ1fcGtxjLtmypT5526X/Y4nhijA3OD4E/FAsbScX64n1PdE+Q8+ac7X\n\
+WI1BzPRL0fej/KCsKGhY6rCf7jvUfnSIydKSzbM7gs9m1iHizh/HfFKcvuNHvotJ\n\
+jmwlH9P7EpRa1qd3mR+/LaYnTuWodh0XLJN2Wgx8zTCOe5UGO3Cm4y90W2lKCMCR\n\
+4cJm5Dd93fvQOFzAGxZ+mc9klrcmvMY8c97df8fzzWicuKXlrC093EwianFIXs3X\n\
+xQndu8qGwff3hP+mIjAXKVCZRsTNRZxQlidT+h7dQyJ3Iethn0I/V9lAVTC3yE0y\n\
+zSl8mNUXAgMBAAECggEAJ1ZpnCHWxoWKes8uOHIoliNTbP6/KMQqj5aNci840wO9\n\
+9ILCi8wtJzuXHIJtBU7KtjR87Dbwt9J/u3HhqKXwgt0JLKFasLnOkAU2yHZjlcdW\n\
+SOv7YZMgLcB5uVeDK+ohyisODhRBtuaNOExOkTY74opELTwF1MQWoy9TOidUq7UP\n\
+0OW3iR/0M/W8ANIq2Rb7IzpDso23RtSH5e6jYW87V/hsIYihQlhTgytJMecoZKEr\n\
+bsRWUMnuXgmkiK4uTAs0oYjKq+g0Ghn3a2OutZgt0Bsg1D1dQueT0ozw3F7sxljL\n\
+rUR5bulK/Ql4IDPKCbAQ9e4Psl8YbK1+TNukw2KZpQKBgQDq2Kjs4PMbAKTgZ25i\n\
+8c4V7BDs6G627BIhUaWy7u3AcM4IPDkiLspV8TwTdoQjQk03fCLTIwMgZDenvFs+\n\
+28GBjngWvqpDbNUcK5KBuLV4nfcZ2TriUXExu++zgNRysQIpASG/qUeMevdvl2m4\n\
+RikVnIFvIaAqXQTExLrCDwy1DQKBgQDpTj2XquONRPyWGtPc3IaDSUUchMZe+xw8\n\
+DfMoJvHjyVL7AcMLnu/HZUxiVcHafOQbO7cGf2NvUO6A3e1GAdcwVD1zJVrzvEYL\n\
+zElwr7OFbjql2r6BVy5u4FYHzIaSTybVRglZv6iYhN077eLkLM/xXLwiAAs4PVSa\n\
+y6YhGhnxswKBgGAV8Vep2g2MP+lIqFN3V7iEc5BasSHKiMh1HXSOaVw5SzL3YPDp\n\
+cAOlxcy4yuuaLvmqopz8UEUqe9L3L+YSB6Q4ZE36CLO5jaAO+8xzhFwrVXSP+pWq\n\
+eMO+fx5UcZfTcGzSd7pxSkLh9OcFbk3k9t5OwG51tZBfqpnPXBIWEj7pAoGBANaB\n\
+eV/ZXx6kLxhT0jdfCs3qsABok3sAphURPl/MbtpgYEsoc4xbtVo/aNuAvZuE+LWR\n\
+UdZHicTvRFp3sZCMYK2uxlD4J4exszVlvqA863Hix0l2tXF2Ftsap/7DrXcYDzxI\n\
+CJDcBsc0YbSYI+Rmz0m7Wb5pC+fJe+BXHYeR2AjBAoGBAKqAIXMDs+FbwrDrE1eg\n\
+1tDtIUraoTPc7wgIRgOrDFSIIYzgs0a/b3Q0iN0jEDTq+2jm3D8Pf3XwmkVTtnj+\n\
+z65JiihoeceP5kFFi1t2JpYJXXHTs4uOB1ZfJkY0vT38tiXtEeDKAeTtygQYPb2K\n\
+LmnhkhDhFD0LOT+7qUKBebyH\n\
+-----END PRIVATE KEY-----\n\
+";
+
+/// The PS256 key of `jwt_verify` and all three of its public keys.
 fn rsa() -> &'static (SigningKey, Vec<VerifyingKey>) {
     static R: OnceLock<(SigningKey, Vec<VerifyingKey>)> = OnceLock::new();
     R.get_or_init(|| {
-        let ps256 = key(Algorithm::PS256);
+        let ps256 = match SigningKey::from_pkcs8_pem(Algorithm::PS256, FUZZ_PS256_PKCS8_PEM) {
+            Ok(k) => k,
+            Err(e) => panic!("fixture: the PS256 key does not load: {e}"),
+        };
         let mut all = fixture().fast_keys.clone();
         all.push(ps256.verifying_key().clone());
         (ps256, all)
