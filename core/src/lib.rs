@@ -14,6 +14,9 @@ pub mod ciba;
 pub mod client;
 pub mod clock;
 pub mod error;
+pub mod form;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod grant;
 pub mod introspect;
 pub mod jose;

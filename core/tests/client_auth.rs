@@ -623,7 +623,10 @@ fn c19_a_client_removed_between_calls_is_refused() {
 
 #[test]
 fn a_store_failure_fails_closed() {
-    use heartgate_core::store::conformance::Unavailable as Down;
+    // The shared FlakyStore, not `store::conformance::Unavailable`: that one needs the
+    // `store-conformance` feature, which `cargo clippy -p heartgate-core` alone lacks.
+    let down = common::FlakyStore::default();
+    down.set_down(true);
     let f = fixture();
     let t = assertion(&f.fapi_key, claims("fapi", json!(ISS)));
     assert_eq!(
@@ -631,7 +634,7 @@ fn a_store_failure_fails_closed() {
             &pkjwt(&t),
             &f.dir,
             &endpoints(),
-            &Down,
+            &down,
             NOW,
             &heartgate_core::audit::NoAudit
         )

@@ -3,7 +3,6 @@
 //! `Retry-After` on 503).
 
 use bytes::Bytes;
-use heartgate_core::authorize::par::Params;
 use heartgate_core::error::{ToWire, WireError};
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
@@ -12,32 +11,8 @@ use hyper::{Response, StatusCode};
 /// The response type of every handler.
 pub type Resp = Response<Full<Bytes>>;
 
-/// Most parameters in a form or query.
-pub const MAX_PARAMS: usize = 64;
-
-/// Why a form could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FormError {
-    /// A parameter appears twice (RFC 6749 §3.1: "MUST NOT be included more than once").
-    Repeated,
-    /// Too many parameters.
-    TooMany,
-}
-
-/// Parse `application/x-www-form-urlencoded` (body or query). Empty values count as
-/// absent for the flows (RFC 6749 §3.1), but a repeated name is refused.
-pub fn parse_form(bytes: &[u8]) -> Result<Params, FormError> {
-    let mut out = Params::new();
-    for (i, (k, v)) in url::form_urlencoded::parse(bytes).enumerate() {
-        if i >= MAX_PARAMS {
-            return Err(FormError::TooMany);
-        }
-        if out.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(FormError::Repeated);
-        }
-    }
-    Ok(out)
-}
+// The form parser lives in core (pure, and fuzzed there: `heartgate_core::fuzzing`).
+pub use heartgate_core::form::{parse_form, FormError, MAX_PARAMS};
 
 fn base(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
     let mut r = Response::new(Full::new(body));
