@@ -404,6 +404,25 @@ struct Outcome {
     took: Duration,
 }
 
+/// POST `fields` to `path` on `s`, recording how it went as `what`.
+async fn recorded(
+    outcomes: &tokio::sync::Mutex<Vec<Outcome>>,
+    what: &'static str,
+    s: &TestServer,
+    path: &str,
+    fields: &[(&str, String)],
+) -> heartgate_e2e::Resp {
+    let started = Instant::now();
+    let r = post(s, path, fields).await;
+    outcomes.lock().await.push(Outcome {
+        what,
+        status: r.status,
+        started,
+        took: started.elapsed(),
+    });
+    r
+}
+
 /// Two clients' keys and the cluster configuration of the fault tests.
 struct Cluster {
     be: heartgate_core::jose::SigningKey,
@@ -517,14 +536,7 @@ async fn outage_under_load(fault: Fault) {
                 let auth = signed(&c.be, "backend", &aud, n);
                 let mut f = vec![("grant_type", "client_credentials".to_owned())];
                 f.extend(auth.clone());
-                let started = Instant::now();
-                let r = post(&a, "/token", &f).await;
-                outcomes.lock().await.push(Outcome {
-                    what: "token",
-                    status: r.status,
-                    started,
-                    took: started.elapsed(),
-                });
+                let r = recorded(&outcomes, "token", &a, "/token", &f).await;
                 if r.status == 200 {
                     let t = r.json()["access_token"].as_str().unwrap().to_owned();
                     tokens.lock().await.push(t.clone());
@@ -537,14 +549,7 @@ async fn outage_under_load(fault: Fault) {
                         &aud,
                         counter.fetch_add(1, Ordering::Relaxed),
                     ));
-                    let started = Instant::now();
-                    let r = post(&b, "/introspect", &f).await;
-                    outcomes.lock().await.push(Outcome {
-                        what: "introspect",
-                        status: r.status,
-                        started,
-                        took: started.elapsed(),
-                    });
+                    let r = recorded(&outcomes, "introspect", &b, "/introspect", &f).await;
                     if r.status == 200 {
                         assert!(
                             r.json()["active"].as_bool().unwrap(),
@@ -559,14 +564,7 @@ async fn outage_under_load(fault: Fault) {
                             &aud,
                             counter.fetch_add(1, Ordering::Relaxed),
                         ));
-                        let started = Instant::now();
-                        let r = post(&a, "/revoke", &f).await;
-                        outcomes.lock().await.push(Outcome {
-                            what: "revoke",
-                            status: r.status,
-                            started,
-                            took: started.elapsed(),
-                        });
+                        let r = recorded(&outcomes, "revoke", &a, "/revoke", &f).await;
                         if r.status == 200 {
                             revoked.lock().await.push(t);
                         }
