@@ -153,11 +153,58 @@ impl AuditEvent {
     }
 }
 
+/// The audit trail could not take an event that had to be on it before the work it
+/// describes is acknowledged (a full or failing disk under the server's log, THREATS S8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail is unavailable")]
+pub struct AuditUnavailable;
+
 /// Where audit events go. Implementations must not block for long; the server's writer
 /// appends hash-chained JSON lines.
+///
+/// Two kinds of call. [`AuditSink::record`] hands an event over and returns at once; a
+/// sink that later fails to write it counts and reports the loss. The flows use it for
+/// refusals and reads (introspection): a refusal stays a refusal, and reads of existing
+/// state go on when the trail cannot be written. [`AuditSink::record_required`] is for
+/// events about work the caller is about to acknowledge (a token, code, `request_uri` or
+/// `auth_req_id` issued, a decision, a device, a registration, a revocation): it returns
+/// only once the sink has written the event, and an error if it could not, and the flow
+/// then answers 503 instead of handing out what the trail does not show (fail closed;
+/// see [`settle`]).
 pub trait AuditSink: Send + Sync {
-    /// Record one event.
+    /// Record one event without waiting for it to be written.
     fn record(&self, event: AuditEvent);
+
+    /// Record one event and wait until it is written; `Err` when it could not be. The
+    /// default is for sinks that cannot fail: it records and succeeds.
+    fn record_required(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        self.record(event);
+        Ok(())
+    }
+}
+
+/// The fail-closed rule in one place: the event about `result` goes on the trail; for a
+/// success it must be written before the caller answers (`record_required`), and if it
+/// could not be, the success becomes `unavailable` (the caller's 503) — nothing is handed
+/// out that the trail does not show (THREATS S8). Work already done in the store by then
+/// (a stored token, a consumed code) stays done but was never acknowledged, exactly as
+/// when a store commit fails. A failure is recorded without waiting and returned as is.
+pub fn settle<T, E>(
+    sink: &dyn AuditSink,
+    event: AuditEvent,
+    result: Result<T, E>,
+    unavailable: impl FnOnce() -> E,
+) -> Result<T, E> {
+    match result {
+        Ok(v) => match sink.record_required(event) {
+            Ok(()) => Ok(v),
+            Err(AuditUnavailable) => Err(unavailable()),
+        },
+        Err(e) => {
+            sink.record(event);
+            Err(e)
+        }
+    }
 }
 
 /// A sink that drops every event (for callers that audit elsewhere, and tests).
@@ -168,10 +215,12 @@ impl AuditSink for NoAudit {
     fn record(&self, _event: AuditEvent) {}
 }
 
-/// A sink that keeps events in memory, for tests.
+/// A sink that keeps events in memory, for tests. [`MemoryAuditSink::set_unavailable`]
+/// makes it behave like a log on a full disk: nothing is kept, `record_required` fails.
 #[derive(Debug, Default)]
 pub struct MemoryAuditSink {
     events: parking_lot::Mutex<Vec<AuditEvent>>,
+    unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryAuditSink {
@@ -184,11 +233,31 @@ impl MemoryAuditSink {
     pub fn events(&self) -> Vec<AuditEvent> {
         self.events.lock().clone()
     }
+
+    /// Refuse (`true`) or accept (`false`) events from now on.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable
+            .store(unavailable, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_unavailable(&self) -> bool {
+        self.unavailable.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl AuditSink for MemoryAuditSink {
     fn record(&self, event: AuditEvent) {
+        if !self.is_unavailable() {
+            self.events.lock().push(event);
+        }
+    }
+
+    fn record_required(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        if self.is_unavailable() {
+            return Err(AuditUnavailable);
+        }
         self.events.lock().push(event);
+        Ok(())
     }
 }
 

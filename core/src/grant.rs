@@ -167,23 +167,25 @@ impl<'a> GrantContext<'a> {
         }
     }
 
-    fn record(
+    /// Audit `result` and return it; a success whose event cannot be written becomes
+    /// 503 (fail closed, THREATS S8; [`crate::audit::settle`]).
+    fn settle(
         &self,
         kind: EventKind,
         client: &AuthenticatedClient,
-        result: &Result<TokenResponse, GrantError>,
-    ) {
-        self.record_for(kind, client.client_id(), client.certificate(), result);
+        result: Result<TokenResponse, GrantError>,
+    ) -> Result<TokenResponse, GrantError> {
+        self.settle_for(kind, client.client_id(), client.certificate(), result)
     }
 
-    fn record_for(
+    fn settle_for(
         &self,
         kind: EventKind,
         client_id: &str,
         certificate: Option<crate::mtls::X5tS256>,
-        result: &Result<TokenResponse, GrantError>,
-    ) {
-        let mut e = match result {
+        result: Result<TokenResponse, GrantError>,
+    ) -> Result<TokenResponse, GrantError> {
+        let mut e = match &result {
             Ok(r) => {
                 let mut e = AuditEvent::new(self.now, kind, Outcome::Success, "issued")
                     .scope(r.scope.clone())
@@ -202,7 +204,7 @@ impl<'a> GrantContext<'a> {
         if let Some(t) = certificate {
             e = e.cert(Confirmation::from_thumbprint(t).x5t_s256);
         }
-        self.audit.record(e);
+        crate::audit::settle(self.audit, e, result, || GrantError::Unavailable)
     }
 }
 
@@ -239,8 +241,7 @@ pub fn client_credentials(
     ctx: &GrantContext<'_>,
 ) -> Result<TokenResponse, GrantError> {
     let r = client_credentials_inner(client, scope, ctx);
-    ctx.record(EventKind::TokenIssued, client, &r);
-    r
+    ctx.settle(EventKind::TokenIssued, client, r)
 }
 
 fn client_credentials_inner(
@@ -307,8 +308,7 @@ pub fn authorization_code(
     ctx: &GrantContext<'_>,
 ) -> Result<TokenResponse, GrantError> {
     let r = authorization_code_inner(client, code, redirect_uri, code_verifier, ctx);
-    ctx.record(EventKind::CodeRedeemed, client, &r);
-    r
+    ctx.settle(EventKind::CodeRedeemed, client, r)
 }
 
 fn authorization_code_inner(
@@ -519,8 +519,7 @@ pub fn refresh_token(
     ctx: &GrantContext<'_>,
 ) -> Result<TokenResponse, GrantError> {
     let r = refresh_token_inner(client, refresh_token, scope, ctx);
-    ctx.record(EventKind::Refresh, client, &r);
-    r
+    ctx.settle(EventKind::Refresh, client, r)
 }
 
 fn refresh_token_inner(
@@ -730,10 +729,10 @@ pub fn ciba(
 ) -> Result<TokenResponse, GrantError> {
     let r = ciba_inner(client, auth_req_id, users, ctx);
     // A pending poll is routine; everything else (slow_down included) is audited.
-    if !matches!(r, Err(GrantError::AuthorizationPending)) {
-        ctx.record(EventKind::CibaRedeemed, client, &r);
+    if matches!(r, Err(GrantError::AuthorizationPending)) {
+        return r;
     }
-    r
+    ctx.settle(EventKind::CibaRedeemed, client, r)
 }
 
 fn ciba_inner(
@@ -788,8 +787,7 @@ pub(crate) fn ciba_push(
         );
         ciba_tokens(md, None, auth_req_id, redeemed, ctx)
     };
-    ctx.record_for(EventKind::CibaRedeemed, &md.client_id, None, &r);
-    r
+    ctx.settle_for(EventKind::CibaRedeemed, &md.client_id, None, r)
 }
 
 fn ciba_tokens(

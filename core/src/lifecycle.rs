@@ -615,8 +615,7 @@ pub fn revoke(
     if let Some(t) = caller.certificate() {
         e = e.cert(crate::mtls::Confirmation::from_thumbprint(t).x5t_s256);
     }
-    ctx.audit.record(e);
-    r
+    crate::audit::settle(ctx.audit, e, r, || RevocationError::Unavailable)
 }
 
 fn revoke_inner(

@@ -835,3 +835,42 @@ fn every_grant_decision_is_audited_without_secrets() {
         assert!(!all.contains(secret), "audit leaks {secret}");
     }
 }
+
+/// THREATS S8: a token whose audit event cannot be written is not handed out — the grant
+/// answers 503 `temporarily_unavailable` — while refusals stay refusals; once the trail
+/// takes events again, grants succeed again.
+#[test]
+fn s8_a_grant_whose_audit_event_cannot_be_written_is_not_issued() {
+    use heartgate_core::audit::{EventKind, MemoryAuditSink, Outcome};
+    use heartgate_core::error::ToWire;
+    let f = fixture();
+    let sink = MemoryAuditSink::new();
+    let mut ctx = f.ctx();
+    ctx.audit = &sink;
+    let app = f.public("app", false);
+    let code = f.code("app", "openid offline_access patient/Observation.rs");
+    sink.set_unavailable(true);
+    let e = client_credentials(&f.backend("j1", true), Some("system/Patient.r"), &ctx).unwrap_err();
+    assert_eq!(e, GrantError::Unavailable);
+    assert_eq!(e.to_wire().status, 503);
+    assert_eq!(e.to_wire().code, "temporarily_unavailable");
+    let e = authorization_code(&app, Some(&code), CB, Some(VERIFIER), &ctx).unwrap_err();
+    assert_eq!(e, GrantError::Unavailable, "code redeemed, tokens withheld");
+    // A refusal is still the refusal, not a 503.
+    let e = refresh_token(&app, Some("hgrt_nope"), None, &ctx).unwrap_err();
+    assert_ne!(e, GrantError::Unavailable);
+    assert!(sink.events().is_empty());
+    sink.set_unavailable(false);
+    client_credentials(&f.backend("j2", true), Some("system/Patient.r"), &ctx).unwrap();
+    // The withheld code stays consumed: one-time means one attempt, acknowledged or not.
+    let e = authorization_code(&app, Some(&code), CB, Some(VERIFIER), &ctx).unwrap_err();
+    assert_ne!(e, GrantError::Unavailable);
+    let got: Vec<_> = sink.events().iter().map(|e| (e.kind, e.outcome)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (EventKind::TokenIssued, Outcome::Success),
+            (EventKind::CodeRedeemed, Outcome::Failure)
+        ]
+    );
+}

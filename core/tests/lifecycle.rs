@@ -785,3 +785,30 @@ fn a_wrappers_bare_reference_introspects_to_its_record_and_revoking_it_ends_the_
         "every wrapper around it is inactive at once"
     );
 }
+
+/// THREATS S8: with the audit trail unavailable, reads of existing state go on
+/// (introspection answers), while a revocation is answered 503 — it was applied, but
+/// the client is told to retry (RFC 7009 revocation is idempotent) rather than being
+/// acknowledged without a record.
+#[test]
+fn s8_without_an_audit_trail_introspection_goes_on_and_revocation_is_unavailable() {
+    let f = fixture();
+    let sink = MemoryAuditSink::new();
+    let mut ctx = f.ctx();
+    ctx.audit = &sink;
+    let t = f.access("owner", TokenFormat::Opaque, None);
+    sink.set_unavailable(true);
+    assert!(introspect(&f.caller("rs"), Some(&t), &ctx).is_ok());
+    assert_eq!(
+        revoke(&f.caller("rs"), Some(&t), &ctx).unwrap_err(),
+        RevocationError::UnauthorizedClient,
+        "a refusal stays a refusal"
+    );
+    assert_eq!(
+        revoke(&f.caller("owner"), Some(&t), &ctx).unwrap_err(),
+        RevocationError::Unavailable
+    );
+    sink.set_unavailable(false);
+    revoke(&f.caller("owner"), Some(&t), &ctx).unwrap();
+    assert_eq!(sink.events().len(), 1);
+}

@@ -1611,3 +1611,25 @@ fn every_operation_emits_one_audit_event_without_secrets_or_values() {
     }
     assert!(!log.contains(REGISTRATION_TOKEN_PREFIX));
 }
+
+/// THREATS S8: a registration whose audit event cannot be written is not acknowledged
+/// (503); a refused one is still refused with its own error.
+#[test]
+fn s8_a_registration_whose_audit_event_cannot_be_written_is_unavailable() {
+    let f = fixture();
+    let r = f.registrar(config());
+    f.audit.set_unavailable(true);
+    let e = r
+        .register(Some(IAT), &bytes(&heart(&f.key)), &f.store, NOW)
+        .unwrap_err();
+    assert_eq!(e, RegistrationError::Unavailable);
+    assert_eq!(e.to_wire().status, 503);
+    let e = r
+        .register(Some("hgiat_wrong"), &bytes(&heart(&f.key)), &f.store, NOW)
+        .unwrap_err();
+    assert_ne!(e, RegistrationError::Unavailable);
+    f.audit.set_unavailable(false);
+    let info = f.register(&r, &heart(&f.key));
+    assert!(!info.client_id().is_empty());
+    assert_eq!(f.audit.events().len(), 1);
+}

@@ -12,12 +12,27 @@
 //! When the channel is full, the request waits for room (back-pressure) rather than
 //! dropping the event: an audit trail with silent gaps would be worse than a slower
 //! request. Each wait is counted ([`AuditCounters::waited`]) and logged as a warning (the
-//! first and every 1024th, so a burst does not flood the log). An event that cannot be
-//! handed to the file (the log was closed, the writer stopped, the write was refused) is
-//! counted in [`AuditCounters::lost`] and logged as an error, never dropped silently. A
-//! failed flush or fsync is logged as an error too (how many of the buffered lines reached
-//! the disk is then unknown); a line missing from the file shows in `verify` as a broken
-//! chain at that place, because the chain goes on from the line as it should have been.
+//! first and every 1024th, so a burst does not flood the log).
+//!
+//! # A full disk (THREATS S8): fail closed, no holes
+//!
+//! Events about work being acknowledged (tokens, codes, `request_uri`s, CIBA requests
+//! and decisions, devices, registrations, revocations) come through
+//! [`AuditSink::record_required`]: the caller waits until its line was written to the
+//! file (handed to the operating system; fsync follows as above) and fails closed — the
+//! flow answers 503 and hands nothing out — when it was not. Refusals and introspection
+//! come through [`AuditSink::record`] and do not wait, so reads of existing state go on
+//! while the disk is full; such an event that cannot be written is counted in
+//! [`AuditCounters::lost`] and logged as an error, never dropped silently.
+//!
+//! The writer appends each batch with one write. If that fails (no space, an I/O
+//! error), the file is cut back to the end of the last whole batch and the chain rolls
+//! back with it, so the next line chains from the last line really in the file: the log
+//! never holds a torn line or a hole, and keeps verifying. Every later batch tries
+//! again, so the log resumes by itself once the disk has room. Only if the cut itself
+//! fails does the writer stop appending (the tail is then unknown; a restart repairs a
+//! torn tail or refuses a broken chain, below). A failed fsync is logged; what it
+//! leaves on disk is up to the kernel.
 //!
 //! Reopening an existing file continues its chain and its `seq`; a file whose chain is
 //! broken (including a last line cut short by a crash) is refused rather than extended,
@@ -35,7 +50,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use heartgate_core::audit::{AuditEvent, AuditSink};
+use heartgate_core::audit::{AuditEvent, AuditSink, AuditUnavailable};
 use parking_lot::Mutex;
 use ring::digest;
 
@@ -95,8 +110,12 @@ impl Default for AuditLogOptions {
 pub struct AuditCounters {
     /// Events whose caller found the queue full and waited for room.
     pub waited: u64,
-    /// Events that could not be written (each also logged as an error).
+    /// Events that could not be written and nobody waited for (each also logged as an
+    /// error).
     pub lost: u64,
+    /// Events [`AuditSink::record_required`] could not write: their callers failed
+    /// closed (503) instead of acknowledging the work.
+    pub refused: u64,
 }
 
 /// [`AuditCounters`] as they are kept, shared with the writer thread.
@@ -104,6 +123,7 @@ pub struct AuditCounters {
 struct Counters {
     waited: AtomicU64,
     lost: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Counters {
@@ -114,9 +134,15 @@ impl Counters {
 }
 
 enum Msg {
-    Event(Box<AuditEvent>),
+    /// An event; with a sender when the caller waits to learn whether it was written.
+    Event(Box<AuditEvent>, Option<SyncSender<bool>>),
     Close(SyncSender<()>),
 }
+
+/// How long a caller of [`AuditSink::record_required`] waits for its line at most; a
+/// writer stuck longer (a hung disk) makes it fail closed. The line may still be written
+/// later: the trail then shows work that was never acknowledged, never the reverse.
+const REQUIRED_WAIT: Duration = Duration::from_secs(5);
 
 /// The audit log writer: an [`AuditSink`] appending to one hash-chained file.
 pub struct AuditLog {
@@ -225,7 +251,14 @@ impl AuditLog {
         path: impl Into<PathBuf>,
         options: AuditLogOptions,
     ) -> Result<AuditLog, AuditLogError> {
-        let path = path.into();
+        Self::open_on(path.into(), options, |f| f)
+    }
+
+    fn open_on<F: LogFile>(
+        path: PathBuf,
+        options: AuditLogOptions,
+        wrap: impl FnOnce(std::fs::File) -> F,
+    ) -> Result<AuditLog, AuditLogError> {
         let torn = settle_torn_tail(&path)?;
         let (seq, prev) = match verify(&path) {
             Ok(r) => (r.lines, r.last_hash),
@@ -246,12 +279,19 @@ impl AuditLog {
         };
         let (tx, rx) = sync_channel(options.queue);
         let counters = Arc::new(Counters::default());
+        let len = file.metadata()?.len();
         let writer = Writer {
-            out: std::io::BufWriter::new(file),
+            file: wrap(file),
+            len,
             seq,
             prev,
+            batch: Vec::new(),
+            waiting: Vec::new(),
+            unwaited: 0,
+            batch_start: (0, String::new()),
             unsynced: 0,
             last_sync: Instant::now(),
+            broken: false,
             options,
             counters: counters.clone(),
         };
@@ -296,6 +336,7 @@ impl AuditLog {
         AuditCounters {
             waited: self.counters.waited.load(Ordering::Relaxed),
             lost: self.counters.lost.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -306,14 +347,16 @@ impl Drop for AuditLog {
     }
 }
 
-impl AuditSink for AuditLog {
-    fn record(&self, event: AuditEvent) {
+impl AuditLog {
+    /// Hand `msg` to the writer, waiting for room when the queue is full. `false` when
+    /// the writer is gone (the event is then not written).
+    fn send(&self, msg: Msg) -> bool {
         // Clone the sender so no lock is held while waiting for room.
         let tx = self.tx.lock().clone();
         let Some(tx) = tx else {
-            return self.counters.lost("audit log closed");
+            return false;
         };
-        let sent = match tx.try_send(Msg::Event(Box::new(event))) {
+        match tx.try_send(msg) {
             Err(TrySendError::Full(msg)) => {
                 let waited = self.counters.waited.fetch_add(1, Ordering::Relaxed) + 1;
                 if waited % 1024 == 1 {
@@ -325,25 +368,78 @@ impl AuditSink for AuditLog {
                 tx.send(msg).is_ok()
             }
             other => other.is_ok(),
-        };
-        if !sent {
-            self.counters.lost("audit writer stopped");
         }
     }
 }
 
+impl AuditSink for AuditLog {
+    fn record(&self, event: AuditEvent) {
+        if !self.send(Msg::Event(Box::new(event), None)) {
+            self.counters.lost("audit log closed or its writer stopped");
+        }
+    }
+
+    /// Waits until the writer has handed the event's line to the operating system (not
+    /// for its fsync, which follows within [`AuditLogOptions::sync_interval`]).
+    fn record_required(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        let (ack, written) = sync_channel(1);
+        let ok = self.send(Msg::Event(Box::new(event), Some(ack)))
+            && written.recv_timeout(REQUIRED_WAIT).unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            let refused = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if refused % 1024 == 1 {
+                tracing::error!(
+                    refused,
+                    "audit log unavailable: work it cannot record is refused (503)"
+                );
+            }
+            Err(AuditUnavailable)
+        }
+    }
+}
+
+/// What the writer needs of its file; a test wraps the real file to make writes fail.
+trait LogFile: Write + Send + 'static {
+    fn set_len(&self, len: u64) -> std::io::Result<()>;
+    fn sync_data(&self) -> std::io::Result<()>;
+}
+
+impl LogFile for std::fs::File {
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        std::fs::File::set_len(self, len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        std::fs::File::sync_data(self)
+    }
+}
+
 /// The writer thread's state: the open file and where the chain stands.
-struct Writer {
-    out: std::io::BufWriter<std::fs::File>,
+struct Writer<F> {
+    file: F,
+    /// The file's length after the last batch that was written whole: a failed batch is
+    /// cut back to it, so the file only ever holds whole, chained lines.
+    len: u64,
     seq: usize,
     prev: String,
+    /// The batch being assembled: its lines, and the callers waiting for them.
+    batch: Vec<u8>,
+    waiting: Vec<SyncSender<bool>>,
+    /// Events of the batch nobody waits for (counted as lost if it fails).
+    unwaited: u64,
+    /// Where the chain stood before the batch, to roll back to.
+    batch_start: (usize, String),
     unsynced: usize,
     last_sync: Instant,
+    /// A failed batch could not be cut back: the file's tail is unknown, nothing more is
+    /// appended to it (a restart repairs or refuses it).
+    broken: bool,
     options: AuditLogOptions,
     counters: Arc<Counters>,
 }
 
-impl Writer {
+impl<F: LogFile> Writer<F> {
     fn run(mut self, rx: Receiver<Msg>) {
         loop {
             // Nothing to fsync: sleep until an event comes. Otherwise wake for the deadline.
@@ -358,57 +454,101 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return self.sync(),
             };
-            // Take the whole batch that is queued, then hand it to the OS in one flush.
+            // Take what is queued, up to `sync_every` lines a batch, and write each batch
+            // with one write: it reaches the file whole or not at all.
             while let Some(m) = msg {
                 match m {
-                    Msg::Event(e) => self.append(&e),
+                    Msg::Event(e, ack) => self.append(&e, ack),
                     Msg::Close(done) => {
+                        self.write_batch();
                         self.sync();
                         let _ = done.send(());
                         return;
                     }
                 }
-                // The clock is read every 32 lines of a batch, not per line; the batch's
-                // end reads it again below.
-                if self.unsynced >= self.options.sync_every
-                    || (self.unsynced % 32 == 0
-                        && self.last_sync.elapsed() >= self.options.sync_interval)
+                if self.waiting.len() + usize::try_from(self.unwaited).unwrap_or(usize::MAX)
+                    >= self.options.sync_every
                 {
+                    self.write_batch();
+                }
+                if self.unsynced >= self.options.sync_every {
                     self.sync();
                 }
                 msg = rx.try_recv().ok();
             }
-            if self.out.flush().is_err() {
-                tracing::error!("audit log write failed");
-            }
-            if self.unsynced > 0 && self.last_sync.elapsed() >= self.options.sync_interval {
+            self.write_batch();
+            if self.unsynced >= self.options.sync_every
+                || (self.unsynced > 0 && self.last_sync.elapsed() >= self.options.sync_interval)
+            {
                 self.sync();
             }
         }
     }
 
-    fn append(&mut self, event: &AuditEvent) {
+    fn append(&mut self, event: &AuditEvent, ack: Option<SyncSender<bool>>) {
         // The event's own members, then `seq` and `prev`: written straight from the
         // struct (no intermediate map), by closing the object one member later.
         let mut line = Vec::with_capacity(384);
         if serde_json::to_writer(&mut line, event).is_err() || line.pop() != Some(b'}') {
-            return self.counters.lost("audit event did not serialize");
+            if let Some(ack) = ack {
+                let _ = ack.send(false);
+            } else {
+                self.counters.lost("audit event did not serialize");
+            }
+            return;
+        }
+        if self.waiting.is_empty() && self.unwaited == 0 {
+            self.batch_start = (self.seq, self.prev.clone());
         }
         self.seq += 1;
         let tail = format!(r#","seq":{},"prev":"{}"}}"#, self.seq, self.prev);
         line.extend_from_slice(tail.as_bytes());
-        // The chain goes on from the line as it should be: if the write fails, the hole
-        // shows as a broken chain at this place instead of being papered over.
         self.prev = line_hash(&line);
         line.push(b'\n');
-        if self.out.write_all(&line).is_err() {
-            self.counters.lost("audit log write failed");
+        self.batch.extend_from_slice(&line);
+        match ack {
+            Some(ack) => self.waiting.push(ack),
+            None => self.unwaited += 1,
         }
-        self.unsynced += 1;
+    }
+
+    /// Write the assembled batch in one `write_all`. On failure (a full disk, an I/O
+    /// error) the file is cut back to its last whole batch and the chain rolls back, so
+    /// the next batch chains from the last line really in the file and the log keeps
+    /// verifying; the waiting callers learn the events were not written (they answer
+    /// 503, THREATS S8) and events nobody waits for are counted as lost. The next batch
+    /// tries again: the log resumes by itself once the disk has room.
+    fn write_batch(&mut self) {
+        if self.waiting.is_empty() && self.unwaited == 0 {
+            return;
+        }
+        let lines = self.waiting.len() + usize::try_from(self.unwaited).unwrap_or(0);
+        let written = !self.broken && self.file.write_all(&self.batch).is_ok();
+        if written {
+            self.len += self.batch.len() as u64;
+            self.unsynced += lines;
+        } else {
+            if !self.broken {
+                tracing::error!(lines, "audit log write failed; the batch is not on record");
+                if self.file.set_len(self.len).is_err() {
+                    tracing::error!("audit log could not be cut back to its last whole line; nothing more is appended until a restart");
+                    self.broken = true;
+                }
+            }
+            (self.seq, self.prev) = std::mem::take(&mut self.batch_start);
+            for _ in 0..self.unwaited {
+                self.counters.lost("audit log write failed");
+            }
+        }
+        for ack in self.waiting.drain(..) {
+            let _ = ack.send(written);
+        }
+        self.unwaited = 0;
+        self.batch.clear();
     }
 
     fn sync(&mut self) {
-        if self.out.flush().is_err() || self.out.get_ref().sync_data().is_err() {
+        if self.unsynced > 0 && self.file.sync_data().is_err() {
             tracing::error!("audit log fsync failed");
         }
         self.unsynced = 0;
@@ -1018,5 +1158,130 @@ mod tests {
         }
         assert_eq!(next, [1000; 8]);
         assert_eq!(log.counters().lost, 0);
+    }
+
+    /// The real file, except that while `full` is set a write lands half its bytes and
+    /// then fails with ENOSPC (a disk filling mid-write), and while `stuck` is set the
+    /// file cannot be cut back either.
+    struct Flaky {
+        file: std::fs::File,
+        full: Arc<std::sync::atomic::AtomicBool>,
+        stuck: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.full.load(Ordering::SeqCst) {
+                self.file.write_all(&buf[..buf.len() / 2])?;
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            self.file.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    impl LogFile for Flaky {
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            if self.stuck.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(5));
+            }
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+    }
+
+    type Switch = Arc<std::sync::atomic::AtomicBool>;
+
+    fn flaky(path: &Path) -> (AuditLog, Switch, Switch) {
+        let full = Switch::default();
+        let stuck = Switch::default();
+        let (f, s) = (full.clone(), stuck.clone());
+        let log = AuditLog::open_on(
+            path.to_path_buf(),
+            AuditLogOptions::default(),
+            move |file| Flaky {
+                file,
+                full: f,
+                stuck: s,
+            },
+        )
+        .unwrap();
+        (log, full, stuck)
+    }
+
+    #[test]
+    fn s8_a_write_that_fails_is_refused_cut_back_and_the_chain_resumes_with_space() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let (log, full, _) = flaky(&p);
+        for i in 0..3 {
+            log.record_required(event(i)).unwrap();
+        }
+        full.store(true, Ordering::SeqCst);
+        assert_eq!(log.record_required(event(3)), Err(AuditUnavailable));
+        log.record(event(4));
+        // The refused and the lost events are not in the file, not even half of them.
+        assert_eq!(log.record_required(event(5)), Err(AuditUnavailable));
+        assert_eq!(
+            verify(&p).unwrap().lines,
+            3,
+            "{}",
+            std::fs::read_to_string(&p).unwrap()
+        );
+        full.store(false, Ordering::SeqCst);
+        log.record_required(event(6)).unwrap();
+        log.close();
+        let c = log.counters();
+        assert_eq!((c.refused, c.lost), (2, 1));
+        let l = lines(&p);
+        assert_eq!(l.len(), 4);
+        assert_eq!(
+            json(&l[3])["at"],
+            6,
+            "the next line chains from the last one kept"
+        );
+        assert_eq!(json(&l[3])["seq"], 4);
+        assert_eq!(verify(&p).unwrap().lines, 4);
+    }
+
+    #[test]
+    fn s8_a_tail_that_cannot_be_cut_back_stops_the_log_and_a_restart_repairs_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let (log, full, stuck) = flaky(&p);
+        log.record_required(event(0)).unwrap();
+        full.store(true, Ordering::SeqCst);
+        stuck.store(true, Ordering::SeqCst);
+        assert_eq!(log.record_required(event(1)), Err(AuditUnavailable));
+        // Space returns, but the file's tail is unknown: nothing more is appended to it.
+        full.store(false, Ordering::SeqCst);
+        stuck.store(false, Ordering::SeqCst);
+        assert_eq!(log.record_required(event(2)), Err(AuditUnavailable));
+        log.close();
+        assert!(verify(&p).is_err(), "a torn line is left");
+        // THREATS S7 on reopen: the torn bytes are set aside and the chain goes on.
+        let log = AuditLog::open(&p).unwrap();
+        log.record_required(event(3)).unwrap();
+        log.close();
+        let r = verify(&p).unwrap();
+        assert_eq!(r.lines, 3, "line 1, the repair event, line 3");
+    }
+
+    #[test]
+    fn required_events_are_in_the_file_when_record_required_returns() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("audit.log");
+        let log = AuditLog::open(&p).unwrap();
+        for i in 0..5 {
+            log.record_required(event(i)).unwrap();
+            assert_eq!(lines(&p).len(), usize::try_from(i + 1).unwrap());
+        }
+        log.close();
+        assert_eq!(log.record_required(event(9)), Err(AuditUnavailable));
+        assert_eq!(log.counters().refused, 1);
     }
 }

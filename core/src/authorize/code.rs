@@ -203,12 +203,10 @@ pub fn complete(
             (Outcome::Failure, w.description.unwrap_or(w.code))
         }
     };
-    audit.record(
-        AuditEvent::new(now, EventKind::CodeIssued, outcome, reason)
-            .client(client_id)
-            .scope(approval.granted_scope.to_string()),
-    );
-    r
+    let e = AuditEvent::new(now, EventKind::CodeIssued, outcome, reason)
+        .client(client_id)
+        .scope(approval.granted_scope.to_string());
+    crate::audit::settle(audit, e, r, || CodeError::Unavailable)
 }
 
 fn complete_inner(

@@ -291,8 +291,7 @@ pub fn push(
     if let Some(t) = client.certificate() {
         e = e.cert(crate::mtls::Confirmation::from_thumbprint(t).x5t_s256);
     }
-    audit.record(e);
-    r
+    crate::audit::settle(audit, e, r, || ParError::Unavailable)
 }
 
 /// Why a front-channel authorization request (no PAR) was refused.
@@ -335,8 +334,7 @@ pub fn front_channel(
     if let Some(id) = param(query, "client_id").filter(|id| id.len() <= 256) {
         e = e.client(id);
     }
-    audit.record(e);
-    r
+    crate::audit::settle(audit, e, r, || FrontChannelError::Unavailable)
 }
 
 fn front_channel_inner(

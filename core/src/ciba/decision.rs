@@ -166,8 +166,7 @@ pub(crate) fn decide_by(
     if let Some(d) = device_id {
         e = e.device(d);
     }
-    ctx.audit.record(e);
-    r
+    crate::audit::settle(ctx.audit, e, r, || DecisionError::Unavailable)
 }
 
 fn decide_inner(

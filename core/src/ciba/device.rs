@@ -233,7 +233,14 @@ fn user_device_key(user_id: &str, device_id: &str) -> Vec<u8> {
     k
 }
 
-fn audit(ctx: &CibaContext<'_>, kind: EventKind, user: Option<&str>, r: Result<(), DeviceError>) {
+/// Audit `r`; a success whose event cannot be written becomes `Unavailable` (fail
+/// closed, THREATS S8; [`crate::audit::settle`]).
+fn audit(
+    ctx: &CibaContext<'_>,
+    kind: EventKind,
+    user: Option<&str>,
+    r: Result<(), DeviceError>,
+) -> Result<(), DeviceError> {
     let (outcome, reason) = match r {
         Ok(()) => (Outcome::Success, "ok"),
         Err(e) => (Outcome::Failure, e.reason()),
@@ -242,7 +249,7 @@ fn audit(ctx: &CibaContext<'_>, kind: EventKind, user: Option<&str>, r: Result<(
     if let Some(s) = ctx.subject_ref(user) {
         e = e.subject_ref(s);
     }
-    ctx.audit.record(e);
+    crate::audit::settle(ctx.audit, e, r, || DeviceError::Unavailable)
 }
 
 fn active(ctx: &CibaContext<'_>, user_id: &str) -> Result<(), DeviceError> {
@@ -264,7 +271,7 @@ pub fn start_pairing(ctx: &CibaContext<'_>, user_id: &str) -> Result<PairingCode
         EventKind::DeviceEnrollment,
         Some(user_id),
         r.as_ref().map(|_| ()).map_err(|e| *e),
-    );
+    )?;
     r
 }
 
@@ -370,7 +377,7 @@ pub fn complete_pairing(
         EventKind::DeviceEnrollment,
         user,
         r.as_ref().map(|_| ()).map_err(|e| *e),
-    );
+    )?;
     r.map(|(d, _)| d)
 }
 
@@ -481,8 +488,7 @@ pub fn remove_device(
     device_id: &str,
 ) -> Result<(), DeviceError> {
     let r = remove_inner(ctx, user_id, device_id);
-    audit(ctx, EventKind::DeviceEnrollment, Some(user_id), r);
-    r
+    audit(ctx, EventKind::DeviceEnrollment, Some(user_id), r)
 }
 
 fn remove_inner(ctx: &CibaContext<'_>, user_id: &str, device_id: &str) -> Result<(), DeviceError> {
@@ -506,7 +512,8 @@ pub fn authenticate_device(
 ) -> Result<AuthenticatedDevice, DeviceError> {
     let r = authenticate_inner(ctx, jwt);
     if let Err(e) = &r {
-        audit(ctx, EventKind::DeviceAuthentication, None, Err(*e));
+        // A refusal: recorded without waiting, the error stays the answer.
+        let _ = audit(ctx, EventKind::DeviceAuthentication, None, Err(*e));
     }
     r
 }

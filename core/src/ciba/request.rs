@@ -168,8 +168,7 @@ pub fn start(
     if let Some(t) = client.certificate() {
         e = e.cert(crate::mtls::Confirmation::from_thumbprint(t).x5t_s256);
     }
-    ctx.audit.record(e);
-    r.map(|(resp, _)| resp)
+    crate::audit::settle(ctx.audit, e, r, || BackchannelError::Unavailable).map(|(resp, _)| resp)
 }
 
 /// A user named by the request's hint.

@@ -816,8 +816,9 @@ impl<'a> Registrar<'a> {
         if let Some(c) = client_id.filter(|c| !c.is_empty() && c.len() <= MAX_CLIENT_ID_LEN) {
             event = event.client(c);
         }
-        self.audit.record(event);
-        result.map_err(|f| f.error)
+        crate::audit::settle(self.audit, event, result.map_err(|f| f.error), || {
+            RegistrationError::Unavailable
+        })
     }
 }
 
