@@ -327,6 +327,27 @@ pub struct LoginSettings {
     /// The window, seconds (60–86400).
     #[serde(default = "default_window_secs")]
     pub window_secs: i64,
+    /// argon2id memory for new password hashes, KiB (default 19456, OWASP 2024).
+    #[serde(default = "default_argon2_memory_kib")]
+    pub argon2_memory_kib: u32,
+    /// argon2id passes for new password hashes (default 2).
+    #[serde(default = "default_argon2_iterations")]
+    pub argon2_iterations: u32,
+    /// argon2id lanes for new password hashes (default 1).
+    #[serde(default = "default_argon2_lanes")]
+    pub argon2_lanes: u32,
+}
+
+fn default_argon2_memory_kib() -> u32 {
+    crate::users::PasswordParams::OWASP_2024.memory_kib
+}
+
+fn default_argon2_iterations() -> u32 {
+    crate::users::PasswordParams::OWASP_2024.iterations
+}
+
+fn default_argon2_lanes() -> u32 {
+    crate::users::PasswordParams::OWASP_2024.lanes
 }
 
 fn default_per_username() -> u32 {
@@ -347,11 +368,24 @@ impl Default for LoginSettings {
             per_username: default_per_username(),
             per_address: default_per_address(),
             window_secs: default_window_secs(),
+            argon2_memory_kib: default_argon2_memory_kib(),
+            argon2_iterations: default_argon2_iterations(),
+            argon2_lanes: default_argon2_lanes(),
         }
     }
 }
 
 impl LoginSettings {
+    /// The argon2id parameters new password hashes get (`heartgate users add`, the demo
+    /// user); existing hashes keep the parameters they hold.
+    pub fn password_params(&self) -> crate::users::PasswordParams {
+        crate::users::PasswordParams {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            lanes: self.argon2_lanes,
+        }
+    }
+
     /// The user directory's limits.
     pub fn limits(&self) -> crate::users::LoginLimits {
         crate::users::LoginLimits {
@@ -775,6 +809,10 @@ impl Config {
         if !(60..=86_400).contains(&self.login.window_secs) {
             return Err(invalid("login.window_secs", "60 to 86400 seconds"));
         }
+        self.login
+            .password_params()
+            .check()
+            .map_err(|reason| invalid("login.argon2_*", reason))?;
         if !(1..=heartgate_core::ciba::MAX_EXPIRY).contains(&self.ciba.expiry) {
             return Err(invalid("ciba.expiry", "1 to 600 seconds"));
         }
@@ -922,6 +960,14 @@ mod tests {
             ("[login]\nper_username = 0", "login.per_username"),
             ("[login]\nper_address = 0", "login.per_address"),
             ("[login]\nwindow_secs = 10", "login.window_secs"),
+            ("[login]\nargon2_memory_kib = 4096", "login.argon2_*"),
+            (
+                "[login]\nargon2_memory_kib = 7168\nargon2_iterations = 2",
+                "login.argon2_*",
+            ),
+            ("[login]\nargon2_lanes = 0", "login.argon2_*"),
+            ("[login]\nargon2_iterations = 101", "login.argon2_*"),
+            ("[login]\nargon2_memory_kib = 4194305", "login.argon2_*"),
             ("[ciba]\nexpiry = 601", "ciba.expiry"),
             ("[ciba]\ninterval = 0", "ciba.interval"),
             ("[ciba]\nbinding_message_max = 201", "ciba.binding_message_max"),

@@ -232,6 +232,7 @@ fn main() -> ExitCode {
                 name,
                 fhir_user,
                 patients,
+                resolved.config.login.password_params(),
             ) {
                 Ok(()) => {
                     println!("user {username} added; restart the server to load it");

@@ -114,7 +114,8 @@ fn users(cfg: &Resolved, dir: &DataDir) -> Result<(UserDirectory, Option<String>
     let mut entries = crate::users::load_entries(&path).map_err(|e| other("users.json", e))?;
     let mut demo = None;
     if entries.is_empty() && cfg.config.users.is_empty() {
-        let (entry, password) = crate::users::demo_user().map_err(|e| other("demo user", e))?;
+        let (entry, password) = crate::users::demo_user(cfg.config.login.password_params())
+            .map_err(|e| other("demo user", e))?;
         entries.push(entry);
         crate::users::save_entries(&path, &entries).map_err(|e| other("users.json", e))?;
         demo = Some(password);

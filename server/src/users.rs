@@ -127,6 +127,29 @@ impl PasswordParams {
         lanes: 1,
     };
 
+    /// Refuse parameters weaker than the weakest row of the OWASP Password Storage Cheat
+    /// Sheet's argon2id table (m = 7 MiB with t = 5; every row has m × t ≥ 35,840 KiB
+    /// passes), and absurd ones (more than 4 GiB, 100 passes or 16 lanes; at least 8 KiB
+    /// per lane, argon2's own floor).
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !(1..=16).contains(&self.lanes) {
+            return Err("lanes: 1 to 16");
+        }
+        if !(1..=100).contains(&self.iterations) {
+            return Err("iterations: 1 to 100");
+        }
+        if self.memory_kib > 4 * 1024 * 1024 {
+            return Err("memory: at most 4 GiB (4194304 KiB)");
+        }
+        if self.memory_kib < 7168
+            || u64::from(self.memory_kib) * u64::from(self.iterations) < 35_840
+            || self.memory_kib < 8 * self.lanes
+        {
+            return Err("weaker than OWASP's minimum: memory_kib ≥ 7168 and memory_kib × iterations ≥ 35840 (e.g. 19456 × 2, 12288 × 3, 7168 × 5)");
+        }
+        Ok(())
+    }
+
     fn of(hash: &PasswordHash<'_>) -> Option<PasswordParams> {
         let p = Params::try_from(hash).ok()?;
         Some(PasswordParams {
@@ -493,14 +516,14 @@ pub fn save_entries(path: &Path, entries: &[UserEntry]) -> Result<(), UsersError
 }
 
 /// The demo user of the first start, with a fresh random password (returned once).
-pub fn demo_user() -> Result<(UserEntry, String), UsersError> {
+pub fn demo_user(params: PasswordParams) -> Result<(UserEntry, String), UsersError> {
     let mut b = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| UsersError::Invalid("randomness".into()))?;
     let password = heartgate_core::jose::b64::encode(b);
     let entry = UserEntry {
         username: "demo".into(),
-        password_hash: hash_password(&password)?,
+        password_hash: hash_password_with(&password, params)?,
         subject: "demo-user".into(),
         display_name: Some("Demo User".into()),
         fhir_user: Some("Practitioner/demo".into()),
@@ -521,6 +544,7 @@ pub fn add_user(
     display_name: Option<String>,
     fhir_user: Option<String>,
     patients: Vec<String>,
+    params: PasswordParams,
 ) -> Result<(), UsersError> {
     if username.is_empty() || username.len() > 128 {
         return Err(UsersError::Invalid("username: 1 to 128 characters".into()));
@@ -552,7 +576,7 @@ pub fn add_user(
         .collect();
     entries.push(UserEntry {
         username: username.to_owned(),
-        password_hash: hash_password(password)?,
+        password_hash: hash_password_with(password, params)?,
         subject: format!("user-{}", heartgate_core::jose::b64::encode(id)),
         display_name,
         fhir_user,
@@ -884,17 +908,67 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("users.json");
         let pw = Zeroizing::new("a long enough password".to_owned());
-        add_user(&p, "ward", &pw, None, None, vec!["Patient/1=Jane".into()]).unwrap();
+        let params = PasswordParams {
+            memory_kib: 7168,
+            iterations: 5,
+            lanes: 1,
+        };
+        params.check().unwrap();
+        add_user(
+            &p,
+            "ward",
+            &pw,
+            None,
+            None,
+            vec!["Patient/1=Jane".into()],
+            params,
+        )
+        .unwrap();
         let e = load_entries(&p).unwrap();
         assert_eq!(e[0].patients[0].label, "Jane");
         assert!(e[0].password_hash.starts_with("$argon2id$"));
         assert!(!std::fs::read_to_string(&p)
             .unwrap()
             .contains("a long enough"));
-        assert!(add_user(&p, "ward", &pw, None, None, vec![]).is_err());
+        assert!(add_user(&p, "ward", &pw, None, None, vec![], params).is_err());
         let short = Zeroizing::new("short".to_owned());
-        assert!(add_user(&p, "x", &short, None, None, vec![]).is_err());
-        let dir = UserDirectory::new(load_entries(&p).unwrap()).unwrap();
+        assert!(add_user(&p, "x", &short, None, None, vec![], params).is_err());
+        let e = load_entries(&p).unwrap();
+        assert!(
+            e[0].password_hash
+                .starts_with("$argon2id$v=19$m=7168,t=5,p=1$"),
+            "the configured parameters are used"
+        );
+        let dir = UserDirectory::new(e).unwrap();
         assert!(dir.login("ward", "a long enough password", IP, 0).is_ok());
+    }
+
+    #[test]
+    fn password_params_below_owasp_minimum_are_refused() {
+        assert!(PasswordParams::OWASP_2024.check().is_ok());
+        for (m, t, p) in [(47104, 1, 1), (12288, 3, 1), (9216, 4, 1), (7168, 5, 1)] {
+            let ok = PasswordParams {
+                memory_kib: m,
+                iterations: t,
+                lanes: p,
+            };
+            assert!(ok.check().is_ok(), "OWASP row {m} x {t}");
+        }
+        for (m, t, p) in [
+            (7168, 4, 1),
+            (4096, 20, 1),
+            (19456, 0, 1),
+            (19456, 2, 0),
+            (19456, 2, 17),
+            (19456, 101, 1),
+            (4 * 1024 * 1024 + 1, 2, 1),
+        ] {
+            let weak = PasswordParams {
+                memory_kib: m,
+                iterations: t,
+                lanes: p,
+            };
+            assert!(weak.check().is_err(), "{m} x {t} x {p} accepted");
+        }
     }
 }
