@@ -1,7 +1,9 @@
 // oidc-provider as heartgate's load-test peer: the same client (private_key_jwt, ES256),
 // client_credentials with a JWT access token (ES256) for one audience, and opaque tokens
 // for the introspection scenario, and a resource server `rs-mtls` that introspects with
-// self_signed_tls_client_auth (RFC 8705 §2.2) as heartgate's does. Usage:
+// self_signed_tls_client_auth (RFC 8705 §2.2) as heartgate's does; `backend-mtls` gets
+// certificate-bound JWTs by self_signed_tls_client_auth, and `web` pushes authorization
+// requests (RFC 9126) with private_key_jwt, as the heartgate clients of the same names. Usage:
 //   node server.mjs PORT CERT.pem KEY.pem CLIENT_JWKS.json MTLS_JWKS.json
 import fs from 'node:fs';
 import https from 'node:https';
@@ -33,6 +35,24 @@ const provider = new Provider(issuer, {
   clients: [
     client('backend'),
     {
+      ...client('backend-mtls'),
+      token_endpoint_auth_method: 'self_signed_tls_client_auth',
+      token_endpoint_auth_signing_alg: undefined,
+      jwks: mtlsJwks,
+      tls_client_certificate_bound_access_tokens: true,
+    },
+    {
+      client_id: 'web',
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: ['https://app.example/cb'],
+      jwks: clientJwks,
+      scope: 'openid',
+      id_token_signed_response_alg: 'ES256',
+    },
+    {
       ...client('rs-mtls'),
       token_endpoint_auth_method: 'self_signed_tls_client_auth',
       token_endpoint_auth_signing_alg: undefined,
@@ -40,16 +60,18 @@ const provider = new Provider(issuer, {
     },
   ],
   jwks: { keys: [signing] },
-  scopes: ['system/Observation.rs'],
+  scopes: ['openid', 'system/Observation.rs'],
   clientAuthMethods: ['private_key_jwt', 'self_signed_tls_client_auth'],
   enabledJWA: { clientAuthSigningAlgValues: ['ES256'] },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    pushedAuthorizationRequests: { enabled: true },
     mTLS: {
       enabled: true,
       selfSignedTlsClientAuth: true,
+      certificateBoundAccessTokens: true,
       // The certificate of the TLS connection (Node verifies the handshake signature;
       // the client is matched by the certificate's thumbprint).
       getCertificate: (ctx) => ctx.socket.getPeerX509Certificate() ?? undefined,

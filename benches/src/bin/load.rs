@@ -7,8 +7,13 @@
 //! load SCENARIO --url URL --ca CA.pem [--key DIR/client-key.pem --client ID]
 //!      [--path P] [--introspect-path P] [--resource R] [--duration S] [--concurrency N]
 //!      [--new-connections] [--also URL]... [--issuer URL]
-//! SCENARIO: token | introspect-hit | introspect-miss | get
+//! SCENARIO: token | token-mtls | par | introspect-hit | introspect-miss | get
 //! ```
+//!
+//! `token-mtls`: client_credentials authenticated by the TLS client certificate of
+//! `--mtls DIR` (`self_signed_tls_client_auth`, the token bound to it). `par`: one pushed
+//! authorization request (RFC 9126) per request — PKCE S256 challenge, redirect URI,
+//! scope `openid`, the client authenticated by a fresh assertion — answered 201.
 //!
 //! With `--also`, the clients are spread over several nodes of one cluster (client `i` on
 //! node `i mod n`); `--issuer` is then the cluster's issuer, the audience of assertions.
@@ -151,6 +156,45 @@ impl Ctx {
         self.form(&f)
     }
 
+    /// client_credentials by the TLS client certificate: no assertion to sign.
+    fn token_mtls_body(&self) -> Vec<u8> {
+        let mut f = vec![
+            ("grant_type", "client_credentials"),
+            ("scope", "system/Observation.rs"),
+            ("client_id", self.o.client.as_str()),
+        ];
+        if let Some(r) = &self.o.resource {
+            f.push(("resource", r));
+        }
+        self.form(&f)
+    }
+
+    /// A pushed authorization request with a fresh PKCE challenge and `state`.
+    fn par_body(&self) -> Vec<u8> {
+        let a = self.assertion();
+        let mut v = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v).unwrap();
+        let verifier = heartgate_core::jose::b64::encode(v);
+        let challenge = heartgate_core::jose::b64::encode(
+            ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref(),
+        );
+        let state = heartgate_core::jose::b64::encode(&v[..12]);
+        self.form(&[
+            ("response_type", "code"),
+            ("client_id", self.o.client.as_str()),
+            ("redirect_uri", "https://app.example/cb"),
+            ("scope", "openid"),
+            ("state", state.as_str()),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", a.as_str()),
+        ])
+    }
+
     fn introspect_body(&self, token: &str) -> Vec<u8> {
         if self.o.mtls.is_some() {
             let id = self
@@ -175,6 +219,8 @@ impl Ctx {
     fn next(&self) -> (&'static str, String, Vec<u8>) {
         match self.o.scenario.as_str() {
             "token" => ("POST", self.o.path.clone(), self.token_body()),
+            "token-mtls" => ("POST", self.o.path.clone(), self.token_mtls_body()),
+            "par" => ("POST", self.o.path.clone(), self.par_body()),
             "introspect-hit" => (
                 "POST",
                 self.o.introspect_path.clone(),
@@ -339,7 +385,7 @@ async fn main() {
                 let t = Instant::now();
                 let (st, body) = send(&c, &mut s, m, &p, b).await;
                 lat.push(t.elapsed());
-                let good = st == 200
+                let good = st == if c.o.scenario == "par" { 201 } else { 200 }
                     && (c.o.scenario != "introspect-hit" || body.starts_with(b"{\"active\":true"))
                     && (c.o.scenario != "introspect-miss"
                         || body.as_ref() == b"{\"active\":false}");
