@@ -17,6 +17,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use heartgate_server::config::{process_env, Config, Env, LogFormat};
 
+/// Tokio worker threads per CPU core (see where the runtime is built).
+const WORKERS_PER_CORE: usize = 4;
+
 #[derive(Parser)]
 #[command(
     name = "heartgate",
@@ -253,7 +256,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            // Requests that change state wait, on their worker thread, for the store's
+            // group commit and for their audit line (THREATS S8). Four workers per core
+            // keep the other connections served meanwhile, and let more waiters share one
+            // commit or one audit write; the work itself stays CPU-bound per core.
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(WORKERS_PER_CORE * cores)
                 .enable_all()
                 .build()
             {
