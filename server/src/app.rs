@@ -1309,7 +1309,10 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let ctx = app.grants(now);
+    let users = ciba::LocalUsers(app.users.as_ref());
+    let mut ctx = app.grants(now);
+    // R7: a refresh re-checks the user.
+    ctx.users = Some(&users);
     let result: Result<TokenResponse, GrantError> = match grant_type {
         "authorization_code" => grant::authorization_code(
             &client,
@@ -1319,12 +1322,7 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
             &ctx,
         ),
         "refresh_token" => grant::refresh_token(&client, get("refresh_token"), get("scope"), &ctx),
-        ciba::GRANT_TYPE => grant::ciba(
-            &client,
-            get("auth_req_id"),
-            &ciba::LocalUsers(app.users.as_ref()),
-            &ctx,
-        ),
+        ciba::GRANT_TYPE => grant::ciba(&client, get("auth_req_id"), &users, &ctx),
         _ => grant::client_credentials(&client, get("scope"), &ctx),
     };
     match result {
