@@ -101,6 +101,7 @@ async fn assert_serving(s: &TestServer, what: &str) {
 /// A long body timeout, so that a 413 that came fast was not a timeout.
 const SLOW_BODY_OK: &str = "[limits]\nbody_read_timeout_ms = 30000\n";
 
+/// THREATS H1: `Content-Length: 10^12`, or just over the limit: 413 at once, closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn h1_declared_length_over_the_limit_is_413_before_any_body_and_closed() {
     let s = TestServer::start(SLOW_BODY_OK).await;
@@ -142,6 +143,7 @@ async fn h1_declared_length_over_the_limit_is_413_before_any_body_and_closed() {
     s.stop().await;
 }
 
+/// THREATS H1: a chunked body that never ends: 413 once past the limit, closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn h1_chunked_body_that_never_ends_is_413_and_closed() {
     let s = TestServer::start(SLOW_BODY_OK).await;
@@ -182,6 +184,7 @@ async fn h1_chunked_body_that_never_ends_is_413_and_closed() {
 
 const QUICK: &str = "[limits]\nheader_read_timeout_ms = 500\nbody_read_timeout_ms = 1000\n";
 
+/// THREATS H2: a body at 5 bytes a second: 408 after the body timeout, closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn h2_a_body_dribbled_slower_than_the_body_timeout_is_408_and_closed() {
     let s = TestServer::start(QUICK).await;
@@ -214,6 +217,7 @@ async fn h2_a_body_dribbled_slower_than_the_body_timeout_is_408_and_closed() {
     s.stop().await;
 }
 
+/// THREATS H16 (and H2, the slowest client of all): idle connections are closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn h16_idle_connections_are_closed_before_and_after_a_request() {
     let s = TestServer::start(QUICK).await;
@@ -247,6 +251,7 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// THREATS H16: connection churn; the descriptor count returns to its baseline.
 #[tokio::test(flavor = "multi_thread")]
 async fn h16_connection_churn_leaves_no_descriptor_behind() {
     if !std::path::Path::new("/proc/self/fd").exists() {
@@ -298,6 +303,7 @@ async fn h16_connection_churn_leaves_no_descriptor_behind() {
 // ---------------------------------------------------------------------------------------
 // H3: header floods
 
+/// THREATS H3: 10,000 headers, a 1 MB header, 1,000 cookies: 431 or a close.
 #[tokio::test(flavor = "multi_thread")]
 async fn h3_header_floods_are_431_or_closed() {
     let s = TestServer::start("").await;
@@ -428,6 +434,7 @@ async fn h2_connection(s: &TestServer) -> (Tls, Vec<(u16, u32)>) {
     (t, server)
 }
 
+/// THREATS H4: SETTINGS cap streams and header lists; streams past the cap are refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn h4_h2_streams_and_header_lists_are_capped_and_excess_streams_refused() {
     let s = TestServer::start(SLOW_BODY_OK).await;
@@ -469,6 +476,7 @@ async fn h4_h2_streams_and_header_lists_are_capped_and_excess_streams_refused() 
     s.stop().await;
 }
 
+/// THREATS H4: rapid reset (CVE-2023-44487) and empty DATA frames; others are served.
 #[tokio::test(flavor = "multi_thread")]
 async fn h4_h2_rapid_reset_and_empty_data_floods_leave_the_server_serving() {
     let s = TestServer::start(SLOW_BODY_OK).await;
@@ -533,6 +541,7 @@ async fn h4_h2_rapid_reset_and_empty_data_floods_leave_the_server_serving() {
     s.stop().await;
 }
 
+/// THREATS H4: a CONTINUATION flood (RUSTSEC-2024-0332) is cut off.
 #[tokio::test(flavor = "multi_thread")]
 async fn h4_h2_continuation_flood_is_cut_off() {
     let s = TestServer::start("").await;
@@ -573,6 +582,7 @@ async fn h4_h2_continuation_flood_is_cut_off() {
 // ---------------------------------------------------------------------------------------
 // H5: request smuggling
 
+/// THREATS H5: request smuggling; see the module docs for CL+TE and bare LF.
 #[tokio::test(flavor = "multi_thread")]
 async fn h5_smuggling_attempts_are_refused_or_framed_once_and_closed() {
     let s = TestServer::start("").await;
@@ -730,6 +740,7 @@ fn assert_invalid_request(r: &Resp, what: &str) {
     assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
 }
 
+/// THREATS H8: broken escapes, non-UTF-8, NUL, floods; `+` is `%20`.
 #[tokio::test(flavor = "multi_thread")]
 async fn h8_malformed_encodings_and_floods_of_parameters_are_invalid_request() {
     let b = Backend::start().await;
@@ -798,6 +809,7 @@ async fn h8_malformed_encodings_and_floods_of_parameters_are_invalid_request() {
     b.s.stop().await;
 }
 
+/// THREATS H9: other media types and charsets on the form endpoints.
 #[tokio::test(flavor = "multi_thread")]
 async fn h9_bodies_that_are_not_utf8_forms_are_invalid_request() {
     let b = Backend::start().await;
@@ -835,6 +847,7 @@ async fn h9_bodies_that_are_not_utf8_forms_are_invalid_request() {
     b.s.stop().await;
 }
 
+/// THREATS H10: GET/HEAD/PUT/DELETE on POST endpoints; query parameters on a POST.
 #[tokio::test(flavor = "multi_thread")]
 async fn h10_wrong_methods_are_405_and_query_parameters_are_never_merged() {
     let b = Backend::start().await;
@@ -871,6 +884,7 @@ async fn h10_wrong_methods_are_405_and_query_parameters_are_never_merged() {
     b.s.stop().await;
 }
 
+/// THREATS H11 (token in the query or a form body) and H12 (scheme case, two headers).
 #[tokio::test(flavor = "multi_thread")]
 async fn h11_h12_bearer_only_in_the_header_once_with_any_case_of_scheme() {
     let b = Backend::start().await;
@@ -929,6 +943,7 @@ async fn h11_h12_bearer_only_in_the_header_once_with_any_case_of_scheme() {
     b.s.stop().await;
 }
 
+/// THREATS H13: forged `Host` and `X-Forwarded-*` / `Forwarded`.
 #[tokio::test(flavor = "multi_thread")]
 async fn h13_forged_host_and_forwarded_headers_change_no_url() {
     let b = Backend::start().await;
@@ -969,6 +984,7 @@ async fn h13_forged_host_and_forwarded_headers_change_no_url() {
     b.s.stop().await;
 }
 
+/// THREATS H14: CORS preflights from any origin get no CORS headers.
 #[tokio::test(flavor = "multi_thread")]
 async fn h14_no_cors_on_the_back_channel() {
     let b = Backend::start().await;
@@ -1014,6 +1030,7 @@ async fn h14_no_cors_on_the_back_channel() {
     b.s.stop().await;
 }
 
+/// THREATS H15: no-store, JSON, no stack trace, no secret or assertion echoed.
 #[tokio::test(flavor = "multi_thread")]
 async fn h15_token_and_error_responses_are_no_store_json_and_echo_nothing() {
     let b = Backend::start().await;
