@@ -524,7 +524,7 @@ fn public_client_refresh_rotates_and_reuse_revokes_the_family_r4() {
 
 /// A user directory with one user, "user-1", whose status a test sets (`None`: the
 /// directory does not answer).
-struct OneUser(std::sync::Mutex<Option<UserStatus>>);
+struct OneUser(parking_lot::Mutex<Option<UserStatus>>);
 
 impl CibaUsers for OneUser {
     fn resolve_login_hint(&self, _: &str) -> Result<Option<String>, UsersUnavailable> {
@@ -532,7 +532,7 @@ impl CibaUsers for OneUser {
     }
 
     fn status(&self, user_id: &str) -> Result<UserStatus, UsersUnavailable> {
-        match (user_id, *self.0.lock().unwrap()) {
+        match (user_id, *self.0.lock()) {
             (_, None) => Err(UsersUnavailable),
             ("user-1", Some(s)) => Ok(s),
             _ => Ok(UserStatus::Unknown),
@@ -559,7 +559,7 @@ fn r7_refresh_for_a_user_removed_or_disabled_since_the_grant_is_invalid_grant() 
         &f.ctx(),
     )
     .unwrap();
-    let users = OneUser(std::sync::Mutex::new(Some(UserStatus::Active)));
+    let users = OneUser(parking_lot::Mutex::new(Some(UserStatus::Active)));
     let ctx = || {
         let mut c = f.ctx();
         c.users = Some(&users);
@@ -584,14 +584,14 @@ fn r7_refresh_for_a_user_removed_or_disabled_since_the_grant_is_invalid_grant() 
         ),
         (None, GrantError::Unavailable),
     ] {
-        *users.0.lock().unwrap() = status;
+        *users.0.lock() = status;
         assert_eq!(
             refresh_token(&f.public("app", false), Some(&rt), None, &ctx()).unwrap_err(),
             expected,
             "{status:?}"
         );
     }
-    *users.0.lock().unwrap() = Some(UserStatus::Active);
+    *users.0.lock() = Some(UserStatus::Active);
     refresh_token(&f.public("app", false), Some(&rt), None, &ctx()).unwrap();
 }
 

@@ -863,7 +863,7 @@ async fn h10_wrong_methods_are_405_and_query_parameters_are_never_merged() {
         .post(
             "/token?grant_type=client_credentials&scope=system%2FPatient.r",
             &[FORM],
-            b.auth()[1..].as_bytes(),
+            &b.auth().as_bytes()[1..],
         )
         .await;
     assert_invalid_request(&r, "grant_type in the query");
