@@ -637,11 +637,12 @@ pub fn jwt_claims(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // Endpoints: forms, PAR and request objects, client assertions, token and introspection
 
-/// `form_params` ★: an `application/x-www-form-urlencoded` body or query (H6, H7).
+/// `form_params` ★: an `application/x-www-form-urlencoded` body or query (H6, H7, H8).
 ///
 /// Oracle: a repeated name among the first [`MAX_PARAMS`] pairs is always `Repeated`,
-/// more pairs than that is `TooMany`, everything else parses; accepted parameters
-/// serialize and parse back to the same map.
+/// more pairs than that is `TooMany`, `Encoding` (H8) only with an escape, a non-UTF-8
+/// byte or NUL in the input, everything else parses; accepted parameters serialize and
+/// parse back to the same map.
 pub fn form_params(data: &[u8]) {
     let r = parse_form(data);
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(data)
@@ -653,6 +654,10 @@ pub fn form_params(data: &[u8]) {
     let repeated = names.len() != head.len();
     match &r {
         Err(FormError::Repeated) => assert!(repeated, "H6: Repeated without a repeat"),
+        Err(FormError::Encoding) => assert!(
+            data.contains(&b'%') || std::str::from_utf8(data).is_err() || data.contains(&0),
+            "H8: Encoding without an escape, a non-UTF-8 byte or NUL"
+        ),
         Err(FormError::TooMany) => {
             assert!(
                 !repeated && pairs.len() > MAX_PARAMS,

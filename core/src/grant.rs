@@ -12,6 +12,7 @@ use serde_json::Map;
 
 use crate::audit::{AuditEvent, AuditSink, EventKind, NoAudit, Outcome};
 use crate::authorize::code::{redeem, CodeError};
+use crate::ciba::{CibaUsers, UserStatus};
 use crate::client::{AuthenticatedClient, GrantType};
 use crate::clock::UnixTime;
 use crate::error::{ToWire, WireError};
@@ -145,6 +146,9 @@ pub struct GrantContext<'a> {
     /// This node's introspection cache: a family revoked on code or refresh reuse is
     /// dropped from it at once.
     pub cache: Option<&'a IntrospectionCache>,
+    /// The user directory: a refresh for a user who is no longer active (removed,
+    /// disabled) is refused at redemption (THREATS R7). `None`: not checked.
+    pub users: Option<&'a dyn CibaUsers>,
 }
 
 impl<'a> GrantContext<'a> {
@@ -164,6 +168,7 @@ impl<'a> GrantContext<'a> {
             pairwise: None,
             confidential_refresh: None,
             cache: None,
+            users: None,
         }
     }
 
@@ -554,6 +559,15 @@ fn refresh_token_inner(
             return Err(GrantError::InvalidGrant(
                 "certificate does not match the refresh token",
             ));
+        }
+    }
+    // R7: the user is checked again at every redemption, not only at the grant.
+    if let Some(users) = ctx.users {
+        let status = users
+            .status(&record.sub)
+            .map_err(|_| GrantError::Unavailable)?;
+        if status != UserStatus::Active {
+            return Err(GrantError::InvalidGrant("user no longer active"));
         }
     }
     let policy = md.profile.policy();

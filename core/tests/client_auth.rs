@@ -275,6 +275,7 @@ fn c6_body_client_id_differing_from_the_assertion_is_refused() {
     assert!(is_invalid_client(&f.refused(&creds)));
 }
 
+/// THREATS C7: `client_assertion_type` missing or not the JWT bearer type.
 #[test]
 fn c7_missing_or_wrong_assertion_type_is_invalid_request() {
     let f = fixture();
@@ -331,6 +332,7 @@ fn assertion_with_binding_certificate_is_one_method() {
     );
 }
 
+/// THREATS C9: an assertion signed with client B's key, claiming to be A.
 #[test]
 fn c9_assertion_signed_with_another_clients_key_is_refused() {
     let f = fixture();
@@ -477,6 +479,9 @@ fn j4_assertion_in_es384_is_refused_for_a_client_registered_for_rs384() {
     assert_eq!(f.auth(&pkjwt(&t)).unwrap().client_id(), "backend");
 }
 
+/// THREATS C10, C18: no secret, in the body or in Basic, is ever a credential. So C11
+/// (brute-forcing a client secret) has nothing to guess: heartgate has no client
+/// secrets; its password guessing limits are the users' (`[login]`, users.rs tests).
 #[test]
 fn c10_c18_client_secrets_are_never_accepted() {
     let f = fixture();
@@ -511,6 +516,8 @@ fn c12_unknown_client_gets_the_same_error_kind_as_a_bad_credential() {
     }
 }
 
+/// THREATS C13 (no certificate at all) and C14 (a certificate whose subject does not
+/// match): `invalid_client`.
 #[test]
 fn c13_c14_tls_client_auth_needs_the_matching_certificate() {
     let f = fixture();

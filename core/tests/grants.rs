@@ -11,6 +11,7 @@ use common::{client, Dir, FlakyStore};
 use heartgate_core::authorize::code::{complete, Approval};
 use heartgate_core::authorize::par::{push, ParConfig, Params};
 use heartgate_core::authorize::pkce::CodeChallenge;
+use heartgate_core::ciba::{CibaUsers, UserCodeCheck, UserStatus, UsersUnavailable};
 use heartgate_core::client::*;
 use heartgate_core::clock::UnixTime;
 use heartgate_core::grant::*;
@@ -519,6 +520,79 @@ fn public_client_refresh_rotates_and_reuse_revokes_the_family_r4() {
         refresh_token(&f.public("app", false), Some(&rt2), None, &f.ctx()).unwrap_err(),
         GrantError::InvalidGrant("family revoked")
     );
+}
+
+/// A user directory with one user, "user-1", whose status a test sets (`None`: the
+/// directory does not answer).
+struct OneUser(parking_lot::Mutex<Option<UserStatus>>);
+
+impl CibaUsers for OneUser {
+    fn resolve_login_hint(&self, _: &str) -> Result<Option<String>, UsersUnavailable> {
+        Ok(None)
+    }
+
+    fn status(&self, user_id: &str) -> Result<UserStatus, UsersUnavailable> {
+        match (user_id, *self.0.lock()) {
+            (_, None) => Err(UsersUnavailable),
+            ("user-1", Some(s)) => Ok(s),
+            _ => Ok(UserStatus::Unknown),
+        }
+    }
+
+    fn verify_user_code(&self, _: &str, _: &str) -> Result<UserCodeCheck, UsersUnavailable> {
+        Ok(UserCodeCheck::Mismatch)
+    }
+}
+
+/// THREATS R7: the user is checked again when a refresh token is redeemed. Removed or
+/// disabled since the grant: `invalid_grant`; the directory down: 503; neither consumes
+/// the token, which works again once the user is active.
+#[test]
+fn r7_refresh_for_a_user_removed_or_disabled_since_the_grant_is_invalid_grant() {
+    let f = fixture();
+    let code = f.code("app", "openid offline_access patient/Observation.rs");
+    let first = authorization_code(
+        &f.public("app", false),
+        Some(&code),
+        CB,
+        Some(VERIFIER),
+        &f.ctx(),
+    )
+    .unwrap();
+    let users = OneUser(parking_lot::Mutex::new(Some(UserStatus::Active)));
+    let ctx = || {
+        let mut c = f.ctx();
+        c.users = Some(&users);
+        c
+    };
+    let second = refresh_token(
+        &f.public("app", false),
+        Some(&refresh_of(&first)),
+        None,
+        &ctx(),
+    )
+    .unwrap();
+    let rt = refresh_of(&second);
+    for (status, expected) in [
+        (
+            Some(UserStatus::Inactive),
+            GrantError::InvalidGrant("user no longer active"),
+        ),
+        (
+            Some(UserStatus::Unknown),
+            GrantError::InvalidGrant("user no longer active"),
+        ),
+        (None, GrantError::Unavailable),
+    ] {
+        *users.0.lock() = status;
+        assert_eq!(
+            refresh_token(&f.public("app", false), Some(&rt), None, &ctx()).unwrap_err(),
+            expected,
+            "{status:?}"
+        );
+    }
+    *users.0.lock() = Some(UserStatus::Active);
+    refresh_token(&f.public("app", false), Some(&rt), None, &ctx()).unwrap();
 }
 
 #[test]

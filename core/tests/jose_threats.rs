@@ -1937,6 +1937,7 @@ fn j21_missing_exp_is_rejected() {
     );
 }
 
+/// THREATS J22: accepted at the boundary, refused one second past it.
 #[test]
 fn j22_exp_boundary_with_default_leeway() {
     let keys = set(&[es256()]);

@@ -748,7 +748,8 @@ fn inspect_sees_access_tokens_only_and_without_a_caller() {
 }
 
 /// README "Wrapper token format": a resource server introspects the wrapper's bare `ref`
-/// for the full claim set; revoking the reference ends every wrapper around it.
+/// for the full claim set; revoking the reference ends every wrapper around it, even
+/// one whose active answer was cached (THREATS J31).
 #[test]
 fn a_wrappers_bare_reference_introspects_to_its_record_and_revoking_it_ends_the_wrapper() {
     let f = fixture();

@@ -231,6 +231,7 @@ fn malformed_date() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
+    /// THREATS C3, C4, J22, J24: every time boundary, property-tested.
     #[test]
     fn c3_c4_j22_j24_assertion_accepted_exactly_within_time_bounds(t in assertion_times()) {
         let store = MemoryStore::new();

@@ -524,6 +524,7 @@ fn revoked_jwt_is_refused_by_iss_and_jti() {
     assert!(revoked.is_empty());
 }
 
+/// THREATS J31 at a resource server: a wrapper whose token was revoked is refused.
 #[test]
 fn revoked_wrapper_is_refused() {
     let iss = issuer(Algorithm::ES256);

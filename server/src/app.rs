@@ -343,21 +343,16 @@ impl Req {
 
     fn form(&self) -> Result<Params, Resp> {
         let ct = self.header(header::CONTENT_TYPE).unwrap_or("");
-        if !ct.split(';').next().is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        }) {
+        if !wire::is_form_media_type(ct) {
             return Err(wire::invalid_request(
-                "Content-Type must be application/x-www-form-urlencoded",
+                "Content-Type must be application/x-www-form-urlencoded (UTF-8)",
             ));
         }
-        wire::parse_form(&self.body)
-            .map_err(|_| wire::invalid_request("repeated or too many parameters"))
+        wire::parse_form(&self.body).map_err(wire::form_error)
     }
 
     fn query(&self) -> Result<Params, Resp> {
-        wire::parse_form(self.query.as_deref().unwrap_or("").as_bytes())
-            .map_err(|_| wire::invalid_request("repeated or too many parameters"))
+        wire::parse_form(self.query.as_deref().unwrap_or("").as_bytes()).map_err(wire::form_error)
     }
 
     fn bearer(&self) -> Option<&str> {
@@ -383,32 +378,55 @@ pub async fn handle(app: Arc<App>, conn: Arc<Conn>, req: Request<Incoming>) -> R
     resp
 }
 
+/// Read the request: headers checked, body bounded in size and time. A refusal here
+/// closes the connection (`wire::closing`): the rest of the body is never read, so
+/// nothing left of it can be taken for a next request (THREATS H1, H2).
 async fn read(app: &App, req: Request<Incoming>) -> Result<Req, Resp> {
     let (parts, body) = req.into_parts();
+    // H12: a second Authorization header is ambiguous about who the caller is.
+    if parts
+        .headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(wire::closing(wire::invalid_request(
+            "more than one Authorization header",
+        )));
+    }
+    let too_large = || {
+        wire::closing(wire::error(WireError::new(
+            413,
+            "invalid_request",
+            "request body too large",
+        )))
+    };
+    // H1: a declared length over the limit is refused before a byte of it is read.
+    let declared = hyper::body::Body::size_hint(&body).lower();
+    if usize::try_from(declared).map_or(true, |n| n > app.settings.max_body_bytes) {
+        return Err(too_large());
+    }
     let limited = Limited::new(body, app.settings.max_body_bytes);
     let collected = tokio::time::timeout(app.settings.body_timeout, limited.collect()).await;
     let body = match collected {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) => {
-            let too_large = e
+            let over = e
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
-            return Err(if too_large {
-                wire::error(WireError::new(
-                    413,
-                    "invalid_request",
-                    "request body too large",
-                ))
+            return Err(if over {
+                too_large()
             } else {
-                wire::invalid_request("unreadable body")
+                wire::closing(wire::invalid_request("unreadable body"))
             });
         }
         Err(_) => {
-            return Err(wire::error(WireError::new(
+            return Err(wire::closing(wire::error(WireError::new(
                 408,
                 "invalid_request",
                 "request body timeout",
-            )))
+            ))))
         }
     };
     Ok(Req {
@@ -543,6 +561,7 @@ async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
         | "/login"
         | "/consent"
         | "/token"
+        | "/bc-authorize"
         | "/introspect"
         | "/revoke"
         | "/register"
@@ -1290,7 +1309,10 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let ctx = app.grants(now);
+    let users = ciba::LocalUsers(app.users.as_ref());
+    let mut ctx = app.grants(now);
+    // R7: a refresh re-checks the user.
+    ctx.users = Some(&users);
     let result: Result<TokenResponse, GrantError> = match grant_type {
         "authorization_code" => grant::authorization_code(
             &client,
@@ -1300,12 +1322,7 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
             &ctx,
         ),
         "refresh_token" => grant::refresh_token(&client, get("refresh_token"), get("scope"), &ctx),
-        ciba::GRANT_TYPE => grant::ciba(
-            &client,
-            get("auth_req_id"),
-            &ciba::LocalUsers(app.users.as_ref()),
-            &ctx,
-        ),
+        ciba::GRANT_TYPE => grant::ciba(&client, get("auth_req_id"), &users, &ctx),
         _ => grant::client_credentials(&client, get("scope"), &ctx),
     };
     match result {

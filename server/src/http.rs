@@ -1,19 +1,23 @@
 //! The listener: TLS accept, HTTP/1.1 and HTTP/2 (ALPN), limits and graceful shutdown.
 //!
 //! Limits: a cap on concurrent connections (further ones wait in the listen backlog),
-//! a TLS handshake and header read timeout (slowloris), a header size cap, and in the
-//! handlers a body size and body read timeout. Shutdown stops accepting, lets in-flight
+//! a TLS handshake and header read timeout (slowloris), the same bound on a connection's
+//! first request byte (an idle connection holds a slot: THREATS H16), a header size cap,
+//! and in the handlers a body size and body read timeout. Shutdown stops accepting, lets in-flight
 //! requests finish (up to a grace period), then closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -23,6 +27,86 @@ use crate::config::LimitsConfig;
 
 /// How long in-flight requests may take to finish on shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A stream whose reads fail with `TimedOut` when no byte has arrived by a deadline.
+/// hyper's header read timeout starts only once HTTP/1.1 or HTTP/2 has been detected
+/// from the first bytes; until then an idle TLS connection would hold its slot forever.
+struct FirstByteDeadline<T> {
+    inner: T,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> FirstByteDeadline<T> {
+    fn new(inner: T, within: Duration) -> Self {
+        FirstByteDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// Serve `listener` until `shutdown` resolves, then drain.
 pub async fn serve(
@@ -102,7 +186,8 @@ pub async fn serve(
                 let conn = conn.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(app, conn, req).await) }
             });
-            let c = builder.serve_connection(TokioIo::new(tls), svc);
+            let io = FirstByteDeadline::new(tls, header_timeout);
+            let c = builder.serve_connection(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(c.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }

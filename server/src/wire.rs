@@ -126,6 +126,36 @@ pub fn unavailable() -> Resp {
     error(WireError::UNAVAILABLE)
 }
 
+/// The form parser's refusal (H6, H8) as `invalid_request`.
+pub fn form_error(e: FormError) -> Resp {
+    invalid_request(match e {
+        FormError::Repeated => "repeated parameter",
+        FormError::TooMany => "too many parameters",
+        FormError::Encoding => "malformed parameter encoding",
+        _ => "malformed parameters",
+    })
+}
+
+/// Whether a `Content-Type` is `application/x-www-form-urlencoded`, with no parameter
+/// other than `charset=utf-8` (H9: the parser decodes UTF-8 only).
+pub fn is_form_media_type(content_type: &str) -> bool {
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        && parts.all(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            name.trim().eq_ignore_ascii_case("charset")
+                && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        })
+}
+
+/// `r` with `Connection: close`: after a refusal whose request was not read to its end.
+pub fn closing(mut r: Resp) -> Resp {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +167,30 @@ mod tests {
         assert_eq!(p["b"], " x");
         let many: String = (0..65).map(|i| format!("k{i}=v&")).collect();
         assert_eq!(parse_form(many.as_bytes()), Err(FormError::TooMany));
+    }
+
+    #[test]
+    fn h9_only_form_urlencoded_in_utf8_is_a_form() {
+        for ok in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-Urlencoded",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+            "application/x-www-form-urlencoded;charset=\"utf-8\"",
+        ] {
+            assert!(is_form_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "application/json",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "application/x-www-form-urlencoded; charset=latin1",
+            "application/x-www-form-urlencoded; charset=iso-8859-1",
+            "application/x-www-form-urlencodedx",
+            "application/x-www-form-urlencoded; boundary=x",
+        ] {
+            assert!(!is_form_media_type(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -294,6 +294,21 @@ impl TestServer {
         Arc::new(cfg)
     }
 
+    /// A TLS connection to the server offering the ALPN protocols `alpn`, no client
+    /// certificate, no HTTP on top: for tests that write exact bytes.
+    pub async fn raw_tls(
+        &self,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut cfg = (*self.tls(None)).clone();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
     /// Send one request on a fresh connection.
     pub async fn send(
         &self,

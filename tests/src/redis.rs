@@ -131,6 +131,26 @@ impl RedisServer {
         }
     }
 
+    /// Start it again on the same port with nothing kept: the append-only file is
+    /// removed first (a Redis without persistence, or a replica promoted before it had
+    /// the latest writes).
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for e in std::fs::read_dir(self.dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A raw connection, to look behind the store's back.
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())

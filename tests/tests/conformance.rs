@@ -813,7 +813,7 @@ mod fapi2_security_profile {
         w.stop().await;
     }
 
-    /// `fapi2-security-profile-final-ensure-holder-of-key-required` (THREATS M1): no
+    /// `fapi2-security-profile-final-ensure-holder-of-key-required` (THREATS M1, C13): no
     /// client certificate at the token endpoint. A private_key_jwt client has nothing to
     /// bind the tokens to (`invalid_request`); a tls_client_auth client cannot even
     /// authenticate (`invalid_client`). The code is not consumed.
@@ -1012,7 +1012,7 @@ mod fapi2_security_profile {
 
     /// `fapi2-security-profile-final-refresh-token` (THREATS R1–R4): the refresh token
     /// works for its client (FAPI 2.0: not rotated); another client's use is
-    /// `invalid_grant`; no client authentication is `invalid_client`; without the TLS
+    /// `invalid_grant`; no client authentication is `invalid_client` (R2); without the TLS
     /// client certificate (no proof of possession): `invalid_grant` for private_key_jwt,
     /// `invalid_client` for tls_client_auth.
     #[tokio::test(flavor = "multi_thread")]
@@ -2229,7 +2229,7 @@ mod fapi_ciba {
         w.stop().await;
     }
 
-    /// `fapi-ciba-id1-ensure-mtls-holder-of-key-required` (THREATS M1): polling with no
+    /// `fapi-ciba-id1-ensure-mtls-holder-of-key-required` (THREATS M1, C13): polling with no
     /// TLS client certificate: private_key_jwt → `invalid_request` (nothing to bind the
     /// tokens to), tls_client_auth → `invalid_client`. The request is not consumed.
     #[tokio::test(flavor = "multi_thread")]
@@ -2478,7 +2478,7 @@ mod oidcc {
     }
 
     /// `oidcc-redirect-uri-query-added` and `oidcc-redirect-uri-query-mismatch` (THREATS
-    /// A9; exact matching).
+    /// A9, A10; exact matching).
     #[tokio::test(flavor = "multi_thread")]
     async fn oidcc_redirect_uri_query_added_and_query_mismatch() {
         let w = World::start().await;
@@ -2515,7 +2515,8 @@ mod oidcc {
 
 /// OIDC Core §3.1.2.1 `prompt` and `max_age` (the `oidcc-prompt-*` and `oidcc-max-age-*`
 /// modules of the OIDC Basic plan), for the FAPI clients through PAR (the pushed
-/// request's values) and for a SMART app on the front channel.
+/// request's values) and for a SMART app on the front channel. THREATS A16: neither
+/// `prompt=none` nor `max_age` ever skips the user or grants a new client silently.
 mod oidcc_prompt {
     use super::*;
 

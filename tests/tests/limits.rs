@@ -1,6 +1,6 @@
 //! The listener's limits: a client that dribbles its TLS handshake or headers is cut off
-//! (slowloris), connections beyond the cap wait until one closes, and /metrics reports
-//! what happened.
+//! (slowloris, THREATS H2), connections beyond the cap wait until one closes (H16), and
+//! /metrics reports what happened. More of H2 and H16 in http_hostile.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: test code
 
 use std::sync::Arc;
@@ -12,6 +12,9 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMITS: &str = "[limits]\nheader_read_timeout_ms = 500\nmax_connections = 2\n";
+/// Idle connections are closed after the header timeout (H16): a longer one here, so the
+/// two held connections keep their slots while the test looks.
+const CAP: &str = "[limits]\nheader_read_timeout_ms = 5000\nmax_connections = 2\n";
 
 fn tls(s: &TestServer) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
@@ -29,7 +32,7 @@ fn tls(s: &TestServer) -> tokio_rustls::TlsConnector {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn slowloris_handshakes_and_headers_are_cut_off() {
+async fn h2_slowloris_handshakes_and_headers_are_cut_off() {
     let s = TestServer::start(LIMITS).await;
     // A TCP connection that never starts TLS.
     let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
@@ -71,8 +74,8 @@ async fn slowloris_handshakes_and_headers_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn connections_beyond_the_cap_wait_for_one_to_close() {
-    let s = TestServer::start(LIMITS).await;
+async fn h16_connections_beyond_the_cap_wait_for_one_to_close() {
+    let s = TestServer::start(CAP).await;
     // Two idle keep-alive connections take both slots.
     let mut held = Vec::new();
     for _ in 0..2 {

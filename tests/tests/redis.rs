@@ -36,6 +36,68 @@ fn now() -> UnixTime {
     )
 }
 
+/// THREATS S3: Redis restarted without persistence. A one-time value and its
+/// consumption are one key (`take` deletes it in one script), so there is no separate
+/// "consumed" marker whose loss could make a redeemed code redeemable again: after the
+/// loss a code, used or not, is unknown. What is lost and does reopen is the jti store:
+/// a client assertion could be replayed until its own `exp` (at most 60 s past `iat`
+/// plus skew), the documented bound. (A replica failover that loses acknowledged writes
+/// is the same analysis, but is not run here: THREATS §4.4 item 8, manual.)
+#[test]
+fn s3_redis_restarted_without_persistence_forgets_codes_and_never_revives_them() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let open = || {
+        RedisStore::open(
+            &url,
+            RedisOptions {
+                key_prefix: "s3".into(),
+                ..RedisOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let store = open();
+    let t = now();
+    let exp = UnixTime(t.0 + 60);
+    store
+        .put(Namespace::Code, b"used", b"code record", exp)
+        .unwrap();
+    store
+        .put(Namespace::Code, b"unused", b"code record", exp)
+        .unwrap();
+    assert!(store.take(Namespace::Code, b"used", t).unwrap().is_some());
+    assert!(store.take(Namespace::Code, b"used", t).unwrap().is_none());
+    // Consumed means gone: nothing else in Redis remembers it.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("s3:*")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(keys.len(), 1, "only the unused code's key: {keys:?}");
+    store
+        .insert_new(Namespace::Jti, b"assertion-jti", b"", exp, t)
+        .unwrap();
+
+    redis.restart_empty();
+    let store = open();
+    let t = now();
+    for code in [&b"used"[..], b"unused"] {
+        assert_eq!(
+            store.take(Namespace::Code, code, t).unwrap(),
+            None,
+            "{}: unknown after the loss, never redeemable",
+            String::from_utf8_lossy(code)
+        );
+    }
+    // The documented replay window: the jti is forgotten too.
+    assert_eq!(
+        store
+            .insert_new(Namespace::Jti, b"assertion-jti", b"", exp, t)
+            .unwrap(),
+        heartgate_core::store::Inserted::New
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_on_redis_keeps_its_state_there_and_fails_closed_while_redis_is_down() {
     let mut redis = RedisServer::start();

@@ -503,7 +503,8 @@ fn a13_jarm_negative_modules_are_refused() {
             }),
             "aud",
         ),
-        (edit(&|c| c["state"] = json!("st-2")), "state"),
+        (edit(&|c| c["state"] = json!("st-2")), "state"), // A15: state mismatch
+        // A15: state missing
         (
             edit(&|c| {
                 c.as_object_mut().unwrap().remove("state");
@@ -598,7 +599,8 @@ fn rfc9207_2_4_plain_response_needs_the_issuer() {
             format!("{CB}?code=c1&state=st-1&iss=https://evil.example"),
             "iss",
         ),
-        (format!("{CB}?code=c1&state=st-9&iss={ISS}"), "state"),
+        (format!("{CB}?code=c1&state=st-9&iss={ISS}"), "state"), // A15: mismatch
+        (format!("{CB}?code=c1&iss={ISS}"), "state"),            // A15: missing
         (
             format!("{CB}?response=x.y.z&state=st-1&iss={ISS}"),
             "jarm_response",
