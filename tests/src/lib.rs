@@ -160,6 +160,8 @@ pub struct TestServer {
     /// The data directory, when the server owns a temporary one.
     pub data_dir: Option<tempfile::TempDir>,
     running: Option<Running>,
+    /// The server's audit log, closed (written and fsynced) by `stop`.
+    audit_log: Option<Arc<heartgate_server::audit_log::AuditLog>>,
 }
 
 impl TestServer {
@@ -228,6 +230,7 @@ impl TestServer {
         let mut s = Self::connect(dir, addr.port());
         s.issuer = issuer;
         s.running = Some(running);
+        s.audit_log = server.audit_log.clone();
         s
     }
 
@@ -247,6 +250,7 @@ impl TestServer {
             iat,
             data_dir: None,
             running: None,
+            audit_log: None,
         }
     }
 
@@ -260,6 +264,7 @@ impl TestServer {
             iat: self.iat.clone(),
             data_dir: None,
             running: None,
+            audit_log: None,
         }
     }
 
@@ -267,6 +272,11 @@ impl TestServer {
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(r) = self.running.take() {
             r.stop().await;
+        }
+        // Connections still winding down may hold the app (and the log) a little longer;
+        // a test reading the log after `stop` must see every event.
+        if let Some(a) = self.audit_log.take() {
+            a.close();
         }
         self.data_dir.take()
     }

@@ -249,6 +249,16 @@ async fn s8_embedded_store_on_a_full_disk_refuses_writes_keeps_reads_and_is_whol
     assert!(active(&s, &st.rs, &acknowledged[0]).await, "reads go on");
     std::fs::remove_file(filler).unwrap();
     let data = s.stop().await.unwrap();
+    // Connections winding down hold the stopped server's store open a little longer.
+    let file = data.path().join("store.redb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while heartgate_server::stores::redb::RedbStore::open(&file).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store file stays open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // Restart on the same files: the store opens (nothing corrupted), every acknowledged
     // token is there, and issuance works again.
