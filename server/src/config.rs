@@ -166,6 +166,19 @@ pub struct RedisConfig {
     /// seconds (announcements travel by pub/sub, which may lose one).
     #[serde(default = "default_key_refresh")]
     pub key_refresh_secs: u64,
+    /// Replicas that must confirm each write (`WAIT`) before it is acknowledged (0–16;
+    /// 0, the default, waits for none): closes the window in which a failover to a
+    /// replica loses an acknowledged consumption (THREATS S4).
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long a write waits for those replicas, in milliseconds (1 to less than
+    /// `timeout_ms`); then it fails closed (503).
+    #[serde(default = "default_wait_timeout")]
+    pub wait_timeout_ms: u64,
+}
+
+fn default_wait_timeout() -> u64 {
+    100
 }
 
 fn default_redis_prefix() -> String {
@@ -193,6 +206,8 @@ impl Default for RedisConfig {
             ttl_margin_secs: default_redis_ttl_margin(),
             key_encryption_key_file: None,
             key_refresh_secs: default_key_refresh(),
+            wait_replicas: 0,
+            wait_timeout_ms: default_wait_timeout(),
         }
     }
 }
@@ -205,6 +220,8 @@ impl RedisConfig {
             connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
             io_timeout: std::time::Duration::from_millis(self.timeout_ms),
             ttl_margin: std::time::Duration::from_secs(self.ttl_margin_secs),
+            wait_replicas: self.wait_replicas,
+            wait_timeout: std::time::Duration::from_millis(self.wait_timeout_ms),
         }
     }
 }
@@ -860,6 +877,15 @@ impl Config {
         if self.redis.ttl_margin_secs > 86_400 {
             return Err(invalid("redis.ttl_margin_secs", "0 to 86400 seconds"));
         }
+        if self.redis.wait_replicas > 16 {
+            return Err(invalid("redis.wait_replicas", "0 to 16"));
+        }
+        if self.redis.wait_timeout_ms == 0 || self.redis.wait_timeout_ms >= self.redis.timeout_ms {
+            return Err(invalid(
+                "redis.wait_timeout_ms",
+                "1 ms to less than redis.timeout_ms",
+            ));
+        }
         if !(1..=3600).contains(&self.redis.key_refresh_secs) {
             return Err(invalid("redis.key_refresh_secs", "1 to 3600 seconds"));
         }
@@ -978,6 +1004,12 @@ mod tests {
             ("[redis]\ntimeout_ms = 0", "redis.timeout_ms"),
             ("[redis]\nconnect_timeout_ms = 60001", "redis.connect_timeout_ms"),
             ("[redis]\nttl_margin_secs = 86401", "redis.ttl_margin_secs"),
+            ("[redis]\nwait_replicas = 17", "redis.wait_replicas"),
+            ("[redis]\nwait_timeout_ms = 0", "redis.wait_timeout_ms"),
+            (
+                "[redis]\ntimeout_ms = 500\nwait_timeout_ms = 500",
+                "redis.wait_timeout_ms",
+            ),
             ("[[clients]]\nprofile = \"fapi2-security\"\nclient_id = \"c\"\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://a.example/cb\"]", "clients"),
         ] {
             let r = Config::parse(text, &Env::new()).and_then(Config::resolve);

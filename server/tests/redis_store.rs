@@ -371,3 +371,130 @@ fn the_password_is_not_in_debug_output() {
     .unwrap();
     assert!(!format!("{s:?}").contains("hunter2"));
 }
+
+/// A primary and a replica following it, both ours.
+fn primary_and_replica() -> (RedisServer, RedisServer) {
+    let primary = RedisServer::start_on_a_free_port();
+    let replica = RedisServer::start_on_a_free_port();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query(&mut raw(&replica))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut raw(&replica))
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not sync: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (primary, replica)
+}
+
+fn signal(server: &RedisServer, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn waiting(replicas: u32) -> RedisOptions {
+    RedisOptions {
+        wait_replicas: replicas,
+        wait_timeout: Duration::from_millis(200),
+        ..options("heartgate")
+    }
+}
+
+/// THREATS S4: with `wait_replicas = 1` a write is acknowledged only once the replica
+/// holds it, so a failover right after loses nothing acknowledged: a consumed code is
+/// gone on the promoted replica (not usable again), a stored record is there.
+#[test]
+fn s4_acknowledged_writes_are_on_the_replica_before_the_answer() {
+    let (primary, replica) = primary_and_replica();
+    let store = RedisStore::open(&primary.url(), waiting(1)).unwrap();
+    for i in 0..50u32 {
+        let code = format!("code-{i}");
+        assert_eq!(
+            store
+                .insert_new(Namespace::Code, code.as_bytes(), b"grant", LATER, T0)
+                .unwrap(),
+            Inserted::New
+        );
+        store
+            .put(Namespace::AccessToken, code.as_bytes(), b"record", LATER)
+            .unwrap();
+        assert_eq!(
+            store.take(Namespace::Code, code.as_bytes(), T0).unwrap(),
+            Some(b"grant".to_vec())
+        );
+    }
+    // Failover, at once: promote the replica, stop the primary.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut raw(&replica))
+        .unwrap();
+    drop(primary);
+    let promoted = RedisStore::open(&replica.url(), options("heartgate")).unwrap();
+    for i in 0..50u32 {
+        let code = format!("code-{i}");
+        assert_eq!(
+            promoted.take(Namespace::Code, code.as_bytes(), T0).unwrap(),
+            None,
+            "a consumed code is usable again after the failover"
+        );
+        assert_eq!(
+            promoted
+                .get(Namespace::AccessToken, code.as_bytes(), T0)
+                .unwrap(),
+            Some(b"record".to_vec()),
+            "an acknowledged record was lost in the failover"
+        );
+    }
+}
+
+/// THREATS S4: a replica that does not confirm in time makes the write fail closed
+/// (503): a `take` then consumed the value on the primary but never handed it out, and
+/// it stays consumed. Without `wait_replicas` the same `take` succeeds unconfirmed —
+/// the window the option closes.
+#[test]
+fn s4_an_unconfirmed_write_fails_closed_and_is_never_handed_out() {
+    let (primary, replica) = primary_and_replica();
+    let waiting_store = RedisStore::open(&primary.url(), waiting(1)).unwrap();
+    let plain = RedisStore::open(&primary.url(), options("heartgate")).unwrap();
+    for key in [b"a".as_slice(), b"b"] {
+        waiting_store
+            .put(Namespace::Code, key, b"grant", LATER)
+            .unwrap();
+    }
+    signal(&replica, "-STOP");
+    let r = waiting_store.take(Namespace::Code, b"a", T0);
+    let r2 = waiting_store.put(Namespace::Code, b"c", b"grant", LATER);
+    let unconfirmed = plain.take(Namespace::Code, b"b", T0);
+    signal(&replica, "-CONT");
+    assert_eq!(r, Err(StoreError::Unavailable));
+    assert_eq!(r2, Err(StoreError::Unavailable));
+    assert_eq!(unconfirmed, Ok(Some(b"grant".to_vec())));
+    assert_eq!(waiting_store.take(Namespace::Code, b"a", T0), Ok(None));
+    // The store recovers as soon as the replica confirms again.
+    waiting_store
+        .put(Namespace::Code, b"d", b"grant", LATER)
+        .unwrap();
+    // Asking for more replicas than exist fails every write closed, never silently.
+    let too_many = RedisStore::open(&primary.url(), waiting(2)).unwrap();
+    assert_eq!(
+        too_many.put(Namespace::Code, b"e", b"grant", LATER),
+        Err(StoreError::Unavailable)
+    );
+}

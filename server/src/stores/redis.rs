@@ -52,6 +52,21 @@
 //! Redis thus costs one timeout, not one per request, and recovery follows within a
 //! probe interval of Redis answering again.
 //!
+//! # Replicas and failover (THREATS S3, S4)
+//!
+//! Redis replicates asynchronously: a write the primary acknowledged may be missing on a
+//! replica promoted after a failover. For one-time values the record and its consumption
+//! are one key (`take` deletes it), so a lost write makes a value *unknown* or, if only
+//! the deletion was lost, usable once more. With [`RedisOptions::wait_replicas`] > 0
+//! every write (`put`, `insert_new`, `take`, `compare_and_swap`, `delete`) is followed on
+//! the same connection by `WAIT replicas timeout`, and the call fails closed
+//! (`Unavailable`, 503) when fewer replicas confirmed it within
+//! [`RedisOptions::wait_timeout`]: nothing is acknowledged that a promoted replica does
+//! not hold (a refused `take` has still consumed the value on the primary — the caller
+//! is told 503, never handed the value). Redis documents that `WAIT` "does not make
+//! Redis a strongly consistent store" (a replica that confirmed may still lose the write
+//! in its own crash before a later promotion); it closes the common failover window.
+//!
 //! What it never does: return an expired value, log the Redis URL (it may hold a password),
 //! or wait without a bound.
 
@@ -88,6 +103,11 @@ pub struct RedisOptions {
     pub io_timeout: Duration,
     /// How long after an entry's expiry Redis itself deletes it.
     pub ttl_margin: Duration,
+    /// Replicas that must confirm every write (`WAIT`) before it is acknowledged; 0 (the
+    /// default) waits for none. See "Replicas and failover".
+    pub wait_replicas: u32,
+    /// How long a write waits for those confirmations; shorter than `io_timeout`.
+    pub wait_timeout: Duration,
 }
 
 impl Default for RedisOptions {
@@ -97,6 +117,8 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_millis(1000),
             io_timeout: Duration::from_millis(1000),
             ttl_margin: Duration::from_secs(300),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -451,6 +473,32 @@ impl RedisStore {
         k
     }
 
+    /// After a write on `c`: whether the configured replicas confirmed it (`WAIT`).
+    fn replicated(&self, c: &mut Connection) -> Result<bool, RedisError> {
+        let n = self.options.wait_replicas;
+        if n == 0 {
+            return Ok(true);
+        }
+        let ms = u64::try_from(self.options.wait_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let acked: i64 = redis::cmd("WAIT").arg(n).arg(ms).query(c)?;
+        Ok(acked >= i64::from(n))
+    }
+
+    /// The answer of a write, if the replicas confirmed it; `Unavailable` otherwise.
+    fn confirmed<T>(&self, (value, replicated): (T, bool)) -> Result<T, StoreError> {
+        if replicated {
+            Ok(value)
+        } else {
+            tracing::warn!(
+                replicas = self.options.wait_replicas,
+                "Redis replicas did not confirm a write in time; answered as unavailable"
+            );
+            Err(StoreError::Unavailable)
+        }
+    }
+
     /// When Redis may delete an entry that expires at `expires_at` (ms since the epoch).
     fn cleanup_ms(&self, expires_at: UnixTime) -> i64 {
         let margin = i64::try_from(self.options.ttl_margin.as_secs()).unwrap_or(i64::MAX);
@@ -533,15 +581,11 @@ impl Store for RedisStore {
             encode(value, expires_at),
             self.cleanup_ms(expires_at),
         );
-        self.with_connection(|c| {
-            self.scripts
-                .put
-                .key(&k)
-                .arg(&r)
-                .arg(at)
-                .invoke::<i64>(c)
-                .map(|_| ())
-        })
+        let done = self.with_connection(|c| {
+            self.scripts.put.key(&k).arg(&r).arg(at).invoke::<i64>(c)?;
+            Ok(((), self.replicated(c)?))
+        })?;
+        self.confirmed(done)
     }
 
     fn insert_new(
@@ -558,15 +602,18 @@ impl Store for RedisStore {
             encode(value, expires_at),
             self.cleanup_ms(expires_at),
         );
-        let inserted = self.with_connection(|c| {
-            self.scripts
+        let done = self.with_connection(|c| {
+            let inserted = self
+                .scripts
                 .insert_new
                 .key(&k)
                 .arg(&r)
                 .arg(at)
                 .arg(now.0)
-                .invoke::<i64>(c)
+                .invoke::<i64>(c)?;
+            Ok((inserted, self.replicated(c)?))
         })?;
+        let inserted = self.confirmed(done)?;
         Ok(if inserted == 1 {
             Inserted::New
         } else {
@@ -591,8 +638,11 @@ impl Store for RedisStore {
         now: UnixTime,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let k = self.key(ns, key);
-        let record: Option<Vec<u8>> =
-            self.with_connection(|c| self.scripts.take.key(&k).arg(now.0).invoke(c))?;
+        let done = self.with_connection(|c| {
+            let record: Option<Vec<u8>> = self.scripts.take.key(&k).arg(now.0).invoke(c)?;
+            Ok((record, self.replicated(c)?))
+        })?;
+        let record = self.confirmed(done)?;
         match record {
             None => Ok(None),
             Some(r) => Ok(live_value(&r, now)?.map(<[u8]>::to_vec)),
@@ -615,8 +665,9 @@ impl Store for RedisStore {
             }
             None => ("del", Vec::new(), 0),
         };
-        let swapped = self.with_connection(|c| {
-            self.scripts
+        let done = self.with_connection(|c| {
+            let swapped = self
+                .scripts
                 .cas
                 .key(&k)
                 .arg(now.0)
@@ -624,8 +675,10 @@ impl Store for RedisStore {
                 .arg(op)
                 .arg(&r)
                 .arg(at)
-                .invoke::<i64>(c)
+                .invoke::<i64>(c)?;
+            Ok((swapped, self.replicated(c)?))
         })?;
+        let swapped = self.confirmed(done)?;
         Ok(if swapped == 1 {
             Swapped::Done
         } else {
@@ -635,7 +688,11 @@ impl Store for RedisStore {
 
     fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
         let k = self.key(ns, key);
-        self.with_connection(|c| redis::cmd("DEL").arg(&k).query::<i64>(c).map(|_| ()))
+        let done = self.with_connection(|c| {
+            redis::cmd("DEL").arg(&k).query::<i64>(c)?;
+            Ok(((), self.replicated(c)?))
+        })?;
+        self.confirmed(done)
     }
 
     fn scan_prefix(
