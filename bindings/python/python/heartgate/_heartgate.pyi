@@ -27,6 +27,7 @@ __all__ = [
     "VerifyingKey",
     "KeySet",
     "_encode",
+    "_encode_claims",
     "_decode",
     "get_unverified_header",
     "DECODE_MAX_LEN",
@@ -204,6 +205,9 @@ class _Validator:
 def _encode(
     payload: bytes, key: Any, algorithm: str, typ: Optional[str] = None, kid: Optional[str] = None
 ) -> str: ...
+def _encode_claims(
+    payload: dict[str, Any], key: Any, algorithm: str, typ: Optional[str] = None, kid: Optional[str] = None
+) -> Optional[str]: ...
 def _decode(
     jwt: Union[str, bytes],
     key: Any,
