@@ -93,7 +93,11 @@ fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyResu
         return Ok(false);
     } else if let Ok(d) = obj.cast_exact::<PyDict>() {
         out.push(b'{');
-        for (i, (k, v)) in d.iter().enumerate() {
+        // A snapshot of the items, not pyo3's dict iterator: that one panics if the dict
+        // changes size meanwhile, which a finaliser run by the garbage collector during
+        // one of the allocations below could in theory make happen.
+        for (i, item) in d.items().iter().enumerate() {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
             let Ok(k) = k.cast_exact::<PyString>() else {
                 return Ok(false);
             };
