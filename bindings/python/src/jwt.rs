@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 use ring::hmac;
 
-use crate::convert::map_to_py;
+use crate::convert::{compact_json, map_to_py};
 use crate::keys::{
     sign_material, verify_material, Alg, ExplicitKeys, SignMaterial, VerifyMaterial,
 };
@@ -133,9 +133,39 @@ fn _encode(
     typ: Option<&str>,
     kid: Option<&str>,
 ) -> PyResult<String> {
+    sign_payload(py, payload.as_bytes(), key, algorithm, typ, kid)
+}
+
+/// Sign the claims `payload` (a dict), serialising it here as `json.dumps(payload,
+/// separators=(",", ":"), allow_nan=False)` would ([`compact_json`]). `None` when the
+/// payload holds anything but plain JSON values: the Python layer then serialises it with
+/// `json.dumps` and calls `_encode`.
+#[pyfunction]
+#[pyo3(signature = (payload, key, algorithm, typ = None, kid = None))]
+fn _encode_claims(
+    py: Python<'_>,
+    payload: &Bound<'_, PyDict>,
+    key: &Bound<'_, PyAny>,
+    algorithm: &str,
+    typ: Option<&str>,
+    kid: Option<&str>,
+) -> PyResult<Option<String>> {
+    let Some(json) = compact_json(payload.as_any())? else {
+        return Ok(None);
+    };
+    sign_payload(py, &json, key, algorithm, typ, kid).map(Some)
+}
+
+fn sign_payload(
+    py: Python<'_>,
+    payload: &[u8],
+    key: &Bound<'_, PyAny>,
+    algorithm: &str,
+    typ: Option<&str>,
+    kid: Option<&str>,
+) -> PyResult<String> {
     let alg = Alg::parse(algorithm)?;
     let material = sign_material(key, alg, kid)?;
-    let payload = payload.as_bytes();
     let token = guarded(py, || match &material {
         SignMaterial::Key(k) => Ok(sign_compact(k, typ, payload)?),
         SignMaterial::Secret(s) => hs256_sign(s, typ, kid, payload),
@@ -282,6 +312,7 @@ fn get_unverified_header<'py>(py: Python<'py>, jwt: &str) -> PyResult<Bound<'py,
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(_encode_claims, m)?)?;
     m.add_function(wrap_pyfunction!(_decode, m)?)?;
     m.add_function(wrap_pyfunction!(get_unverified_header, m)?)?;
     m.add("DECODE_MAX_LEN", DECODE_MAX_LEN)?;

@@ -796,6 +796,34 @@ mod tests {
     }
 
     #[test]
+    fn the_pem_caches_are_bounded_and_return_what_was_stored_for_each_key() {
+        let cache: Bounded<usize> = Bounded::new();
+        for i in 0..(3 * CACHE_ENTRIES) {
+            let k = cache_key(&[b"test", &i.to_be_bytes()]);
+            assert_eq!(cache.get_or_try(k, || Ok(i)).unwrap(), i);
+            // A hit returns the stored value, never a new one.
+            assert_eq!(cache.get_or_try(k, || Ok(usize::MAX)).unwrap(), i);
+            assert!(cache.0.lock().len() <= CACHE_ENTRIES);
+        }
+        // A failed parse is not stored.
+        let k = cache_key(&[b"fails"]);
+        assert!(cache
+            .get_or_try(k, || Err(Error::Key(KeyError::Pem)))
+            .is_err());
+        assert_eq!(cache.get_or_try(k, || Ok(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn cache_keys_separate_their_parts() {
+        // Length-prefixed parts: ("ab", "c") and ("a", "bc") are different keys.
+        assert_ne!(cache_key(&[b"ab", b"c"]), cache_key(&[b"a", b"bc"]));
+        assert_ne!(
+            cache_key(&[b"verify", b"pem", b"RS256,"]),
+            cache_key(&[b"verify", b"pem", b"PS256,"])
+        );
+    }
+
+    #[test]
     fn malformed_spki_is_refused() {
         assert!(Material::from_spki(b"\x30\x03\x02\x01\x00").is_err());
         assert!(pem_verifying_keys(

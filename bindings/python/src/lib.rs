@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 mod convert;
 mod error;
+mod floor;
 mod issuer;
 mod jwt;
 mod keys;
@@ -57,5 +58,6 @@ fn _heartgate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     jwt::register(m)?;
     validator::register(m)?;
     issuer::register(m)?;
+    floor::register(m)?;
     Ok(())
 }

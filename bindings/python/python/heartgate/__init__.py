@@ -131,7 +131,7 @@ def encode(
     defaults to the ``SigningKey``'s own, otherwise ES256. ``headers`` may set ``typ``
     (default ``"JWT"``) and ``kid``; other header parameters are refused.
     """
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         raise TypeError("Expecting a mapping object, as JWT only supports JSON objects as payloads.")
     if algorithm is None:
         algorithm = key.algorithm if isinstance(key, SigningKey) else "ES256"
@@ -146,6 +146,12 @@ def encode(
         if "typ" in headers:
             typ = headers["typ"]
         kid = headers.get("kid")
+    if json_encoder is None and type(payload) is dict:
+        # Plain JSON values (the usual claims) are serialised in Rust, exactly as the
+        # json.dumps below would; anything else (datetime, subclasses, ...) returns None.
+        token = _heartgate._encode_claims(payload, key, algorithm, typ, kid)
+        if token is not None:
+            return token
     claims = dict(payload)
     for name in _TIME_CLAIMS:
         if name in claims:

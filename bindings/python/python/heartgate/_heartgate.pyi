@@ -27,6 +27,7 @@ __all__ = [
     "VerifyingKey",
     "KeySet",
     "_encode",
+    "_encode_claims",
     "_decode",
     "get_unverified_header",
     "DECODE_MAX_LEN",
@@ -37,6 +38,7 @@ __all__ = [
     "parse_client_cert_header_value",
     "TokenIssuer",
     "IssuedToken",
+    "_RingFloor",
 ]
 
 __version__: str
@@ -203,6 +205,9 @@ class _Validator:
 def _encode(
     payload: bytes, key: Any, algorithm: str, typ: Optional[str] = None, kid: Optional[str] = None
 ) -> str: ...
+def _encode_claims(
+    payload: dict[str, Any], key: Any, algorithm: str, typ: Optional[str] = None, kid: Optional[str] = None
+) -> Optional[str]: ...
 def _decode(
     jwt: Union[str, bytes],
     key: Any,
@@ -216,3 +221,11 @@ def _decode(
 def get_unverified_header(jwt: str) -> dict[str, Any]: ...
 def thumbprint(cert: Union[str, bytes]) -> str: ...
 def parse_client_cert_header_value(value: str) -> bytes: ...
+
+@final
+class _RingFloor:
+    def __new__(cls, key: SigningKey) -> _RingFloor: ...
+    def sign(self, message: bytes) -> bytes: ...
+    def verify(self, message: bytes, sig: bytes) -> bool: ...
+    @staticmethod
+    def gil_round_trip() -> None: ...
