@@ -77,15 +77,29 @@
 //!
 //! Expired records stay in the file until [`Store::purge_expired`] removes them; calling it
 //! periodically is the caller's job. A purge reads every record of every table (O(number of
-//! entries), no expiry index is kept, so that a put writes one record and nothing else),
-//! and runs inside one write transaction on the writer thread: writes queued behind it wait
-//! for it. Run it at a modest interval (minutes) rather than per request. Until purged,
-//! expired records cost file space and make prefix scans step over them.
+//! entries), no expiry index is kept, so that a put writes one record and nothing else), in
+//! namespace and key order, in *passes*: each pass is one operation on the writer thread,
+//! removes at most [`PURGE_BATCH`] expired records and reads at most [`PURGE_SCAN`], and is
+//! committed like any write before the next pass is queued. Writes that arrive during a
+//! pass wait for that pass only (they are committed with or before the next one), and the
+//! pages a pass frees are reused by later commits, so the file needs room for one pass's
+//! copied pages at a time, not for the whole purge's (`purge_pass` says why redb's
+//! `extract_if` is not used). The count returned is the sum of the passes'. A
+//! record written behind the purge's position while it runs (already expired when
+//! written) is left to the next purge; if a pass fails, the purge returns
+//! [`StoreError::Unavailable`] and the passes before it stay committed (they removed
+//! only records that were expired, which no operation returns anyway). Run it at a modest
+//! interval (minutes) rather than per request. Until purged, expired records cost file
+//! space and make prefix scans step over them.
+//!
+//! redb keeps a page cache of at most [`CACHE_SIZE`] bytes (its default of 1 GiB let the
+//! process's memory follow the file).
 //!
 //! What it never does: return an expired value, acknowledge a write before it is durable,
 //! apply part of a failed batch, or open a file it does not recognise.
 
 use std::fmt;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -108,6 +122,15 @@ pub const LAYOUT_VERSION: u64 = 1;
 pub const MAX_BATCH: usize = 256;
 /// A batch stops taking more requests once its keys and values reach this many bytes.
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Most expired records one purge pass removes, in one write transaction (see "Purge cost"
+/// in the module documentation).
+pub const PURGE_BATCH: usize = 1024;
+/// Most records one purge pass reads, expired or not, so that a pass over live records is
+/// bounded too.
+pub const PURGE_SCAN: usize = 16 * PURGE_BATCH;
+/// redb's page cache, in bytes (redb's default is 1 GiB, which the process's RSS then
+/// follows as the file is read). The store's working set is small, short-lived records.
+pub const CACHE_SIZE: usize = 64 * 1024 * 1024;
 /// Write requests that may wait for the writer before callers block on sending.
 const QUEUE_DEPTH: usize = 1024;
 type Records = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -171,6 +194,7 @@ impl RedbStore {
         Self::start(Some(path.clone()), || {
             Database::builder()
                 .create_with_file_format_v3(true)
+                .set_cache_size(CACHE_SIZE)
                 .create(&path)
         })
     }
@@ -182,6 +206,7 @@ impl RedbStore {
         Self::start(None, move || {
             Database::builder()
                 .create_with_file_format_v3(true)
+                .set_cache_size(CACHE_SIZE)
                 .create_with_backend(backend)
         })
     }
@@ -322,9 +347,20 @@ enum Op {
         ns: Namespace,
         key: Vec<u8>,
     },
+    /// One pass of a purge: at most [`PURGE_BATCH`] removals and [`PURGE_SCAN`] records
+    /// read, from `from` on.
     Purge {
         now: UnixTime,
+        from: PurgeFrom,
     },
+}
+
+/// Where a purge pass starts: the namespace (an index into [`Namespace::ALL`]) and the key
+/// after which it goes on in that table (`None`: from the table's first key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PurgeFrom {
+    ns: usize,
+    after: Option<Vec<u8>>,
 }
 
 impl Op {
@@ -348,7 +384,12 @@ enum Outcome {
     Inserted(Inserted),
     Taken(Option<Vec<u8>>),
     Swapped(Swapped),
-    Purged(usize),
+    /// Records a purge pass removed, and where the next pass starts (`None`: the purge
+    /// has been through every table).
+    Purged {
+        removed: usize,
+        next: Option<PurgeFrom>,
+    },
 }
 
 struct Request {
@@ -520,23 +561,70 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Answer, Failure> {
             txn.open_table(records(*ns))?.remove(key.as_slice())?;
             Ok(Outcome::Written)
         }
-        Op::Purge { now } => {
-            let mut purged = 0;
-            for ns in Namespace::ALL {
-                let mut table = txn.open_table(records(ns))?;
-                // A malformed record is kept: purge cannot tell whether it expired, and the
-                // operations that meet it fail closed.
-                for removed in
-                    table.extract_if(|_, record| matches!(live_value(record, *now), Ok(None)))?
-                {
-                    removed?;
-                    purged += 1;
-                }
-            }
-            Ok(Outcome::Purged(purged))
-        }
+        Op::Purge { now, from } => purge_pass(txn, *now, from).map(Ok)?,
     };
     Ok(answer)
+}
+
+/// One bounded purge pass (see "Purge cost" in the module documentation): from `from`, read
+/// records in namespace and key order and remove the expired ones, stopping after
+/// [`PURGE_BATCH`] removals or [`PURGE_SCAN`] records read.
+///
+/// The expired keys of a table are collected first and removed afterwards with plain
+/// `remove`s: redb's `extract_if` (what the purge used before) cannot change the tree it
+/// iterates, so it copies the whole path of every removed record into fresh pages and keeps
+/// the copies until the end of the transaction. That made a purge of N records need about
+/// N × (tree depth) new pages; the soak test saw the file double at each purge. A `remove`
+/// changes pages this transaction already copied in place.
+fn purge_pass(txn: &WriteTransaction, now: UnixTime, from: &PurgeFrom) -> Result<Outcome, Failure> {
+    let mut removed = 0;
+    let mut read = 0;
+    let mut ns_index = from.ns;
+    let mut after = from.after.clone();
+    while let Some(ns) = Namespace::ALL.get(ns_index) {
+        let mut table = txn.open_table(records(*ns))?;
+        let mut expired = Vec::new();
+        // The last key read, if the pass stopped before the end of the table.
+        let mut stopped_at = None;
+        {
+            let range = match &after {
+                Some(key) => table.range::<&[u8]>((Excluded(key.as_slice()), Unbounded))?,
+                None => table.range::<&[u8]>(..)?,
+            };
+            for item in range {
+                let (key, record) = item?;
+                read += 1;
+                // A malformed record is kept: purge cannot tell whether it expired, and
+                // the operations that meet it fail closed.
+                if matches!(live_value(record.value(), now), Ok(None)) {
+                    expired.push(key.value().to_vec());
+                }
+                if removed + expired.len() >= PURGE_BATCH || read >= PURGE_SCAN {
+                    stopped_at = Some(key.value().to_vec());
+                    break;
+                }
+            }
+        }
+        for key in &expired {
+            table.remove(key.as_slice())?;
+        }
+        removed += expired.len();
+        if stopped_at.is_some() {
+            return Ok(Outcome::Purged {
+                removed,
+                next: Some(PurgeFrom {
+                    ns: ns_index,
+                    after: stopped_at,
+                }),
+            });
+        }
+        ns_index += 1;
+        after = None;
+    }
+    Ok(Outcome::Purged {
+        removed,
+        next: None,
+    })
 }
 
 // ---- the Store ----
@@ -678,14 +766,25 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    /// Remove every record expired at `now`. Cost: one full pass over every table in one
-    /// write transaction on the writer thread, which queued writes wait behind (see the
-    /// module documentation); call it periodically, not per request.
+    /// Remove every record expired at `now`. Cost: one full read of every table, in passes
+    /// of at most [`PURGE_BATCH`] removals (one write transaction each) that queued writes
+    /// interleave with (see "Purge cost" in the module documentation); call it
+    /// periodically, not per request.
     fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
-        match self.submit(Op::Purge { now })? {
-            Outcome::Purged(n) => Ok(n),
-            _ => Err(StoreError::Unavailable),
+        let mut purged = 0usize;
+        let mut from = Some(PurgeFrom::default());
+        while let Some(start) = from {
+            // Each pass goes to the back of the writer's queue: writes that arrived during
+            // the previous pass are committed before or with this one.
+            match self.submit(Op::Purge { now, from: start })? {
+                Outcome::Purged { removed, next } => {
+                    purged = purged.saturating_add(removed);
+                    from = next;
+                }
+                _ => return Err(StoreError::Unavailable),
+            }
         }
+        Ok(purged)
     }
 
     fn snapshot(&self, now: UnixTime) -> Result<Vec<SnapshotEntry>, StoreError> {
