@@ -354,7 +354,7 @@ pub fn check_responses(request: &[u8], response: &[u8]) {
     );
     // hyper closes without an answer once it sees the HTTP/2 connection preface (an h2
     // client on an HTTP/1.1-only connection), even after a malformed HTTP/1.1 request
-    // (fuzz/regressions/http_service/crash-6b8bbc70…).
+    // (fuzz/regressions/http_service/h2-preface-after-bad-request-…).
     let h2_preface = request.windows(14).any(|w| w == b"PRI * HTTP/2.0");
     if complete_head && !h2_preface {
         assert!(count > 0, "a complete request head got no answer");
