@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing in CI (THREATS §4.1, issue #9): build the libFuzzer targets of fuzz/ on the stable
 # toolchain, smoke-run each one briefly, then replay the committed corpus and regressions
-# as ordinary tests.
+# as ordinary tests (core's targets and the server's http_service).
 #
 # The targets are built with plain cargo and the instrumentation flags that cargo-fuzz
 # 0.13 passes (sancov with inline 8-bit counters, pc-table, trace-compares, --cfg fuzzing),
@@ -23,7 +23,7 @@ triple=$(rustc -vV | sed -n 's/^host: //p')
 # ★ = the CI smoke set of THREATS §4.1.
 star=(jws_compact jwt_verify jwk_jwks form_params authorize_request client_assertion)
 rest=(jwt_claims token_request cbor_record client_cert_header x509_binding smart_scope
-  redirect_uri_match)
+  redirect_uri_match wrapper_token opaque_token dcr_metadata ciba_request http_service)
 
 start=$(date +%s)
 echo "-- building fuzz targets (RUSTC_BOOTSTRAP=1, sancov, profile ci)"
@@ -84,6 +84,8 @@ run_all "${specs[@]}"
 
 echo "-- replaying fuzz/corpus and fuzz/regressions as tests"
 cargo test -p heartgate-core --features fuzzing --locked --test fuzz_corpus || failed=1
+# http_service's body lives in the server crate.
+cargo test -p heartgate-server --features fuzzing --locked --test fuzz_corpus || failed=1
 
 echo "   fuzz.sh took $(( $(date +%s) - start )) s"
 exit "$failed"

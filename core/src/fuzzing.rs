@@ -19,28 +19,40 @@ use serde_json::{json, Map, Value};
 
 use crate::audit::NoAudit;
 use crate::authorize::par::{self, ParConfig, REQUEST_URI_PREFIX};
+use crate::ciba::{
+    CibaConfig, CibaContext, CibaUsers, UnknownUserPolicy, UserCodeCheck, UserStatus,
+    UsersUnavailable,
+};
 use crate::client::{
-    authenticate, AuthMethod, AuthenticatedClient, ClientAuthError, ClientCredentials,
-    ClientDirectory, ClientMetadata, Endpoints, ValidatedClient, JWT_BEARER_ASSERTION_TYPE,
+    authenticate, forbidden_ip, AuthMethod, AuthenticatedClient, ClientAuthError,
+    ClientCredentials, ClientDirectory, ClientMetadata, DeliveryMode, Endpoints, GrantType,
+    Registrar, RegistrarConfig, StoreClientDirectory, ValidatedClient, JWT_BEARER_ASSERTION_TYPE,
+    REGISTRATION_TOKEN_PREFIX,
 };
 use crate::clock::UnixTime;
 use crate::error::ToWire;
 use crate::form::{parse_form, FormError, MAX_PARAMS};
 use crate::grant::{self, GrantContext};
+use crate::introspect::{CacheConfig, IntrospectionCache};
 use crate::jose::{
     parse_compact, parse_jwk, sign_jwt, validate_claims, verify_jwt, Algorithm, AlgorithmSet,
     AudienceRule, Claims, JoseError, JwkSet, JwkSetOptions, KeyRing, SigningKey, TypRule,
     Validation, VerifyingKey, ACCESS_TOKEN_MAX_LEN,
 };
-use crate::lifecycle::{self, LifecycleContext};
+use crate::lifecycle::{self, LifecycleContext, Revoked};
 use crate::mtls::{
     certificate_public_key, match_tls_client_auth, parse_client_cert_header, CertificateFacts,
-    SubjectDn, TlsClientAuthRule, X5tS256, MAX_CLIENT_CERT_HEADER_LEN,
+    Confirmation, SubjectDn, TlsClientAuthRule, X5tS256, MAX_CLIENT_CERT_HEADER_LEN,
 };
 use crate::scope::{Scope, ScopeSet};
 use crate::store::{MemoryStore, Namespace, Store};
 use crate::token::record::{decode, encode};
-use crate::token::{TokenError, TokenIssuer, RECORD_VERSION};
+use crate::token::{
+    check_wrapper_against_record, AccessTokenGrant, AccessTokenValidator, RecordKey, RecordKind,
+    RefreshTokenGrant, RevokedJtis, TokenError, TokenFormat, TokenHash, TokenIssuer, TokenRecord,
+    ValidatedToken, ACCESS_TOKEN_TYP, OPAQUE_PREFIX, OPAQUE_RANDOM_BYTES, RECORD_VERSION,
+    WRAPPER_REF_CLAIM, WRAPPER_TOKEN_TYP,
+};
 
 /// The issuer of the fuzzing fixture.
 pub const ISS: &str = "https://as.example";
@@ -1266,6 +1278,1155 @@ pub fn redirect_uri_match(data: &[u8]) {
     assert!(literal, "A11: loopback port rule applied to host {host:?}");
 }
 
+// ---------------------------------------------------------------------------------------
+// Token formats: wrapper and opaque tokens
+
+/// A token the fixture issuer produced in this run, with the record stored for it.
+struct Issued {
+    token: String,
+    /// The client it was issued to.
+    client: &'static str,
+    /// The wrapped reference (wrapper tokens only).
+    reference: Option<String>,
+    store_key: Vec<u8>,
+    record: TokenRecord,
+}
+
+/// The confirmation of a certificate that exists only as a thumbprint here.
+fn confirmation(seed: &str) -> Confirmation {
+    Confirmation {
+        x5t_s256: crate::jose::b64::encode(sha256(seed.as_bytes())),
+    }
+}
+
+fn issue(format: TokenFormat, client: &'static str, cnf: Option<Confirmation>) -> Issued {
+    let f = fixture();
+    let grant = AccessTokenGrant {
+        client_id: client.into(),
+        sub: "user".into(),
+        pairwise_sub: (client == "ms").then(|| "pw-user".to_owned()),
+        scope: "openid patient/*.rs".into(),
+        aud: vec![RS.into()],
+        cnf,
+        lifetime: 300,
+        format,
+        auth_time: Some(NOW),
+        acr: None,
+        family_id: None,
+        context: as_object(&json!({"patient": "123"})).clone(),
+    };
+    let t = match f.issuer.issue_access_token(&grant, NOW) {
+        Ok(t) => t,
+        Err(e) => panic!("fixture: issuing a {format:?} token failed: {e}"),
+    };
+    let token = t.token.expose().to_owned();
+    let reference = (format == TokenFormat::Wrapper).then(|| {
+        match jwt_payload(&token)
+            .as_ref()
+            .and_then(|p| p.get(WRAPPER_REF_CLAIM))
+            .and_then(Value::as_str)
+        {
+            Some(r) => r.to_owned(),
+            None => panic!("fixture: a wrapper token without a reference"),
+        }
+    });
+    Issued {
+        token,
+        client,
+        reference,
+        store_key: t.record_key.store_key(),
+        record: t.record,
+    }
+}
+
+/// The payload of a compact JWS, decoded here independently of `jose`.
+fn jwt_payload(token: &str) -> Option<Map<String, Value>> {
+    let mut parts = token.split('.');
+    let _header = parts.next()?;
+    let payload = crate::jose::b64::decode(parts.next()?).ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
+fn put_access_record(store: &MemoryStore, key: &[u8], record: &TokenRecord, until: UnixTime) {
+    let bytes = match record.to_bytes() {
+        Ok(b) => b,
+        Err(e) => panic!("fixture: a token record does not encode: {e}"),
+    };
+    if let Err(e) = store.put(Namespace::AccessToken, key, &bytes, until) {
+        panic!("memory store put failed: {e}");
+    }
+}
+
+/// Wrapper tokens of three clients: a public one without binding, two certificate-bound.
+fn wrappers() -> &'static [Issued; 3] {
+    static W: OnceLock<[Issued; 3]> = OnceLock::new();
+    W.get_or_init(|| {
+        [
+            issue(TokenFormat::Wrapper, "app", None),
+            issue(TokenFormat::Wrapper, "ms", Some(confirmation("ms cert"))),
+            issue(
+                TokenFormat::Wrapper,
+                "heart",
+                Some(confirmation("heart cert")),
+            ),
+        ]
+    })
+}
+
+/// How `wrapper_token` changes the stored record of the reference before the check.
+const RECORD_EDITS: u8 = 11;
+
+fn edit_record(op: u8, r: &mut TokenRecord) -> Option<UnixTime> {
+    match op % RECORD_EDITS {
+        1 => r.client_id = if r.client_id == "app" { "ms" } else { "app" }.into(),
+        2 => {
+            r.cnf = match r.cnf {
+                Some(_) if op & 0x80 != 0 => None,
+                _ => Some(confirmation("another cert")),
+            }
+        }
+        3 => r.kind = RecordKind::AccessOpaque,
+        4 => r.aud = vec![format!("{RS}/other")],
+        5 => r.scope = "openid patient/*.cruds".into(),
+        6 => r.exp = NOW.0 + 10,
+        7 => r.jti.push('x'),
+        8 => r.iss.push('/'),
+        // Expired record still in the store (its retention outlives `exp`).
+        9 => r.exp = NOW.0 - 1,
+        10 => return None,
+        _ => {}
+    }
+    Some(UnixTime(NOW.0 + 3600))
+}
+
+/// `wrapper_token`: a wrapper JWT (`typ: hg-wrapper+jwt`) and the stored record of its
+/// inner reference (J28, J30, M8).
+///
+/// Input: wrapper selector and `typ` choice, a record edit (client, `cnf`, kind,
+/// audience, scope, expiry, jti, issuer, deletion), a reference edit (truncated,
+/// extended, case-flipped, another wrapper's, an opaque token), then a JSON object whose
+/// members replace the wrapper's claims (`null` removes one); the result is re-signed
+/// with the issuer's key. Oracle: the resource server's check (`validate` +
+/// [`check_wrapper_against_record`]) and the authorization server's introspection
+/// agree, and an accepted wrapper carries exactly the reference we issued, a record that
+/// was not edited, and the record's `client_id`, `cnf`, issuer, jti and audiences, with
+/// an expiry not after the record's. The untouched wrapper is accepted.
+pub fn wrapper_token(data: &[u8]) {
+    let f = fixture();
+    let all = wrappers();
+    let mut u = Cursor(data);
+    let sel = u.byte();
+    let w = &all[usize::from(sel % 3)];
+    let typ = match (sel >> 2) % 4 {
+        0 => Some(WRAPPER_TOKEN_TYP),
+        1 => Some("application/hg-wrapper+jwt"),
+        2 => Some(ACCESS_TOKEN_TYP),
+        _ => None,
+    };
+    let rec_op = u.byte();
+    let ref_op = u.byte();
+    let n = usize::from(u.u16() % 4096);
+    let overlay = u.take(n);
+
+    let mut record = w.record.clone();
+    let until = edit_record(rec_op, &mut record);
+    let record_untouched = rec_op % RECORD_EDITS == 0;
+    let store = MemoryStore::new();
+    if let Some(until) = until {
+        put_access_record(&store, &w.store_key, &record, until);
+    }
+
+    let Some(mut claims) = jwt_payload(&w.token) else {
+        panic!("fixture: our wrapper does not decode");
+    };
+    let genuine_ref = w.reference.clone().unwrap_or_default();
+    let edited_ref = match ref_op % 8 {
+        1 => {
+            let mut r = genuine_ref.clone();
+            r.truncate(usize::from(ref_op >> 3) % (r.len() + 1));
+            Some(r)
+        }
+        2 => Some(format!(
+            "{genuine_ref}{}",
+            char::from(b'A' + (ref_op >> 3) % 26)
+        )),
+        3 => {
+            let i = usize::from(ref_op >> 3) % genuine_ref.len().max(1);
+            let flipped: String = genuine_ref
+                .char_indices()
+                .map(|(j, c)| {
+                    if j == i {
+                        if c.is_ascii_lowercase() {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        }
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            Some(flipped)
+        }
+        4 => all[usize::from(sel.wrapping_add(1) % 3)].reference.clone(),
+        5 => Some(opaque_tokens()[0].token.clone()),
+        _ => None,
+    };
+    if let Some(r) = &edited_ref {
+        claims.insert(WRAPPER_REF_CLAIM.into(), Value::String(r.clone()));
+    }
+    if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(overlay) {
+        for (k, v) in o {
+            if v.is_null() {
+                claims.remove(&k);
+            } else {
+                claims.insert(k, v);
+            }
+        }
+    }
+    let untouched = record_untouched
+        && edited_ref.is_none()
+        && overlay.is_empty()
+        && typ == Some(WRAPPER_TOKEN_TYP);
+    let key = Arc::clone(f.issuer.keys().load().active());
+    let token = sign(&key, typ, &claims);
+
+    // The resource server: offline check, then the record of the reference.
+    let keys = f.issuer.keys().snapshot();
+    let validator = AccessTokenValidator::new(ISS, RS);
+    let rs_accepted = match validator.validate(&token, &*keys, &RevokedJtis::new(), NOW) {
+        Ok(ValidatedToken::Wrapper(v)) => {
+            let v = v.into_inner();
+            let k = RecordKey::Hash(v.reference_hash()).store_key();
+            let stored = match store.get(Namespace::AccessToken, &k, NOW) {
+                Ok(b) => b.and_then(|b| TokenRecord::from_bytes(&b).ok()),
+                Err(e) => panic!("memory store get failed: {e}"),
+            };
+            match stored {
+                Some(r) if check_wrapper_against_record(&v, &r, NOW).is_ok() => {
+                    assert_eq!(v.client_id, r.client_id, "J30: client_id differs");
+                    assert_eq!(v.cnf, r.cnf, "J30/M8: cnf differs");
+                    true
+                }
+                _ => false,
+            }
+        }
+        Ok(ValidatedToken::Jwt(_)) => {
+            assert!(
+                typ.is_some_and(|t| crate::jose::typ_matches(t, ACCESS_TOKEN_TYP)),
+                "J25: a wrapper-typed token validated as an RFC 9068 token"
+            );
+            false
+        }
+        Ok(ValidatedToken::Opaque(_)) => panic!("a signed JWT validated as an opaque token"),
+        Err(_) => false,
+    };
+    if untouched {
+        assert!(rs_accepted, "our own wrapper token was refused");
+    }
+
+    // The authorization server: introspection by the client the record names.
+    let lctx = LifecycleContext::new(&f.issuer, &store, NOW);
+    let caller = f
+        .authed
+        .get(record.client_id.as_str())
+        .unwrap_or(&f.authed[w.client]);
+    let active = match lifecycle::introspect(caller, Some(&token), &lctx) {
+        Ok(r) => r,
+        Err(e) => panic!("introspection failed on a memory store: {e:?}"),
+    };
+    if rs_accepted {
+        assert!(
+            active.is_active(),
+            "a wrapper the resource server accepts is inactive at introspection"
+        );
+    }
+    if !active.is_active() {
+        return;
+    }
+    // Independently of the code under test: the accepted wrapper (the claims we signed)
+    // and the record of its reference agree.
+    let said = |name: &str| claims.get(name).and_then(Value::as_str);
+    assert_eq!(
+        said(WRAPPER_REF_CLAIM),
+        Some(genuine_ref.as_str()),
+        "J30: accepted with another reference"
+    );
+    assert_eq!(
+        said("client_id"),
+        Some(record.client_id.as_str()),
+        "J30: client_id differs"
+    );
+    assert_eq!(active.client_id(), said("client_id"), "J30: introspection");
+    let wrapper_cnf = claims
+        .get("cnf")
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(Value::as_str);
+    let record_cnf = record.cnf.as_ref().map(|c| c.x5t_s256.as_str());
+    assert_eq!(wrapper_cnf, record_cnf, "J30/M8: cnf differs");
+    assert_eq!(
+        active.cnf().map(|c| c.x5t_s256.as_str()),
+        record_cnf,
+        "J30/M8: introspected cnf differs"
+    );
+    assert_eq!(record.kind, RecordKind::AccessWrapper, "J30: kind");
+    assert_eq!(said("iss"), Some(record.iss.as_str()), "J26: iss differs");
+    assert_eq!(said("jti"), Some(record.jti.as_str()), "J30: jti differs");
+    assert_eq!(
+        said("scope").unwrap_or_default(),
+        record.scope,
+        "J30: scope differs"
+    );
+    let mut aud: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => panic!("J27: accepted without a string aud"),
+    };
+    let mut want: Vec<&str> = record.aud.iter().map(String::as_str).collect();
+    aud.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(aud, want, "J30: audiences differ");
+    match claims.get("exp").and_then(Value::as_f64) {
+        Some(exp) => assert!(
+            exp <= record.exp as f64 && NOW.0 < record.exp,
+            "J30: wrapper outlives its record, or the record is dead"
+        ),
+        None => panic!("J21: accepted without a numeric exp"),
+    }
+}
+
+/// Genuine opaque strings of this run: an opaque access token, a wrapper's reference
+/// and a refresh token, all of client `app`.
+fn opaque_tokens() -> &'static [Issued; 2] {
+    static O: OnceLock<[Issued; 2]> = OnceLock::new();
+    O.get_or_init(|| {
+        [
+            issue(TokenFormat::Opaque, "app", None),
+            issue(TokenFormat::Wrapper, "app", None),
+        ]
+    })
+}
+
+fn refresh_token() -> &'static (String, TokenHash, Vec<u8>, UnixTime) {
+    static R: OnceLock<(String, TokenHash, Vec<u8>, UnixTime)> = OnceLock::new();
+    R.get_or_init(|| {
+        let grant = RefreshTokenGrant {
+            client_id: "app".into(),
+            sub: "user".into(),
+            scope: "openid offline_access patient/*.rs".into(),
+            aud: vec![RS.into()],
+            cnf: None,
+            lifetime: 3600,
+            family_id: None,
+            generation: 0,
+            auth_time: Some(NOW),
+            acr: None,
+            context: Map::new(),
+        };
+        match fixture().issuer.issue_refresh_token(&grant, NOW) {
+            Ok(t) => match t.record.to_bytes() {
+                Ok(b) => (
+                    t.token.expose().to_owned(),
+                    t.hash,
+                    b,
+                    UnixTime(t.record.exp),
+                ),
+                Err(e) => panic!("fixture: refresh record does not encode: {e}"),
+            },
+            Err(e) => panic!("fixture: refresh token not issued: {e}"),
+        }
+    })
+}
+
+/// `opaque_token`: an opaque token string → its lookup key (I2, I9, V2).
+///
+/// Input: an operation (raw string; a genuine token truncated, with a byte replaced, or
+/// `$T` in the input replaced by it) and its bytes. Oracle: every lookup key is SHA-256
+/// of the whole string (cache key, store key, the validator's hash); the validator
+/// recognises exactly the `hgat_` + 43 strict base64url shape; introspection (with and
+/// without the cache, and the `userinfo` lookup) is active for a genuine string and
+/// for nothing else, so no prefix, suffix or near-miss ever hits; revoking anything else
+/// changes nothing; revoking a genuine string makes it inactive, cache included.
+pub fn opaque_token(data: &[u8]) {
+    let f = fixture();
+    let (rt, rt_hash, rt_bytes, rt_exp) = refresh_token();
+    let ot = opaque_tokens();
+    let genuine: [&str; 3] = [
+        &ot[0].token,
+        ot[1].reference.as_deref().unwrap_or_default(),
+        rt,
+    ];
+    let mut u = Cursor(data);
+    let op = u.byte();
+    let g = genuine[usize::from(op >> 2) % 3];
+    let s: String = match op % 4 {
+        0 => String::from_utf8_lossy(u.rest()).into_owned(),
+        1 => {
+            let n = usize::from(u.byte()) % (g.len() + 1);
+            format!("{}{}", &g[..n], String::from_utf8_lossy(u.rest()))
+        }
+        2 => {
+            let i = usize::from(u.byte()) % g.len();
+            let mut b = g.as_bytes().to_vec();
+            b[i] = u.byte();
+            String::from_utf8_lossy(&b).into_owned()
+        }
+        _ => String::from_utf8_lossy(u.rest()).replace("$T", g),
+    };
+
+    // Keys: SHA-256 of the whole string, nothing shorter.
+    let h = sha256(s.as_bytes());
+    assert_eq!(
+        crate::introspect::CacheKey::for_token(&s).as_bytes(),
+        &h,
+        "I9: cache key"
+    );
+    assert_eq!(TokenHash::of(&s).0, h, "token hash");
+    let mut store_key = vec![0u8];
+    store_key.extend_from_slice(&h);
+    assert_eq!(
+        RecordKey::Hash(TokenHash::of(&s)).store_key(),
+        store_key,
+        "store key"
+    );
+    let shape = s.strip_prefix(OPAQUE_PREFIX).is_some_and(|r| {
+        r.len() == 43 && crate::jose::b64::decode(r).is_ok_and(|b| b.len() == OPAQUE_RANDOM_BYTES)
+    });
+    let keys = f.issuer.keys().snapshot();
+    match AccessTokenValidator::new(ISS, RS).validate(&s, &*keys, &RevokedJtis::new(), NOW) {
+        Ok(ValidatedToken::Opaque(th)) => {
+            assert!(shape, "{s:?} recognised as an opaque token");
+            assert_eq!(th.0, h, "the validator's hash is not SHA-256 of the token");
+        }
+        Ok(_) => assert!(
+            !s.starts_with(OPAQUE_PREFIX),
+            "an hgat_ string validated as a JWT"
+        ),
+        Err(_) => assert!(!shape, "a well-formed opaque token was refused offline"),
+    }
+
+    let store = MemoryStore::new();
+    for t in ot {
+        put_access_record(&store, &t.store_key, &t.record, UnixTime(t.record.exp));
+    }
+    if let Err(e) = store.put(Namespace::RefreshToken, &rt_hash.0, rt_bytes, *rt_exp) {
+        panic!("memory store put failed: {e}");
+    }
+    let cache = match IntrospectionCache::new(CacheConfig {
+        max_entries: 64,
+        max_negative_entries: 16,
+        ..CacheConfig::default()
+    }) {
+        Ok(c) => c,
+        Err(e) => panic!("cache: {e}"),
+    };
+    let app = &f.authed["app"];
+    let plain = LifecycleContext::new(&f.issuer, &store, NOW);
+    let mut cached = LifecycleContext::new(&f.issuer, &store, NOW);
+    cached.cache = Some(&cache);
+    let introspect = |ctx: &LifecycleContext<'_>, t: &str| -> bool {
+        match lifecycle::introspect(app, Some(t), ctx) {
+            Ok(r) => r.is_active(),
+            Err(e) => panic!("introspection failed on a memory store: {e:?}"),
+        }
+    };
+    // Warm the cache with every genuine answer first: a near-miss must not hit it.
+    for t in genuine {
+        assert!(introspect(&cached, t), "a genuine token is inactive");
+    }
+    let is_genuine = genuine.contains(&s.as_str());
+    assert_eq!(
+        introspect(&cached, &s),
+        is_genuine,
+        "I9: {s:?} active through the cache"
+    );
+    assert_eq!(introspect(&plain, &s), is_genuine, "I2: {s:?} active");
+    let userinfo = match lifecycle::inspect(&s, &plain) {
+        Ok(r) => r.is_active(),
+        Err(e) => panic!("inspect failed on a memory store: {e:?}"),
+    };
+    assert_eq!(userinfo, is_genuine && s != *rt, "{s:?} active at userinfo");
+
+    let before = snapshot(&store);
+    let revoked = match lifecycle::revoke(app, Some(&s), &cached) {
+        Ok(r) => r,
+        Err(e) => panic!("revocation of app's own or unknown token failed: {e:?}"),
+    };
+    revoked.invalidate(&cache);
+    if is_genuine {
+        assert!(
+            !introspect(&cached, &s),
+            "V: revoked but active in the cache"
+        );
+        assert!(!introspect(&plain, &s), "V: revoked but active");
+    } else {
+        assert_eq!(revoked, Revoked::Nothing, "V2: {s:?} revoked something");
+        assert_eq!(
+            snapshot(&store),
+            before,
+            "V2: revoking {s:?} changed the store"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Dynamic registration and the SSRF guard
+
+/// An IPv4 network in the reference table below.
+fn in_v4(ip: std::net::Ipv4Addr, net: [u8; 4], bits: u32) -> bool {
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    u32::from(ip) & mask == u32::from_be_bytes(net) & mask
+}
+
+fn in_v6(ip: std::net::Ipv6Addr, net: [u16; 8], bits: u32) -> bool {
+    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+    let net = std::net::Ipv6Addr::from(net);
+    u128::from(ip) & mask == u128::from(net) & mask
+}
+
+/// The reference classification of the SSRF guard (D2, B14), written from the IANA
+/// special-purpose address registries (every block not globally reachable), multicast,
+/// and the deprecated IPv6 site-local block, independently of [`forbidden_ip`]: an
+/// address outbound calls must never reach. IPv4-mapped, IPv4-compatible, NAT64 and 6to4
+/// forms carry an IPv4 address and are judged by it; the guard may refuse those blocks
+/// whole ([`guard_may_refuse`]).
+fn reference_forbidden(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => [
+            ([0, 0, 0, 0], 8),       // "this network"
+            ([10, 0, 0, 0], 8),      // private
+            ([100, 64, 0, 0], 10),   // shared address space (CGNAT)
+            ([127, 0, 0, 0], 8),     // loopback
+            ([169, 254, 0, 0], 16),  // link local, cloud metadata
+            ([172, 16, 0, 0], 12),   // private
+            ([192, 0, 0, 0], 24),    // IETF protocol assignments
+            ([192, 0, 2, 0], 24),    // TEST-NET-1
+            ([192, 168, 0, 0], 16),  // private
+            ([198, 18, 0, 0], 15),   // benchmarking
+            ([198, 51, 100, 0], 24), // TEST-NET-2
+            ([203, 0, 113, 0], 24),  // TEST-NET-3
+            ([224, 0, 0, 0], 4),     // multicast
+            ([240, 0, 0, 0], 4),     // reserved, broadcast
+        ]
+        .iter()
+        .any(|(n, b)| in_v4(v4, *n, *b)),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let v4 = |hi: u16, lo: u16| {
+                reference_forbidden(IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(hi) << 16) | u32::from(lo),
+                )))
+            };
+            // IPv4-mapped ::ffff:0:0/96 and IPv4-compatible ::/96 (:: and ::1 included).
+            if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
+                return s[5] == 0 || v4(s[6], s[7]);
+            }
+            // NAT64 64:ff9b::/96 (globally reachable when the IPv4 address is).
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return v4(s[6], s[7]);
+            }
+            // 6to4 2002::/16 carries an IPv4 address in its next 32 bits.
+            if s[0] == 0x2002 {
+                return v4(s[1], s[2]);
+            }
+            [
+                ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),  // local-use NAT64
+                ([0x100, 0, 0, 0, 0, 0, 0, 0], 64),      // discard-only
+                ([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),     // IETF protocol assignments, Teredo
+                ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
+                ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),     // documentation (RFC 9637)
+                ([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),     // SRv6 SIDs
+                ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),      // unique local
+                ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),     // link local
+                ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),     // site local (deprecated)
+                ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),      // multicast
+            ]
+            .iter()
+            .any(|(n, b)| in_v6(v6, *n, *b))
+        }
+    }
+}
+
+/// Blocks the guard refuses whole although the reference would judge some addresses in
+/// them reachable: stricter, never a hole (NAT64 /32 and 6to4, whose IPv4 part a relay
+/// reaches).
+fn guard_may_refuse(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(_) => false,
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] == 0x64 && s[1] == 0xff9b) || s[0] == 0x2002
+        }
+    }
+}
+
+/// Every IP literal in a JSON document: strings that are addresses, and the hosts of
+/// strings that are URLs.
+fn ip_literals(v: &Value, out: &mut Vec<std::net::IpAddr>) {
+    match v {
+        Value::String(s) => {
+            if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse() {
+                out.push(ip);
+            }
+            match url::Url::parse(s)
+                .ok()
+                .and_then(|u| u.host().map(|h| h.to_owned()))
+            {
+                Some(url::Host::Ipv4(ip)) => out.push(ip.into()),
+                Some(url::Host::Ipv6(ip)) => out.push(ip.into()),
+                _ => {}
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| ip_literals(x, out)),
+        Value::Object(o) => o.values().for_each(|x| ip_literals(x, out)),
+        _ => {}
+    }
+}
+
+fn check_guard(ip: std::net::IpAddr) {
+    let guard = forbidden_ip(ip);
+    if reference_forbidden(ip) {
+        assert!(guard, "D2/B14: the SSRF guard lets {ip} through");
+    } else if !guard_may_refuse(ip) {
+        assert!(!guard, "the SSRF guard refuses the public address {ip}");
+    }
+}
+
+/// The operator's allow-listed notification host of `dcr_metadata`.
+const OPERATOR_HOST: &str = "ciba.internal.example";
+
+fn registrar_config() -> RegistrarConfig {
+    RegistrarConfig::new(
+        format!("{ISS}/register"),
+        Some(TokenHash::of(INITIAL_ACCESS_TOKEN)),
+    )
+}
+
+/// The initial access token `dcr_metadata` registers with.
+pub const INITIAL_ACCESS_TOKEN: &str = "hg-fuzz-initial-access-token";
+
+/// `dcr_metadata`: registration JSON (RFC 7591) through profile validation and dynamic
+/// registration (D1-D10, B14), and every IP literal in it through the SSRF guard.
+///
+/// Oracle: validation and registration are total (typed 4xx errors, never a panic or a
+/// 503 on a memory store); a refused registration stores nothing; an accepted one is
+/// stored once, re-validates, never has `client_credentials`, resources, a client
+/// secret or the client's own `client_id`; metadata valid without the operator's
+/// allow-list stays valid with it; an accepted CIBA notification endpoint is `https`
+/// without userinfo on a host that is not `localhost` or a forbidden IP literal (unless
+/// allow-listed); and [`forbidden_ip`] agrees with an independent reference table on
+/// every IP literal in the document and on the address in the input's last 4 and 16
+/// bytes.
+pub fn dcr_metadata(data: &[u8]) {
+    // The guard on raw addresses: the whole address space, not only what parses.
+    if let Some(b) = data.len().checked_sub(16).and_then(|i| data.get(i..)) {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        check_guard(std::net::Ipv6Addr::from(a).into());
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&b[12..]);
+        check_guard(std::net::Ipv4Addr::from(a4).into());
+    }
+    let doc: Option<Value> = serde_json::from_slice(data).ok();
+    if let Some(doc) = &doc {
+        let mut ips = Vec::new();
+        ip_literals(doc, &mut ips);
+        for ip in ips {
+            check_guard(ip);
+        }
+    }
+
+    // Profile validation, as the operator's static clients get it.
+    if let Ok(md) = ClientMetadata::from_json(data) {
+        let hosts = [OPERATOR_HOST.to_owned()];
+        let strict = md.clone().validate();
+        let lenient = md.validate_with(&hosts);
+        if let Ok(c) = &strict {
+            assert!(lenient.is_ok(), "the operator allow-list refused more");
+            check_validated(c, &[]);
+        }
+        if let Ok(c) = &lenient {
+            check_validated(c, &hosts);
+        }
+    }
+
+    // Dynamic registration.
+    let store = MemoryStore::new();
+    let registrar = Registrar::new(registrar_config(), &NoAudit);
+    let before = snapshot(&store);
+    match registrar.register(Some(INITIAL_ACCESS_TOKEN), data, &store, NOW) {
+        Err(e) => {
+            let status = e.to_wire().status;
+            assert!((400..500).contains(&status), "{e:?} → {status}");
+            assert_eq!(snapshot(&store), before, "D: a refused registration stored");
+        }
+        Ok(info) => {
+            let after = snapshot(&store);
+            assert_eq!(
+                after.len(),
+                before.len() + 1,
+                "one client record per registration"
+            );
+            let md = info.metadata();
+            assert!(
+                !md.grant_types.contains(&GrantType::ClientCredentials),
+                "D: client_credentials registered dynamically"
+            );
+            assert!(
+                md.resources.is_empty(),
+                "D: a client granted itself resources"
+            );
+            let asked = doc
+                .as_ref()
+                .and_then(|d| d.get("client_id"))
+                .and_then(Value::as_str);
+            assert!(
+                asked.is_none_or(|a| a != info.client_id()),
+                "D7: the client chose its client_id"
+            );
+            assert!(
+                info.registration_access_token()
+                    .expose()
+                    .starts_with(REGISTRATION_TOKEN_PREFIX),
+                "registration access token shape"
+            );
+            let json = info.to_json();
+            match serde_json::from_str::<Map<String, Value>>(&json) {
+                Ok(o) => assert!(!o.contains_key("client_secret"), "D8: a client_secret"),
+                Err(e) => panic!("the client information is not a JSON object: {e}"),
+            }
+            match md.clone().validate() {
+                Ok(c) => check_validated(&c, &[]),
+                Err(e) => panic!("D9: registered metadata does not validate again: {e:?}"),
+            }
+            // The client now exists for client authentication, and only it.
+            let dir = StoreClientDirectory::new(&store, NOW);
+            assert!(
+                dir.client(info.client_id()).is_some(),
+                "registered client missing"
+            );
+        }
+    }
+}
+
+/// What validated metadata always satisfies (D3, D6, B14).
+fn check_validated(c: &ValidatedClient, hosts: &[String]) {
+    let md = c.metadata();
+    if let Some(u) = &md.backchannel_client_notification_endpoint {
+        let Ok(p) = url::Url::parse(u) else {
+            panic!("B14: an unparseable notification endpoint was accepted");
+        };
+        assert_eq!(p.scheme(), "https", "B14: notification endpoint scheme");
+        assert!(
+            p.username().is_empty() && p.password().is_none(),
+            "B14: userinfo in the notification endpoint"
+        );
+        let allowed = p.host_str().is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            hosts.iter().any(|a| a.eq_ignore_ascii_case(h))
+        });
+        if !allowed {
+            match p.host() {
+                Some(url::Host::Ipv4(ip)) => {
+                    assert!(!reference_forbidden(ip.into()), "B14: endpoint on {ip}")
+                }
+                Some(url::Host::Ipv6(ip)) => {
+                    assert!(!reference_forbidden(ip.into()), "B14: endpoint on {ip}")
+                }
+                Some(url::Host::Domain(d)) => {
+                    let d = d.trim_end_matches('.').to_ascii_lowercase();
+                    assert!(
+                        d != "localhost" && !d.ends_with(".localhost"),
+                        "B14: endpoint on localhost"
+                    );
+                }
+                None => panic!("B14: notification endpoint without a host"),
+            }
+        }
+    }
+    if md.grant_types.contains(&GrantType::ClientCredentials) {
+        assert_ne!(
+            md.token_endpoint_auth_method,
+            AuthMethod::None,
+            "D6: a public client_credentials client"
+        );
+    }
+    if let Some(jwks) = &md.jwks {
+        for k in jwks["keys"].as_array().into_iter().flatten() {
+            let private = k.as_object().is_some_and(|m| {
+                PRIVATE_MEMBERS.iter().any(|p| m.contains_key(*p))
+                    || m.get("kty").and_then(Value::as_str) == Some("oct")
+            });
+            assert!(
+                !private,
+                "J33: a private or symmetric client key registered"
+            );
+        }
+    }
+    assert!(
+        md.jwks.is_none() || md.jwks_uri.is_none(),
+        "D3: both jwks and jwks_uri"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// CIBA
+
+/// The users of `ciba_request`: alice (active, user code 4711), carol (locked), ghost (a
+/// login name whose account is gone); every other hint names nobody.
+struct CibaFixtureUsers;
+
+impl CibaUsers for CibaFixtureUsers {
+    fn resolve_login_hint(&self, hint: &str) -> Result<Option<String>, UsersUnavailable> {
+        Ok(match hint {
+            "alice@clinic.example" => Some("alice".into()),
+            "carol@clinic.example" => Some("carol".into()),
+            "ghost@clinic.example" => Some("ghost".into()),
+            _ => None,
+        })
+    }
+
+    fn status(&self, user_id: &str) -> Result<UserStatus, UsersUnavailable> {
+        Ok(match user_id {
+            "alice" => UserStatus::Active,
+            "carol" => UserStatus::Inactive,
+            _ => UserStatus::Unknown,
+        })
+    }
+
+    fn verify_user_code(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<UserCodeCheck, UsersUnavailable> {
+        Ok(if user_id == "alice" && code == "4711" {
+            UserCodeCheck::Match
+        } else {
+            UserCodeCheck::Mismatch
+        })
+    }
+}
+
+/// CIBA clients, all signing with one key.
+struct CibaFixture {
+    key: SigningKey,
+    dir: Directory,
+    authed: Vec<(&'static str, AuthenticatedClient)>,
+}
+
+const CIBA_ENDPOINT: &str = "https://clinic.example/ciba";
+
+fn ciba_fixture() -> &'static CibaFixture {
+    static C: OnceLock<CibaFixture> = OnceLock::new();
+    C.get_or_init(|| {
+        let key = self::key(Algorithm::ES256);
+        let jwks = json!({"keys": [key.verifying_key().to_jwk()]});
+        let grant = crate::ciba::GRANT_TYPE;
+        let clients: [(&'static str, Value); 8] = [
+            ("poll", json!({})),
+            (
+                "ping",
+                json!({"backchannel_token_delivery_mode": "ping",
+                "backchannel_client_notification_endpoint": CIBA_ENDPOINT}),
+            ),
+            (
+                "push",
+                json!({"backchannel_token_delivery_mode": "push",
+                "backchannel_client_notification_endpoint": CIBA_ENDPOINT}),
+            ),
+            ("usercode", json!({"backchannel_user_code_parameter": true})),
+            (
+                "signed",
+                json!({"profile": "heart", "grant_types": [grant],
+                "backchannel_authentication_request_signing_alg": "ES256"}),
+            ),
+            (
+                "fapi",
+                json!({"profile": "fapi2-security", "grant_types": [grant],
+                "tls_client_certificate_bound_access_tokens": true,
+                "backchannel_token_delivery_mode": "ping",
+                "backchannel_client_notification_endpoint": CIBA_ENDPOINT}),
+            ),
+            ("narrow", json!({"scope": "openid user/Observation.rs"})),
+            (
+                "nociba",
+                json!({"redirect_uris": ["https://app.example/cb"],
+                "grant_types": ["authorization_code"], "backchannel_token_delivery_mode": null}),
+            ),
+        ];
+        let mut m = HashMap::new();
+        for (id, extra) in &clients {
+            let mut v = json!({"client_id": id, "profile": "smart",
+                "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks,
+                "grant_types": [grant, "refresh_token"], "backchannel_token_delivery_mode": "poll"});
+            for (k, x) in as_object(extra) {
+                if x.is_null() {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove(k);
+                    }
+                } else {
+                    v[k] = x.clone();
+                }
+            }
+            m.insert((*id).to_owned(), client(&v));
+        }
+        let dir = Directory(m);
+        let mut authed = Vec::new();
+        for (id, _) in clients {
+            let claims = json!({"iss": id, "sub": id, "aud": ISS, "exp": NOW.0 + 60,
+                "iat": NOW.0, "jti": "fixture"});
+            let assertion = sign(&key, None, as_object(&claims));
+            let creds = ClientCredentials {
+                client_assertion_type: Some(JWT_BEARER_ASSERTION_TYPE),
+                client_assertion: Some(&assertion),
+                ..Default::default()
+            };
+            match authenticate(&creds, &dir, &endpoints(), &MemoryStore::new(), NOW, &NoAudit) {
+                Ok(c) => authed.push((id, c)),
+                Err(e) => panic!("fixture: {id} does not authenticate: {e}"),
+            }
+        }
+        CibaFixture { key, dir, authed }
+    })
+}
+
+/// `requested_expiry` as CIBA §7.1 defines it, recomputed: digits only, positive, capped.
+fn expected_expiry(v: &str) -> Option<u32> {
+    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = v.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    });
+    (n > 0).then(|| u32::try_from(n.min(u64::from(crate::ciba::MAX_EXPIRY))).unwrap_or(0))
+}
+
+/// `ciba_request`: a backchannel authentication request (CIBA §7.1; B8-B13, B16, B18).
+///
+/// Input: client selector, flags (signed request, `requested_expiry` as a JSON number,
+/// the request's own claims over ours, conceal unknown users, binding-message limit),
+/// then the form body. In values, `$IDT` becomes an ID token of this issuer for the
+/// client about alice, `$LHT` a `login_hint_token` the client signed. Oracle: a refusal
+/// is a typed 4xx and stores nothing; an accepted request came from a CIBA client, has
+/// exactly one hint, an `openid` scope, a binding message of the allowed alphabet and
+/// length (required under FAPI), `expires_in` = the recomputed `requested_expiry` (or
+/// the default), a valid notification token for ping and push, the right user (never an
+/// unknown or locked one when they are revealed), and one stored record that says so;
+/// a signed request is refused when replayed.
+pub fn ciba_request(data: &[u8]) {
+    let f = fixture();
+    let c = ciba_fixture();
+    let mut u = Cursor(data);
+    let sel = u.byte();
+    let flags = u.byte();
+    let (id, caller) = &c.authed[usize::from(sel) % c.authed.len()];
+    let md = caller.client().metadata();
+    let Ok(form) = parse_form(u.rest()) else {
+        return;
+    };
+    let needs = |p: &str| form.values().any(|v| v.contains(p));
+    let id_token = needs("$IDT").then(|| {
+        let claims = json!({"iss": ISS, "aud": id, "sub": "alice", "exp": NOW.0 + 60,
+            "iat": NOW.0});
+        let key = Arc::clone(f.issuer.keys().load().active());
+        sign(&key, None, as_object(&claims))
+    });
+    let hint_token = needs("$LHT").then(|| {
+        let claims = json!({"iss": id, "aud": ISS, "sub": "alice@clinic.example",
+            "exp": NOW.0 + 60});
+        sign(&c.key, None, as_object(&claims))
+    });
+    let form: par::Params = form
+        .into_iter()
+        .map(|(k, v)| {
+            let mut v = v;
+            if let Some(t) = &id_token {
+                v = v.replace("$IDT", t);
+            }
+            if let Some(t) = &hint_token {
+                v = v.replace("$LHT", t);
+            }
+            (k, v)
+        })
+        .collect();
+
+    // What the request carries: the form, or the claims of a signed request made of it.
+    let (body, effective) = if flags & 1 == 0 {
+        (form.clone(), form)
+    } else {
+        let mut claims = Map::new();
+        let base = json!({"iss": id, "aud": ISS, "exp": NOW.0 + 60, "nbf": NOW.0,
+            "iat": NOW.0, "jti": format!("j{}", data.len())});
+        if flags & 4 == 0 {
+            claims.extend(
+                form.iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str()))),
+            );
+            claims.extend(as_object(&base).clone());
+        } else {
+            claims.extend(as_object(&base).clone());
+            claims.extend(
+                form.iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str()))),
+            );
+        }
+        if flags & 2 != 0 {
+            if let Some(n) = claims
+                .get("requested_expiry")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                claims.insert("requested_expiry".into(), n.into());
+            }
+        }
+        let effective: par::Params = claims
+            .iter()
+            .filter(|(k, _)| !["iss", "aud", "exp", "nbf", "iat", "jti"].contains(&k.as_str()))
+            .map(|(k, v)| match v {
+                Value::String(s) => (k.clone(), s.clone()),
+                other => (k.clone(), other.to_string()),
+            })
+            .collect();
+        let mut body = par::Params::new();
+        body.insert("request".into(), sign(&c.key, None, &claims));
+        (body, effective)
+    };
+
+    let mut config = CibaConfig::new(ISS);
+    if flags & 8 != 0 {
+        config.unknown_users = UnknownUserPolicy::Conceal;
+    }
+    config.binding_message_max = usize::from(flags >> 4) * 16;
+    let store = MemoryStore::new();
+    let ctx = CibaContext::new(
+        &config,
+        &store,
+        &CibaFixtureUsers,
+        &c.dir,
+        f.issuer.keys(),
+        NOW,
+    );
+    let before = snapshot(&store);
+    let resp = match crate::ciba::start(caller, &body, &ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = e.to_wire().status;
+            assert!((400..500).contains(&status), "{e:?} → {status}");
+            assert_eq!(
+                snapshot(&store),
+                before,
+                "B: a refused request stored something"
+            );
+            return;
+        }
+    };
+
+    // Accepted: recompute every rule from the parameters.
+    assert!(
+        md.grant_types.contains(&GrantType::Ciba),
+        "B18: a client without the CIBA grant started a request"
+    );
+    let get = |k: &str| effective.get(k).map(String::as_str);
+    let hints = ["login_hint", "id_token_hint", "login_hint_token"]
+        .iter()
+        .filter(|h| effective.contains_key(**h))
+        .count();
+    assert_eq!(hints, 1, "B9: {hints} hints accepted");
+    let scope = get("scope").unwrap_or_default();
+    assert!(
+        scope.split(' ').any(|s| s == "openid"),
+        "CIBA §7.1: accepted without openid"
+    );
+    let max = config
+        .binding_message_max
+        .clamp(1, crate::ciba::MAX_BINDING_MESSAGE_MAX);
+    match get("binding_message") {
+        Some(m) => {
+            let ok = !m.is_empty()
+                && m.len() <= max
+                && !m.starts_with(' ')
+                && !m.ends_with(' ')
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._+/!?# ".contains(&b));
+            assert!(ok, "B8: binding_message {m:?} accepted (max {max})");
+        }
+        None => assert!(!md.profile.is_fapi(), "FAPI-CIBA: no binding_message"),
+    }
+    let want = match get("requested_expiry") {
+        Some(v) => match expected_expiry(v) {
+            Some(e) => e,
+            None => panic!("B12: requested_expiry {v:?} accepted"),
+        },
+        None => crate::ciba::DEFAULT_EXPIRY,
+    };
+    assert_eq!(resp.expires_in, want, "B12: expires_in");
+    if md.backchannel_token_delivery_mode != Some(DeliveryMode::Poll) {
+        let t = get("client_notification_token").unwrap_or_default();
+        let body = t.trim_end_matches('=');
+        assert!(
+            !body.is_empty()
+                && t.len() <= crate::ciba::MAX_NOTIFICATION_TOKEN_LEN
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)),
+            "B16: notification token {t:?} accepted"
+        );
+    }
+    if md.backchannel_user_code_parameter {
+        assert!(get("user_code").is_some(), "user_code missing but accepted");
+    } else {
+        assert!(
+            get("user_code").is_none(),
+            "unregistered user_code accepted"
+        );
+    }
+    let record = match crate::ciba::lookup(&ctx, &resp.request_ref()) {
+        Ok(Some(r)) => r,
+        Ok(None) => panic!("an accepted request was not stored"),
+        Err(e) => panic!("lookup failed on a memory store: {e:?}"),
+    };
+    assert_eq!(
+        record.client_id, md.client_id,
+        "B2: stored for another client"
+    );
+    assert_eq!(
+        record.binding_message.as_deref(),
+        get("binding_message"),
+        "B8"
+    );
+    assert_eq!(
+        record.expires_at,
+        NOW.0 + i64::from(want),
+        "B12: stored expiry"
+    );
+    let reveal = config.unknown_users == UnknownUserPolicy::Reveal;
+    match record.user_id.as_deref() {
+        Some(u) => {
+            assert_eq!(u, "alice", "B10/B17: a request for {u:?}");
+            if md.backchannel_user_code_parameter {
+                assert_eq!(get("user_code"), Some("4711"), "a wrong user_code accepted");
+            }
+        }
+        None => assert!(!reveal, "B10: an unknown user accepted while revealed"),
+    }
+    match (&record.notification, md.backchannel_token_delivery_mode) {
+        (None, Some(DeliveryMode::Poll)) => {}
+        (Some(n), Some(DeliveryMode::Ping | DeliveryMode::Push)) => assert_eq!(
+            Some(n.endpoint.as_str()),
+            md.backchannel_client_notification_endpoint.as_deref(),
+            "B14: notification endpoint"
+        ),
+        (n, m) => panic!("notification target {n:?} for mode {m:?}"),
+    }
+    if body.contains_key("request") {
+        let stored = snapshot(&store);
+        let again = crate::ciba::start(caller, &body, &ctx);
+        assert!(again.is_err(), "B13: a signed request was replayed");
+        assert_eq!(snapshot(&store), stored, "a replay stored something");
+    }
+}
+
 /// The body of a fuzz target.
 pub type Target = fn(&[u8]);
 
@@ -1284,4 +2445,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("x509_binding", x509_binding),
     ("smart_scope", smart_scope),
     ("redirect_uri_match", redirect_uri_match),
+    ("wrapper_token", wrapper_token),
+    ("opaque_token", opaque_token),
+    ("dcr_metadata", dcr_metadata),
+    ("ciba_request", ciba_request),
 ];

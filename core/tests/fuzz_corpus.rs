@@ -313,3 +313,214 @@ fn write_seed_corpus() {
         write("smart_scope", s.as_bytes());
     }
 }
+
+/// Seeds of `wrapper_token`, `opaque_token`, `dcr_metadata` and `ciba_request`, apart from
+/// [`write_seed_corpus`] so that adding them did not re-key the other targets' seeds.
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand to regenerate the seeds"]
+fn write_seed_corpus_tokens_registration_ciba() {
+    // wrapper_token: [wrapper + 4*typ][record edit][reference edit][len u16][claims overlay]
+    let wrapper = |sel: u8, rec: u8, r: u8, overlay: &str| {
+        let mut v = vec![sel, rec, r];
+        v.extend_from_slice(&(overlay.len() as u16).to_le_bytes());
+        v.extend_from_slice(overlay.as_bytes());
+        write("wrapper_token", &v);
+    };
+    for sel in 0u8..16 {
+        wrapper(sel, 0, 0, "");
+    }
+    for rec in 1u8..11 {
+        wrapper(1, rec, 0, "");
+        wrapper(0, rec | 0x80, 0, "");
+    }
+    for r in 1u8..6 {
+        wrapper(2, 0, r, "");
+        wrapper(0, 0, r | 0x28, "");
+    }
+    let later = NOW.0 + 5;
+    for o in [
+        r#"{"cnf":null}"#.to_owned(),
+        r#"{"client_id":"ms"}"#.to_owned(),
+        r#"{"cnf":{"x5t#S256":"AAAA"}}"#.to_owned(),
+        r#"{"cnf":{"x5t#S256":null}}"#.to_owned(),
+        format!(r#"{{"exp":{}}}"#, NOW.0 + 301),
+        format!(r#"{{"aud":["{}","{}"]}}"#, fuzzing::RS, fuzzing::RS),
+        format!(
+            r#"{{"aud":["{}"],"scope":"openid patient/*.rs"}}"#,
+            fuzzing::RS
+        ),
+        r#"{"ref":"hgref_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#.to_owned(),
+        r#"{"sub":"user","patient":"123"}"#.to_owned(),
+        r#"{"iss":"https://as.example/"}"#.to_owned(),
+    ] {
+        wrapper(0, 0, 0, &o);
+        wrapper(1, 0, 0, &o);
+    }
+    // Edited record, and a wrapper that agrees with it.
+    wrapper(0, 1, 0, r#"{"client_id":"ms"}"#);
+    wrapper(1, 6, 0, &format!(r#"{{"exp":{later}}}"#));
+    wrapper(1, 5, 0, r#"{"scope":"openid patient/*.cruds"}"#);
+    wrapper(0, 2, 0, r#"{"cnf":{"x5t#S256":"placeholder"}}"#);
+
+    // opaque_token: [op + 4*genuine][bytes]; op 0 raw, 1 truncate, 2 replace a byte, 3 $T.
+    for g in 0u8..3 {
+        let op = g << 2;
+        write("opaque_token", &with_prefix(&[op | 3], b"$T"));
+        write("opaque_token", &with_prefix(&[op | 3], b"$Tx"));
+        write("opaque_token", &with_prefix(&[op | 3], b" $T"));
+        write("opaque_token", &with_prefix(&[op | 3], b"$T$T"));
+        write("opaque_token", &[op | 1, 20]);
+        write("opaque_token", &[op | 1, 47]);
+        write("opaque_token", &[op | 1, 48, b'A']);
+        write("opaque_token", &[op | 2, 10, b'A']);
+        write("opaque_token", &[op | 2, 47, b'=']);
+    }
+    for raw in [
+        format!("hgat_{}", "A".repeat(43)),
+        format!("hgat_{}", "A".repeat(42)),
+        format!("hgat_{}=", "A".repeat(42)),
+        format!("hgref_{}", "_".repeat(43)),
+        format!("hgrt_{}", "-".repeat(43)),
+        "hgat_".to_owned(),
+        String::new(),
+        "eyJhbGciOiJFUzI1NiJ9.e30.AA".to_owned(),
+    ] {
+        write("opaque_token", &with_prefix(&[0], raw.as_bytes()));
+    }
+
+    // dcr_metadata: registration JSON.
+    let k = SigningKey::generate(Algorithm::ES256).unwrap();
+    let jwks = json!({"keys": [k.verifying_key().to_jwk()]});
+    let mut private = k.verifying_key().to_jwk();
+    private.insert("d".into(), json!("AAAA"));
+    let ciba = "urn:openid:params:grant-type:ciba";
+    let mut docs = vec![
+        json!({"profile": "smart", "redirect_uris": ["https://app.example/cb"],
+            "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]}),
+        json!({"profile": "heart", "redirect_uris": ["https://heart.example/cb"],
+            "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks,
+            "grant_types": ["authorization_code"], "client_id": "mine"}),
+        json!({"profile": "fapi2-message-signing", "redirect_uris": ["https://app.example/cb"],
+            "token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_san_ip": "192.0.2.7",
+            "grant_types": ["authorization_code"], "require_pushed_authorization_requests": true,
+            "tls_client_certificate_bound_access_tokens": true,
+            "request_object_signing_alg": "PS256", "authorization_signed_response_alg": "PS256"}),
+        json!({"profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": "https://10.0.0.1/jwks", "grant_types": ["client_credentials"]}),
+        json!({"profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [private]}, "redirect_uris": ["https://app.example/cb"]}),
+        json!({"profile": "smart", "subject_type": "pairwise", "token_endpoint_auth_method": "none",
+            "redirect_uris": ["https://a.example/cb", "https://b.example/cb"]}),
+        json!({"profile": "smart", "redirect_uris": ["http://127.0.0.1/cb", "com.example.app:/cb"],
+            "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"],
+            "scope": "openid launch patient/*.rs"}),
+    ];
+    for host in [
+        "clinic.example",
+        "ciba.internal.example",
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "169.254.169.254",
+        "[::ffff:10.0.0.1]",
+        "2130706433",
+        "[2002:7f00:1::]",
+        "[fec0::1]",
+        "[64:ff9b::808:808]",
+        "93.184.216.34",
+        "[2606:4700::1111]",
+    ] {
+        for mode in ["ping", "push"] {
+            docs.push(
+                json!({"profile": "smart", "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": jwks, "grant_types": [ciba], "backchannel_token_delivery_mode": mode,
+                "backchannel_client_notification_endpoint": format!("https://{host}/cb")}),
+            );
+        }
+    }
+    for d in docs {
+        write("dcr_metadata", d.to_string().as_bytes());
+    }
+    write("dcr_metadata", b"{}");
+    write(
+        "dcr_metadata",
+        b"{\"profile\":\"smart\",\"profile\":\"heart\"}",
+    );
+    write("dcr_metadata", &[0x7f, 0, 0, 1]);
+    write(
+        "dcr_metadata",
+        &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
+
+    // ciba_request: [client][flags] form. Clients: 0 poll, 1 ping, 2 push, 3 usercode,
+    // 4 signed (heart), 5 fapi (ping), 6 narrow, 7 nociba. Flags: 1 signed request,
+    // 2 requested_expiry as a number, 4 the form's claims win, 8 conceal, high nibble ×16
+    // = binding_message limit.
+    let alice = "scope=openid&login_hint=alice%40clinic.example";
+    let ping = "&client_notification_token=abc123&binding_message=A1B2";
+    let forms: Vec<(u8, u8, String)> = vec![
+        (0, 0, alice.to_owned()),
+        (
+            0,
+            0,
+            format!("{alice}&requested_expiry=120&acr_values=urn%3Amace%3Aincommon%3Aiap%3Asilver"),
+        ),
+        (0, 0, format!("{alice}&requested_expiry=0")),
+        (0, 0, format!("{alice}&requested_expiry=601")),
+        (0, 0, format!("{alice}&requested_expiry=%2B5")),
+        (0, 0x10, format!("{alice}&binding_message=Pay+42.00+EUR")),
+        (
+            0,
+            0,
+            "scope=openid&login_hint=ghost%40clinic.example".to_owned(),
+        ),
+        (
+            0,
+            8,
+            "scope=openid&login_hint=ghost%40clinic.example".to_owned(),
+        ),
+        (
+            0,
+            8,
+            "scope=openid&login_hint=carol%40clinic.example".to_owned(),
+        ),
+        (0, 0, "scope=openid&login_hint=x&id_token_hint=y".to_owned()),
+        (0, 0, "scope=openid&id_token_hint=$IDT".to_owned()),
+        (0, 0, "scope=openid&login_hint_token=$LHT".to_owned()),
+        (1, 0, format!("{alice}{ping}")),
+        (2, 0, format!("{alice}{ping}")),
+        (1, 0, format!("{alice}&client_notification_token=a%20b")),
+        (3, 0, format!("{alice}&user_code=4711")),
+        (3, 0, format!("{alice}&user_code=0000")),
+        (4, 0, alice.to_owned()),
+        (
+            4,
+            1,
+            format!("{alice}&requested_expiry=120&binding_message=Pay+42"),
+        ),
+        (4, 3, format!("{alice}&requested_expiry=0120")),
+        (4, 5, format!("{alice}&exp=abc")),
+        (5, 1, format!("{alice}{ping}")),
+        (
+            5,
+            0x21,
+            format!("{alice}&client_notification_token=abc&binding_message=Transfer+12+EUR+to+Bob"),
+        ),
+        (
+            6,
+            0,
+            "scope=openid+user%2FObservation.rs&login_hint=alice%40clinic.example".to_owned(),
+        ),
+        (
+            6,
+            0,
+            "scope=openid+patient%2F*.rs&login_hint=alice%40clinic.example".to_owned(),
+        ),
+        (7, 0, alice.to_owned()),
+        (0, 0, format!("{alice}&client_id=ping")),
+        (0, 0, format!("{alice}&request_uri=urn%3Ax")),
+    ];
+    for (sel, flags, f) in forms {
+        write("ciba_request", &with_prefix(&[sel, flags], f.as_bytes()));
+    }
+}

@@ -9,6 +9,8 @@ pub mod audit_log;
 pub mod cluster;
 pub mod config;
 pub mod consent;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod keyshare;
 pub mod metrics;

@@ -414,6 +414,15 @@ mod tests {
             "::ffff:10.0.0.1",
             "2001:db8::1",
             "64:ff9b::a00:1",
+            // Found or added with the dcr_metadata fuzz target (IANA special-purpose).
+            "fec0::1",
+            "100::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "3fff::1",
+            "5f00::1",
         ] {
             assert!(forbidden_address(a.parse().unwrap()), "{a}");
         }

@@ -324,8 +324,12 @@ fn operator_allowed(u: &str, hosts: &[String]) -> bool {
 
 /// Whether an address is one that notifications and other outbound calls must never
 /// reach unless the operator allowed the host: loopback, private, link-local (cloud
-/// metadata at 169.254.169.254), unique-local, CGNAT, NAT64, multicast, unspecified,
-/// documentation and reserved ranges, and IPv4 inside IPv6 forms of those (D2, B14).
+/// metadata at 169.254.169.254), unique-local, site-local, CGNAT, NAT64, 6to4, Teredo and
+/// the other IETF protocol assignments, discard-only, SRv6, multicast, unspecified,
+/// documentation and reserved ranges, and IPv4 inside IPv6 forms of those (D2, B14): the
+/// IANA special-purpose registries' blocks that are not globally reachable, and the
+/// blocks that carry an IPv4 address a relay would reach. The `dcr_metadata` fuzz target
+/// checks it against an independent table on every address it sees.
 pub fn forbidden_ip(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
@@ -354,8 +358,14 @@ pub fn forbidden_ip(ip: std::net::IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated, RFC 3879)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x3fff && s[1] < 0x1000) // documentation 3fff::/20 (RFC 9637)
+                || (s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments, Teredo
+                || s[0] == 0x2002 // 6to4 (RFC 7526): an IPv4 address behind a relay
                 || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only 100::/64
+                || s[0] == 0x5f00 // SRv6 SIDs 5f00::/16
                 || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible (deprecated)
         }
     }
