@@ -90,10 +90,14 @@ for t in "${star[@]}"; do specs+=("$t:$smoke_secs"); done
 for t in "${rest[@]}"; do specs+=("$t:$quick_secs"); done
 run_all "${specs[@]}"
 
-echo "-- replaying fuzz/corpus and fuzz/regressions as tests"
-cargo test -p heartgate-core --features fuzzing --locked --test fuzz_corpus || failed=1
-# http_service's body lives in the server crate.
-cargo test -p heartgate-server --features fuzzing --locked --test fuzz_corpus || failed=1
+if [ "${FUZZ_SKIP_REPLAY:-0}" = 1 ]; then
+  echo "-- corpus replay skipped (FUZZ_SKIP_REPLAY=1: cargo test --workspace ran it)"
+else
+  echo "-- replaying fuzz/corpus and fuzz/regressions as tests"
+  cargo test -p heartgate-core --features fuzzing --locked --test fuzz_corpus || failed=1
+  # http_service's body lives in the server crate.
+  cargo test -p heartgate-server --features fuzzing --locked --test fuzz_corpus || failed=1
+fi
 
 echo "   fuzz.sh took $(( $(date +%s) - start )) s"
 exit "$failed"
