@@ -486,8 +486,16 @@ impl RedisStore {
         Ok(acked >= i64::from(n))
     }
 
-    /// The answer of a write, if the replicas confirmed it; `Unavailable` otherwise.
-    fn confirmed<T>(&self, (value, replicated): (T, bool)) -> Result<T, StoreError> {
+    /// Run the write `f` on a connection ([`RedisStore::with_connection`]) and answer
+    /// only if the configured replicas confirmed it; `Unavailable` otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
+    ) -> Result<T, StoreError> {
+        let (value, replicated) = self.with_connection(|c| {
+            let value = f(c)?;
+            Ok((value, self.replicated(c)?))
+        })?;
         if replicated {
             Ok(value)
         } else {
@@ -581,11 +589,15 @@ impl Store for RedisStore {
             encode(value, expires_at),
             self.cleanup_ms(expires_at),
         );
-        let done = self.with_connection(|c| {
-            self.scripts.put.key(&k).arg(&r).arg(at).invoke::<i64>(c)?;
-            Ok(((), self.replicated(c)?))
-        })?;
-        self.confirmed(done)
+        self.write(|c| {
+            self.scripts
+                .put
+                .key(&k)
+                .arg(&r)
+                .arg(at)
+                .invoke::<i64>(c)
+                .map(|_| ())
+        })
     }
 
     fn insert_new(
@@ -602,18 +614,15 @@ impl Store for RedisStore {
             encode(value, expires_at),
             self.cleanup_ms(expires_at),
         );
-        let done = self.with_connection(|c| {
-            let inserted = self
-                .scripts
+        let inserted = self.write(|c| {
+            self.scripts
                 .insert_new
                 .key(&k)
                 .arg(&r)
                 .arg(at)
                 .arg(now.0)
-                .invoke::<i64>(c)?;
-            Ok((inserted, self.replicated(c)?))
+                .invoke::<i64>(c)
         })?;
-        let inserted = self.confirmed(done)?;
         Ok(if inserted == 1 {
             Inserted::New
         } else {
@@ -638,11 +647,8 @@ impl Store for RedisStore {
         now: UnixTime,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let k = self.key(ns, key);
-        let done = self.with_connection(|c| {
-            let record: Option<Vec<u8>> = self.scripts.take.key(&k).arg(now.0).invoke(c)?;
-            Ok((record, self.replicated(c)?))
-        })?;
-        let record = self.confirmed(done)?;
+        let record: Option<Vec<u8>> =
+            self.write(|c| self.scripts.take.key(&k).arg(now.0).invoke(c))?;
         match record {
             None => Ok(None),
             Some(r) => Ok(live_value(&r, now)?.map(<[u8]>::to_vec)),
@@ -665,9 +671,8 @@ impl Store for RedisStore {
             }
             None => ("del", Vec::new(), 0),
         };
-        let done = self.with_connection(|c| {
-            let swapped = self
-                .scripts
+        let swapped = self.write(|c| {
+            self.scripts
                 .cas
                 .key(&k)
                 .arg(now.0)
@@ -675,10 +680,8 @@ impl Store for RedisStore {
                 .arg(op)
                 .arg(&r)
                 .arg(at)
-                .invoke::<i64>(c)?;
-            Ok((swapped, self.replicated(c)?))
+                .invoke::<i64>(c)
         })?;
-        let swapped = self.confirmed(done)?;
         Ok(if swapped == 1 {
             Swapped::Done
         } else {
@@ -688,11 +691,7 @@ impl Store for RedisStore {
 
     fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
         let k = self.key(ns, key);
-        let done = self.with_connection(|c| {
-            redis::cmd("DEL").arg(&k).query::<i64>(c)?;
-            Ok(((), self.replicated(c)?))
-        })?;
-        self.confirmed(done)
+        self.write(|c| redis::cmd("DEL").arg(&k).query::<i64>(c).map(|_| ()))
     }
 
     fn scan_prefix(
