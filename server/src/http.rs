@@ -28,24 +28,42 @@ use crate::config::LimitsConfig;
 /// How long in-flight requests may take to finish on shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// A stream whose reads fail with `TimedOut` when no byte has arrived by a deadline.
-/// hyper's header read timeout starts only once HTTP/1.1 or HTTP/2 has been detected
-/// from the first bytes; until then an idle TLS connection would hold its slot forever.
-struct FirstByteDeadline<T> {
+/// How much a lingering close reads and discards at most, and for how long.
+const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// The connection's stream, with two additions hyper does not make:
+///
+/// - reads fail with `TimedOut` when no byte has arrived by a deadline. hyper's header
+///   read timeout starts only once HTTP/1.1 or HTTP/2 has been detected from the first
+///   bytes; until then an idle TLS connection would hold its slot forever (THREATS H16).
+/// - a lingering close: when the server closes first (a 413 answered before the body
+///   was read, H1), closing a socket with unread data makes the kernel send a reset,
+///   which can destroy the response before the client has read it. So shutdown stops
+///   writing first (TLS close_notify and FIN), then reads and discards what the client
+///   still sends until it closes, up to [`LINGER_BYTES`] and [`LINGER_TIME`].
+struct ServerIo<T> {
     inner: T,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    linger: Option<Linger>,
 }
 
-impl<T> FirstByteDeadline<T> {
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    left: usize,
+}
+
+impl<T> ServerIo<T> {
     fn new(inner: T, within: Duration) -> Self {
-        FirstByteDeadline {
+        ServerIo {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
+            linger: None,
         }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ServerIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -78,7 +96,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -92,7 +110,32 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.linger = Some(Linger {
+                until: Box::pin(tokio::time::sleep(LINGER_TIME)),
+                left: LINGER_BYTES,
+            });
+        }
+        let Some(linger) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 8192];
+        loop {
+            if linger.left == 0 || linger.until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    linger.left = linger.left.saturating_sub(buf.filled().len());
+                }
+                // The client closed, or the connection failed: nothing left to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -186,7 +229,7 @@ pub async fn serve(
                 let conn = conn.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(app, conn, req).await) }
             });
-            let io = FirstByteDeadline::new(tls, header_timeout);
+            let io = ServerIo::new(tls, header_timeout);
             let c = builder.serve_connection(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(c.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");

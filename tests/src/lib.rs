@@ -328,15 +328,32 @@ impl TestServer {
         body: Vec<u8>,
         id: Option<&Identity>,
     ) -> Resp {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.try_send(method, path_and_query, headers, body, id)
+            .await
+            .unwrap()
+    }
+
+    /// [`TestServer::send`], with a failure of the exchange (connection refused, reset,
+    /// broken pipe, no response) as an error instead of a panic.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        id: Option<&Identity>,
+    ) -> Result<Resp, String> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let connector = tokio_rustls::TlsConnector::from(self.tls(id));
         let tls = connector
             .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
             .await
-            .unwrap();
+            .map_err(|e| format!("tls: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .unwrap();
+            .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(conn);
         let mut b = Request::builder()
             .method(method)
@@ -348,7 +365,7 @@ impl TestServer {
         let resp = sender
             .send_request(b.body(Full::new(Bytes::from(body))).unwrap())
             .await
-            .unwrap();
+            .map_err(|e| format!("request: {e:?}"))?;
         let status = resp.status().as_u16();
         let mut hs = HashMap::new();
         for (k, v) in resp.headers() {
@@ -360,12 +377,17 @@ impl TestServer {
                 })
                 .or_insert(v);
         }
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e:?}"))?
+            .to_bytes();
+        Ok(Resp {
             status,
             headers: hs,
             body,
-        }
+        })
     }
 
     /// GET.

@@ -143,6 +143,28 @@ async fn h1_declared_length_over_the_limit_is_413_before_any_body_and_closed() {
     s.stop().await;
 }
 
+/// THREATS H1, from an ordinary client's side: a client that sends its whole oversized
+/// body while the server has already answered 413 must still read that 413. The server
+/// stops writing and then reads and discards what is still coming (a lingering close,
+/// bounded in bytes and time) instead of closing with unread data, which the kernel turns
+/// into a reset that can destroy the response before the client reads it (seen in CI as
+/// `BrokenPipe` on the client's body write).
+#[tokio::test(flavor = "multi_thread")]
+async fn h1_a_client_still_sending_its_oversized_body_reads_the_413() {
+    let s = TestServer::start("").await;
+    for size in [70 * 1024, 200 * 1024, 900 * 1024] {
+        for _ in 0..20 {
+            let r = s
+                .try_send("POST", "/token", &[FORM], vec![b'a'; size], None)
+                .await
+                .unwrap_or_else(|e| panic!("{size} bytes: the 413 was lost: {e}"));
+            assert_eq!(r.status, 413, "{size} bytes");
+        }
+    }
+    assert_serving(&s, "H1 lingering close").await;
+    s.stop().await;
+}
+
 /// THREATS H1: a chunked body that never ends: 413 once past the limit, closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn h1_chunked_body_that_never_ends_is_413_and_closed() {
