@@ -7,7 +7,8 @@
 //! load SCENARIO --url URL --ca CA.pem [--key DIR/client-key.pem --client ID]
 //!      [--path P] [--introspect-path P] [--resource R] [--duration S] [--concurrency N]
 //!      [--new-connections] [--also URL]... [--issuer URL]
-//! SCENARIO: token | token-mtls | par | introspect-hit | introspect-miss | get
+//!      [--authorize-path P] [--token-path P] [--user U --password P]
+//! SCENARIO: token | token-mtls | par | flow | flow-sso | introspect-hit | introspect-miss | get
 //! ```
 //!
 //! `token-mtls`: client_credentials authenticated by the TLS client certificate of
@@ -15,12 +16,27 @@
 //! authorization request (RFC 9126) per request — PKCE S256 challenge, redirect URI,
 //! scope `openid`, the client authenticated by a fresh assertion — answered 201.
 //!
+//! `flow`: the whole authorization code flow as a browser and a client do it, one flow per
+//! request: the pushed request (`--path`), `/authorize` with its `request_uri`
+//! (`--authorize-path`), then whatever pages the server shows — every redirect followed
+//! on the same host, every HTML form filled in (its hidden fields, `username` and
+//! `password` from `--user`/`--password`, a `decision` button's `allow`) and posted with
+//! the cookies the server set — until the redirect to the client's redirect URI, whose
+//! `code` is redeemed at `--token-path` with the PKCE verifier and a fresh assertion (200
+//! with an access token and an ID token). Each flow starts with an empty cookie jar, so
+//! it includes a sign-in (a password hash verification) and a consent. `flow-sso`: the
+//! same with the cookie jar kept per client and consent remembered: each client signs
+//! in once before the measured window, then its flows are PAR → `/authorize` → redirect
+//! with the code → token, the path of an app that comes back for a new token.
+//!
 //! With `--also`, the clients are spread over several nodes of one cluster (client `i` on
 //! node `i mod n`); `--issuer` is then the cluster's issuer, the audience of assertions.
 //! The token of `introspect-hit` is issued by the first node and introspected on all.
 //!
 //! Every request that authenticates the client signs a fresh ES256 assertion (unique
-//! `jti`), the same work against every server.
+//! `jti`), the same work against every server. The assertions of `flow` are addressed to
+//! the issuer (`--issuer`, else `--url`), which RFC 7523 servers accept for every
+//! endpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: a benchmark tool; failures abort the run
 
@@ -56,6 +72,13 @@ struct Opts {
     also: Vec<String>,
     /// The issuer, when it is not `--url`.
     issuer: Option<String>,
+    /// `flow`: the authorization endpoint.
+    authorize_path: String,
+    /// `flow`: the token endpoint.
+    token_path: String,
+    /// `flow`: the user who signs in.
+    user: String,
+    password: String,
 }
 
 fn parse() -> Opts {
@@ -77,6 +100,10 @@ fn parse() -> Opts {
         introspect_client: None,
         also: Vec::new(),
         issuer: None,
+        authorize_path: "/authorize".into(),
+        token_path: "/token".into(),
+        user: String::new(),
+        password: String::new(),
     };
     while let Some(k) = a.next() {
         let mut v = || a.next().expect("value");
@@ -95,6 +122,10 @@ fn parse() -> Opts {
             "--introspect-client" => o.introspect_client = Some(v()),
             "--also" => o.also.push(v()),
             "--issuer" => o.issuer = Some(v()),
+            "--authorize-path" => o.authorize_path = v(),
+            "--token-path" => o.token_path = v(),
+            "--user" => o.user = v(),
+            "--password" => o.password = v(),
             other => panic!("unknown option {other}"),
         }
     }
@@ -109,12 +140,17 @@ struct Ctx {
     sni: String,
     key: Option<SigningKey>,
     aud: String,
+    issuer: String,
     n: AtomicU64,
     token: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
     fn assertion(&self) -> String {
+        self.assertion_to(&self.aud)
+    }
+
+    fn assertion_to(&self, aud: &str) -> String {
         let key = self.key.as_ref().expect("--key");
         let n = self.n.fetch_add(1, Ordering::Relaxed);
         let t = std::time::SystemTime::now()
@@ -124,7 +160,7 @@ impl Ctx {
         sign_jwt(
             key,
             None,
-            serde_json::json!({"iss": self.o.client, "sub": self.o.client, "aud": self.aud,
+            serde_json::json!({"iss": self.o.client, "sub": self.o.client, "aud": aud,
                 "iat": t, "exp": t + 120, "jti": format!("load-{}-{n}-{t}", std::process::id())})
             .as_object()
             .unwrap(),
@@ -171,7 +207,13 @@ impl Ctx {
 
     /// A pushed authorization request with a fresh PKCE challenge and `state`.
     fn par_body(&self) -> Vec<u8> {
-        let a = self.assertion();
+        self.par_request(&self.aud).1
+    }
+
+    /// A pushed authorization request with its assertion addressed to `aud`: (PKCE
+    /// verifier, body).
+    fn par_request(&self, aud: &str) -> (String, Vec<u8>) {
+        let a = self.assertion_to(aud);
         let mut v = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v).unwrap();
         let verifier = heartgate_core::jose::b64::encode(v);
@@ -179,10 +221,10 @@ impl Ctx {
             ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref(),
         );
         let state = heartgate_core::jose::b64::encode(&v[..12]);
-        self.form(&[
+        let body = self.form(&[
             ("response_type", "code"),
             ("client_id", self.o.client.as_str()),
-            ("redirect_uri", "https://app.example/cb"),
+            ("redirect_uri", REDIRECT_URI),
             ("scope", "openid"),
             ("state", state.as_str()),
             ("code_challenge", challenge.as_str()),
@@ -192,7 +234,8 @@ impl Ctx {
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ),
             ("client_assertion", a.as_str()),
-        ])
+        ]);
+        (verifier, body)
     }
 
     fn introspect_body(&self, token: &str) -> Vec<u8> {
@@ -241,6 +284,9 @@ impl Ctx {
     }
 }
 
+/// The redirect URI of the `web` client of every server.
+const REDIRECT_URI: &str = "https://app.example/cb";
+
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// A connection to node `i mod n`.
@@ -275,6 +321,224 @@ async fn send(c: &Ctx, s: &mut Sender, method: &str, path: &str, body: Vec<u8>) 
         .unwrap();
     let st = resp.status().as_u16();
     (st, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// One request with extra headers: (status, headers, body).
+async fn exchange(
+    c: &Ctx,
+    s: &mut Sender,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", &c.host);
+    if method == "POST" {
+        b = b.header("content-type", "application/x-www-form-urlencoded");
+    }
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    let resp = s
+        .send_request(b.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    let st = resp.status().as_u16();
+    let hs = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{method} {path}: {e}"))?
+        .to_bytes();
+    Ok((st, hs, body))
+}
+
+/// A browser's cookies for one server: name → value. Attributes (path, expiry) are not
+/// tracked: both servers' cookies are host-wide or harmless elsewhere, and a cookie set
+/// empty or with `Max-Age=0` is removed.
+#[derive(Default)]
+struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn absorb(&mut self, headers: &hyper::HeaderMap) {
+        for v in headers.get_all("set-cookie") {
+            let Ok(v) = v.to_str() else { continue };
+            let first = v.split(';').next().unwrap_or("");
+            let Some((name, value)) = first.split_once('=') else {
+                continue;
+            };
+            let lower = v.to_ascii_lowercase();
+            if value.is_empty() || lower.contains("max-age=0") || lower.contains("1970") {
+                self.0.remove(name.trim());
+            } else {
+                self.0
+                    .insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+
+    fn header(&self) -> Vec<(&'static str, String)> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        let v: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        vec![("cookie", v.join("; "))]
+    }
+}
+
+/// The value of attribute `name` in one HTML tag, entities decoded.
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let marker = format!(" {name}=\"");
+    let start = tag.find(&marker)? + marker.len();
+    let end = tag[start..].find('"')? + start;
+    Some(
+        tag[start..end]
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Fill in the page's first POST form as a user who signs in, allows, and (with
+/// `remember`) asks to be remembered: (action, fields).
+fn fill_form(
+    html: &str,
+    o: &Opts,
+    remember: bool,
+) -> Result<(String, Vec<(String, String)>), String> {
+    let start = html
+        .find("<form")
+        .ok_or_else(|| format!("a page without a form: {}", &html[..html.len().min(300)]))?;
+    let end = html[start..]
+        .find("</form>")
+        .map_or(html.len(), |e| start + e);
+    let form = &html[start..end];
+    let head = &form[..form.find('>').unwrap_or(form.len())];
+    let action = attr(head, "action").ok_or("a form without an action")?;
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut button: Option<(String, String)> = None;
+    for (i, _) in form.match_indices('<') {
+        let tag = &form[i..i + form[i..].find('>').unwrap_or(form.len() - i)];
+        let Some(name) = attr(tag, "name") else {
+            continue;
+        };
+        let kind = attr(tag, "type").unwrap_or_default();
+        let value = attr(tag, "value").unwrap_or_default();
+        if tag.starts_with("<button") {
+            if button.is_none() || value == "allow" || value == "approve" {
+                button = Some((name, value));
+            }
+            continue;
+        }
+        if !tag.starts_with("<input") {
+            continue;
+        }
+        match (kind.as_str(), name.as_str()) {
+            (_, "username") | (_, "login") => fields.push((name, o.user.clone())),
+            (_, "password") => fields.push((name, o.password.clone())),
+            ("checkbox", _) if remember => fields.push((name, value)),
+            ("radio", _) if !fields.iter().any(|(n, _)| *n == name) => {
+                fields.push((name, value));
+            }
+            ("hidden", _) | ("text", _) => fields.push((name, value)),
+            _ => {}
+        }
+    }
+    fields.extend(button);
+    Ok((action, fields))
+}
+
+/// The path (and query) of a `Location`, which may be absolute.
+fn local_path(location: &str) -> String {
+    match location.strip_prefix("https://") {
+        Some(rest) => rest.find('/').map_or("/".into(), |i| rest[i..].to_owned()),
+        None => location.to_owned(),
+    }
+}
+
+/// One authorization code flow (see the module documentation); `jar` holds the browser's
+/// cookies, kept between flows by `flow-sso`. Ok: the pages shown on the way.
+async fn flow(c: &Ctx, s: &mut Sender, jar: &mut Jar, remember: bool) -> Result<u32, String> {
+    let (verifier, body) = c.par_request(&c.issuer);
+    let (st, _, b) = exchange(c, s, "POST", &c.o.path, &[], body).await?;
+    if st != 201 {
+        return Err(format!("PAR {st}: {}", String::from_utf8_lossy(&b)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+    let request_uri = v["request_uri"].as_str().ok_or("PAR without request_uri")?;
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", &c.o.client)
+        .append_pair("request_uri", request_uri)
+        .finish();
+    let (mut method, mut path, mut body) =
+        ("GET", format!("{}?{q}", c.o.authorize_path), Vec::new());
+    let mut pages = 0;
+    let code = loop {
+        if pages > 8 {
+            return Err("more than 8 pages".into());
+        }
+        let (st, h, b) = exchange(c, s, method, &path, &jar.header(), body).await?;
+        jar.absorb(&h);
+        match st {
+            302 | 303 => {
+                let loc = h
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or("a redirect without a location")?;
+                if loc.starts_with(REDIRECT_URI) {
+                    let u = url::Url::parse(loc).map_err(|e| e.to_string())?;
+                    if let Some((_, e)) = u.query_pairs().find(|(k, _)| k == "error") {
+                        return Err(format!("the flow ended with error={e}"));
+                    }
+                    break u
+                        .query_pairs()
+                        .find(|(k, _)| k == "code")
+                        .map(|(_, v)| v.into_owned())
+                        .ok_or("a redirect without a code")?;
+                }
+                (method, path, body) = ("GET", local_path(loc), Vec::new());
+            }
+            200 => {
+                pages += 1;
+                let (action, fields) = fill_form(&String::from_utf8_lossy(&b), &c.o, remember)?;
+                let encoded = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&fields)
+                    .finish();
+                (method, path, body) = ("POST", local_path(&action), encoded.into_bytes());
+            }
+            _ => {
+                return Err(format!(
+                    "{st} at {method} {path}: {}",
+                    String::from_utf8_lossy(&b[..b.len().min(300)])
+                ))
+            }
+        }
+    };
+    let a = c.assertion_to(&c.issuer);
+    let token = c.form(&[
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", verifier.as_str()),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", a.as_str()),
+    ]);
+    let (st, _, b) = exchange(c, s, "POST", &c.o.token_path, &[], token).await?;
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+    if st != 200 || !v["access_token"].is_string() || !v["id_token"].is_string() {
+        return Err(format!("token {st}: {}", String::from_utf8_lossy(&b)));
+    }
+    Ok(pages)
 }
 
 fn keygen(dir: &str) {
@@ -355,6 +619,7 @@ async fn main() {
         sni: host.clone(),
         key,
         aud,
+        issuer: base.trim_end_matches('/').to_owned(),
         n: AtomicU64::new(0),
         token: std::sync::OnceLock::new(),
         o,
@@ -368,49 +633,87 @@ async fn main() {
             .token
             .set(v["access_token"].as_str().unwrap().to_owned());
     }
-    // Warm-up, then the measured window.
-    let deadline = Instant::now() + Duration::from_secs(ctx.o.duration);
+    // Every client connects (and for `flow-sso` signs in once) before the measured
+    // window, which starts for all of them together.
+    let barrier = Arc::new(tokio::sync::Barrier::new(ctx.o.concurrency));
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let window = Duration::from_secs(ctx.o.duration);
     let mut tasks = Vec::new();
     for i in 0..ctx.o.concurrency {
         let c = ctx.clone();
+        let barrier = barrier.clone();
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
-            let (mut ok, mut bad) = (0u64, 0u64);
+            let (mut ok, mut bad, mut pages) = (0u64, 0u64, 0u64);
             let mut s = connect(&c, i).await;
+            let mut jar = Jar::default();
+            let flows = c.o.scenario.starts_with("flow");
+            let sso = c.o.scenario == "flow-sso";
+            if sso {
+                if let Err(e) = flow(&c, &mut s, &mut jar, true).await {
+                    panic!("the sign-in before the window failed: {e}");
+                }
+            }
+            barrier.wait().await;
+            let deadline = *start.get_or_init(Instant::now) + window;
             while Instant::now() < deadline {
                 if c.o.new_connections {
                     s = connect(&c, i).await;
                 }
-                let (m, p, b) = c.next();
                 let t = Instant::now();
-                let (st, body) = send(&c, &mut s, m, &p, b).await;
-                lat.push(t.elapsed());
-                let good = st == if c.o.scenario == "par" { 201 } else { 200 }
-                    && (c.o.scenario != "introspect-hit" || body.starts_with(b"{\"active\":true"))
-                    && (c.o.scenario != "introspect-miss"
-                        || body.as_ref() == b"{\"active\":false}");
-                if good {
-                    ok += 1;
+                let outcome = if flows {
+                    if !sso {
+                        jar = Jar::default();
+                    }
+                    flow(&c, &mut s, &mut jar, sso)
+                        .await
+                        .map(|n| pages += u64::from(n))
                 } else {
-                    bad += 1;
-                    if bad == 1 {
-                        eprintln!("unexpected answer {st}: {}", String::from_utf8_lossy(&body));
+                    let (m, p, b) = c.next();
+                    let (st, body) = send(&c, &mut s, m, &p, b).await;
+                    let good = st == if c.o.scenario == "par" { 201 } else { 200 }
+                        && (c.o.scenario != "introspect-hit"
+                            || body.starts_with(b"{\"active\":true"))
+                        && (c.o.scenario != "introspect-miss"
+                            || body.as_ref() == b"{\"active\":false}");
+                    if good {
+                        Ok(())
+                    } else {
+                        Err(format!("{st}: {}", String::from_utf8_lossy(&body)))
+                    }
+                };
+                lat.push(t.elapsed());
+                match outcome {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        bad += 1;
+                        if bad == 1 {
+                            eprintln!("unexpected answer {e}");
+                        }
+                        // A failed flow may leave the connection mid-exchange.
+                        if flows {
+                            s = connect(&c, i).await;
+                        }
                     }
                 }
             }
-            (lat, ok, bad)
+            (lat, ok, bad, pages)
         }));
     }
-    let start = Instant::now();
     let mut all = Vec::new();
-    let (mut ok, mut bad) = (0, 0);
+    let (mut ok, mut bad, mut pages) = (0, 0, 0);
     for t in tasks {
-        let (l, o, b) = t.await.unwrap();
+        let (l, o, b, p) = t.await.unwrap();
         all.extend(l);
         ok += o;
         bad += b;
+        pages += p;
     }
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let secs = start
+        .get()
+        .map_or(0.0, |s| s.elapsed().as_secs_f64())
+        .max(1e-9);
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 - 1.0) * p) as usize)
@@ -420,6 +723,7 @@ async fn main() {
         "{}",
         serde_json::json!({"scenario": ctx.o.scenario, "rps": (ok as f64) / secs,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "ok": ok, "errors": bad,
-            "concurrency": ctx.o.concurrency, "new_connections": ctx.o.new_connections})
+            "concurrency": ctx.o.concurrency, "new_connections": ctx.o.new_connections,
+            "pages_per_flow": (pages as f64) / (ok.max(1) as f64)})
     );
 }
