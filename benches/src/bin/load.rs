@@ -8,6 +8,7 @@
 //!      [--path P] [--introspect-path P] [--resource R] [--duration S] [--concurrency N]
 //!      [--new-connections] [--also URL]... [--issuer URL]
 //!      [--authorize-path P] [--token-path P] [--user U --password P]
+//!      [--rate R] [--requests N]
 //! SCENARIO: token | token-mtls | par | flow | flow-sso | introspect-hit | introspect-miss | get
 //! ```
 //!
@@ -32,6 +33,13 @@
 //! With `--also`, the clients are spread over several nodes of one cluster (client `i` on
 //! node `i mod n`); `--issuer` is then the cluster's issuer, the audience of assertions.
 //! The token of `introspect-hit` is issued by the first node and introspected on all.
+//!
+//! The window ends after `--duration` seconds or `--requests` requests, whichever comes
+//! first. Without `--rate` every client sends its next request as soon as the last one
+//! is answered (closed loop: the server's maximum). With `--rate R` the clients together
+//! start R requests a second on a fixed schedule, each latency counted from the request's
+//! scheduled start, so a server that falls behind shows it in p99 (open loop, for latency
+//! under a given load).
 //!
 //! Every request that authenticates the client signs a fresh ES256 assertion (unique
 //! `jti`), the same work against every server. The assertions of `flow` are addressed to
@@ -79,6 +87,10 @@ struct Opts {
     /// `flow`: the user who signs in.
     user: String,
     password: String,
+    /// Requests a second of all clients together (open loop); 0: closed loop.
+    rate: f64,
+    /// Stop after this many requests (0: no bound but the duration).
+    requests: u64,
 }
 
 fn parse() -> Opts {
@@ -104,6 +116,8 @@ fn parse() -> Opts {
         token_path: "/token".into(),
         user: String::new(),
         password: String::new(),
+        rate: 0.0,
+        requests: 0,
     };
     while let Some(k) = a.next() {
         let mut v = || a.next().expect("value");
@@ -126,6 +140,8 @@ fn parse() -> Opts {
             "--token-path" => o.token_path = v(),
             "--user" => o.user = v(),
             "--password" => o.password = v(),
+            "--rate" => o.rate = v().parse().expect("requests a second"),
+            "--requests" => o.requests = v().parse().expect("count"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -142,6 +158,8 @@ struct Ctx {
     aud: String,
     issuer: String,
     n: AtomicU64,
+    /// Requests started, against `--requests`.
+    sent: AtomicU64,
     token: std::sync::OnceLock<String>,
 }
 
@@ -621,6 +639,7 @@ async fn main() {
         aud,
         issuer: base.trim_end_matches('/').to_owned(),
         n: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
         token: std::sync::OnceLock::new(),
         o,
     });
@@ -656,12 +675,31 @@ async fn main() {
                 }
             }
             barrier.wait().await;
-            let deadline = *start.get_or_init(Instant::now) + window;
+            let begin = *start.get_or_init(Instant::now);
+            let deadline = begin + window;
+            // Open loop: client i's k-th request is due at begin + (i + k·n) / rate.
+            let step = (c.o.rate > 0.0)
+                .then(|| Duration::from_secs_f64(c.o.concurrency as f64 / c.o.rate));
+            let mut due = begin
+                + step.map_or(Duration::ZERO, |d| {
+                    d.mul_f64(i as f64 / c.o.concurrency as f64)
+                });
             while Instant::now() < deadline {
+                if c.o.requests > 0 && c.sent.fetch_add(1, Ordering::Relaxed) >= c.o.requests {
+                    break;
+                }
                 if c.o.new_connections {
                     s = connect(&c, i).await;
                 }
-                let t = Instant::now();
+                let t = match step {
+                    Some(d) => {
+                        tokio::time::sleep_until(due.into()).await;
+                        let t = due;
+                        due += d;
+                        t
+                    }
+                    None => Instant::now(),
+                };
                 let outcome = if flows {
                     if !sso {
                         jar = Jar::default();
