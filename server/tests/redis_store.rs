@@ -20,10 +20,12 @@ use heartgate_server::stores::redis::{RedisOptions, RedisStore};
 const T0: UnixTime = UnixTime(1_700_000_000);
 const LATER: UnixTime = UnixTime(1_700_000_600);
 
-/// A `redis-server` child process, killed on drop.
+/// A `redis-server` child process, killed on drop, its files (a replica's `dump.rdb`)
+/// in a directory of its own.
 struct RedisServer {
     port: u16,
     child: Child,
+    _dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -37,7 +39,10 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Start on `port`; `None` if it exits at once (the port is taken).
     fn try_start(port: u16) -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
+            .arg("--dir")
+            .arg(dir.path())
             .args([
                 "--port",
                 &port.to_string(),
@@ -59,7 +64,11 @@ impl RedisServer {
                      (Debian: apt-get install redis-server; tests/run-all installs it)"
                 )
             });
-        let mut server = RedisServer { port, child };
+        let mut server = RedisServer {
+            port,
+            child,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         // Ours is up when the server on the port reports our child's pid (another test's
         // server may have taken the port first: then ours exits).
@@ -329,6 +338,78 @@ fn with_redis_down_every_call_fails_closed_quickly_and_recovers_when_it_is_back(
         Ok(Inserted::New),
         "scripts are loaded again after the restart flushed them"
     );
+}
+
+/// `open` connects nothing: a store opened while Redis is not running opens, its first
+/// calls fail closed at once, and it starts working by itself once Redis starts, without
+/// being opened again.
+#[test]
+fn a_store_opened_before_redis_starts_fails_closed_then_works_once_it_is_up() {
+    let port = free_port();
+    let started = Instant::now();
+    let s = RedisStore::open(&format!("redis://127.0.0.1:{port}/0"), options("heartgate")).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "open waited"
+    );
+    for round in 0..2 {
+        let started = Instant::now();
+        for (i, r) in every_call(&s).into_iter().enumerate() {
+            assert_eq!(r, Err(StoreError::Unavailable), "round {round}, call {i}");
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "10 calls took {took:?}");
+    }
+    let server = RedisServer::try_start(port).expect("redis-server on the chosen port");
+    let up = Instant::now();
+    while s.ping().is_err() {
+        assert!(up.elapsed() < Duration::from_secs(2), "no recovery");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (i, r) in every_call(&s).into_iter().enumerate() {
+        assert_eq!(r, Ok(()), "call {i} once Redis is up");
+    }
+    assert_eq!(
+        s.insert_new(Namespace::Jti, b"j", b"v", LATER, T0),
+        Ok(Inserted::AlreadyPresent),
+        "every_call's insert landed in the Redis that started late"
+    );
+    drop(server);
+}
+
+/// THREATS S4 under concurrency: 32 writers at once, each write followed on its
+/// connection by its own `WAIT`: with the replica stopped, none of them is told its
+/// write was confirmed (each fails closed, by `WAIT`'s count or by a timeout), and the
+/// store confirms writes again by itself once the replica is back.
+#[test]
+fn concurrent_writes_the_replica_did_not_confirm_all_fail_closed() {
+    let (primary, replica) = primary_and_replica();
+    let store = RedisStore::open(&primary.url(), waiting(1)).unwrap();
+    store.put(Namespace::Code, b"warm", b"v", LATER).unwrap();
+    signal(&replica, "-STOP");
+    let results: Vec<Result<(), StoreError>> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..32u32)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || {
+                    let key = format!("k-{t}");
+                    store.put(Namespace::AccessToken, key.as_bytes(), b"record", LATER)
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    signal(&replica, "-CONT");
+    assert!(
+        results.iter().all(|r| *r == Err(StoreError::Unavailable)),
+        "a write was acknowledged without the replica: {results:?}"
+    );
+    let back = Instant::now();
+    while store.put(Namespace::Code, b"after", b"v", LATER).is_err() {
+        assert!(back.elapsed() < Duration::from_secs(5), "no recovery");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(primary);
 }
 
 #[test]
