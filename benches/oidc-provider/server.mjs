@@ -5,7 +5,7 @@
 // certificate-bound JWTs by self_signed_tls_client_auth, and `web` pushes authorization
 // requests (RFC 9126) with private_key_jwt, as the heartgate clients of the same names.
 // The whole code flow (`flow` scenarios) goes through a sign-in page and a consent page
-// served here (`/interaction/:uid`), as heartgate's: the user `alice` with the argon2id
+// served here (`/interaction/:uid`), as heartgate's: the users `alice0`…`alice63` with the argon2id
 // hash given in the environment (HG_PEER_PASSWORD_HASH, the same PHC string heartgate is
 // configured with, so both verify the same hash at the same cost), consent remembered as
 // an oidc-provider Grant.
@@ -22,7 +22,7 @@ import Redis from 'ioredis';
 import Provider from 'oidc-provider';
 
 const [port, certPath, keyPath, jwksPath, mtlsJwksPath] = process.argv.slice(2);
-const USER = 'alice';
+const USERS = new Set(Array.from({ length: 64 }, (_, n) => `alice${n}`));
 const PASSWORD_HASH = process.env.HG_PEER_PASSWORD_HASH;
 const issuer = process.env.HG_PEER_ISSUER ?? `https://127.0.0.1:${port}`;
 const clientJwks = JSON.parse(fs.readFileSync(jwksPath, 'utf8'));
@@ -210,11 +210,12 @@ async function interaction(req, res) {
   }
   const form = await readForm(req);
   if (action === 'login') {
-    let ok = form.get('username') === USER;
+    const user = form.get('username') ?? '';
+    let ok = USERS.has(user);
     // The same verification cost for an unknown user.
     try { ok = (await argon2.verify(PASSWORD_HASH, form.get('password') ?? '')) && ok; } catch { ok = false; }
     if (!ok) return page(res, 'Invalid username or password');
-    return provider.interactionFinished(req, res, { login: { accountId: USER } }, { mergeWithLastSubmission: false });
+    return provider.interactionFinished(req, res, { login: { accountId: user } }, { mergeWithLastSubmission: false });
   }
   if (action === 'confirm' && form.get('decision') === 'allow') {
     const { prompt: { details: missing }, params, session: { accountId } } = details;

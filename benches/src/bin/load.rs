@@ -8,8 +8,9 @@
 //!      [--path P] [--introspect-path P] [--resource R] [--duration S] [--concurrency N]
 //!      [--new-connections] [--also URL]... [--issuer URL]
 //!      [--authorize-path P] [--token-path P] [--user U --password P]
-//!      [--rate R] [--requests N]
-//! SCENARIO: token | token-mtls | par | flow | flow-sso | introspect-hit | introspect-miss | get
+//!      [--rate R] [--requests N] [--pending N]
+//! SCENARIO: token | token-mtls | par | flow | flow-sso | ciba-poll | introspect-hit
+//!           | introspect-miss | get
 //! ```
 //!
 //! `token-mtls`: client_credentials authenticated by the TLS client certificate of
@@ -21,7 +22,8 @@
 //! request: the pushed request (`--path`), `/authorize` with its `request_uri`
 //! (`--authorize-path`), then whatever pages the server shows — every redirect followed
 //! on the same host, every HTML form filled in (its hidden fields, `username` and
-//! `password` from `--user`/`--password`, a `decision` button's `allow`) and posted with
+//! `password` from `--user`/`--password`, `{i}` in the user replaced by the client's
+//! number, a `decision` button's `allow`) and posted with
 //! the cookies the server set — until the redirect to the client's redirect URI, whose
 //! `code` is redeemed at `--token-path` with the PKCE verifier and a fresh assertion (200
 //! with an access token and an ID token). Each flow starts with an empty cookie jar, so
@@ -33,6 +35,13 @@
 //! With `--also`, the clients are spread over several nodes of one cluster (client `i` on
 //! node `i mod n`); `--issuer` is then the cluster's issuer, the audience of assertions.
 //! The token of `introspect-hit` is issued by the first node and introspected on all.
+//!
+//! `ciba-poll` (THREATS §4.5 scenario 5, a CIBA poll storm): before the window the
+//! clients start `--pending` backchannel requests (`/bc-authorize`, `login_hint` =
+//! `--user`, never approved); in the window each request is polled at the token endpoint
+//! every half of its announced `interval`, twice as often as allowed, so the answers are
+//! `authorization_pending` or, mostly, `slow_down` (both 400, counted as expected; any
+//! other answer is an error). The output adds the share of `slow_down`.
 //!
 //! The window ends after `--duration` seconds or `--requests` requests, whichever comes
 //! first. Without `--rate` every client sends its next request as soon as the last one
@@ -91,6 +100,8 @@ struct Opts {
     rate: f64,
     /// Stop after this many requests (0: no bound but the duration).
     requests: u64,
+    /// `ciba-poll`: backchannel requests started before the window.
+    pending: usize,
 }
 
 fn parse() -> Opts {
@@ -118,6 +129,7 @@ fn parse() -> Opts {
         password: String::new(),
         rate: 0.0,
         requests: 0,
+        pending: 500,
     };
     while let Some(k) = a.next() {
         let mut v = || a.next().expect("value");
@@ -142,6 +154,7 @@ fn parse() -> Opts {
             "--password" => o.password = v(),
             "--rate" => o.rate = v().parse().expect("requests a second"),
             "--requests" => o.requests = v().parse().expect("count"),
+            "--pending" => o.pending = v().parse().expect("count"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -160,6 +173,8 @@ struct Ctx {
     n: AtomicU64,
     /// Requests started, against `--requests`.
     sent: AtomicU64,
+    /// `ciba-poll`: `slow_down` answers.
+    slow_down: AtomicU64,
     token: std::sync::OnceLock<String>,
 }
 
@@ -428,7 +443,7 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 /// `remember`) asks to be remembered: (action, fields).
 fn fill_form(
     html: &str,
-    o: &Opts,
+    (user, password): (&str, &str),
     remember: bool,
 ) -> Result<(String, Vec<(String, String)>), String> {
     let start = html
@@ -459,8 +474,8 @@ fn fill_form(
             continue;
         }
         match (kind.as_str(), name.as_str()) {
-            (_, "username") | (_, "login") => fields.push((name, o.user.clone())),
-            (_, "password") => fields.push((name, o.password.clone())),
+            (_, "username") | (_, "login") => fields.push((name, user.to_owned())),
+            (_, "password") => fields.push((name, password.to_owned())),
             ("checkbox", _) if remember => fields.push((name, value)),
             ("radio", _) if !fields.iter().any(|(n, _)| *n == name) => {
                 fields.push((name, value));
@@ -483,7 +498,13 @@ fn local_path(location: &str) -> String {
 
 /// One authorization code flow (see the module documentation); `jar` holds the browser's
 /// cookies, kept between flows by `flow-sso`. Ok: the pages shown on the way.
-async fn flow(c: &Ctx, s: &mut Sender, jar: &mut Jar, remember: bool) -> Result<u32, String> {
+async fn flow(
+    c: &Ctx,
+    s: &mut Sender,
+    jar: &mut Jar,
+    remember: bool,
+    user: &str,
+) -> Result<u32, String> {
     let (verifier, body) = c.par_request(&c.issuer);
     let (st, _, b) = exchange(c, s, "POST", &c.o.path, &[], body).await?;
     if st != 201 {
@@ -525,7 +546,11 @@ async fn flow(c: &Ctx, s: &mut Sender, jar: &mut Jar, remember: bool) -> Result<
             }
             200 => {
                 pages += 1;
-                let (action, fields) = fill_form(&String::from_utf8_lossy(&b), &c.o, remember)?;
+                let (action, fields) = fill_form(
+                    &String::from_utf8_lossy(&b),
+                    (user, &c.o.password),
+                    remember,
+                )?;
                 let encoded = url::form_urlencoded::Serializer::new(String::new())
                     .extend_pairs(&fields)
                     .finish();
@@ -557,6 +582,55 @@ async fn flow(c: &Ctx, s: &mut Sender, jar: &mut Jar, remember: bool) -> Result<
         return Err(format!("token {st}: {}", String::from_utf8_lossy(&b)));
     }
     Ok(pages)
+}
+
+const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
+
+/// Start one backchannel authentication request: (auth_req_id, interval).
+async fn ciba_start(c: &Ctx, s: &mut Sender) -> Result<(String, u64), String> {
+    let a = c.assertion_to(&c.issuer);
+    let user = c.o.user.replace("{i}", "0");
+    let body = c.form(&[
+        ("scope", "openid"),
+        ("login_hint", user.as_str()),
+        ("binding_message", "LOAD-1"),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", a.as_str()),
+    ]);
+    let (st, _, b) = exchange(c, s, "POST", &c.o.path, &[], body).await?;
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+    match (st, v["auth_req_id"].as_str()) {
+        (200, Some(id)) => Ok((id.to_owned(), v["interval"].as_u64().unwrap_or(5))),
+        _ => Err(format!(
+            "bc-authorize {st}: {}",
+            String::from_utf8_lossy(&b)
+        )),
+    }
+}
+
+/// Poll one request at the token endpoint: Ok(true) for `slow_down`, Ok(false) for
+/// `authorization_pending`.
+async fn ciba_poll(c: &Ctx, s: &mut Sender, auth_req_id: &str) -> Result<bool, String> {
+    let a = c.assertion_to(&c.issuer);
+    let body = c.form(&[
+        ("grant_type", CIBA_GRANT),
+        ("auth_req_id", auth_req_id),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", a.as_str()),
+    ]);
+    let (st, _, b) = exchange(c, s, "POST", &c.o.token_path, &[], body).await?;
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+    match (st, v["error"].as_str()) {
+        (400, Some("slow_down")) => Ok(true),
+        (400, Some("authorization_pending")) => Ok(false),
+        _ => Err(format!("poll {st}: {}", String::from_utf8_lossy(&b))),
+    }
 }
 
 fn keygen(dir: &str) {
@@ -640,6 +714,7 @@ async fn main() {
         issuer: base.trim_end_matches('/').to_owned(),
         n: AtomicU64::new(0),
         sent: AtomicU64::new(0),
+        slow_down: AtomicU64::new(0),
         token: std::sync::OnceLock::new(),
         o,
     });
@@ -667,11 +742,29 @@ async fn main() {
             let (mut ok, mut bad, mut pages) = (0u64, 0u64, 0u64);
             let mut s = connect(&c, i).await;
             let mut jar = Jar::default();
+            // `{i}` in --user: one user per client (a server limits concurrent sign-ins
+            // of one username).
+            let user = c.o.user.replace("{i}", &i.to_string());
             let flows = c.o.scenario.starts_with("flow");
             let sso = c.o.scenario == "flow-sso";
             if sso {
-                if let Err(e) = flow(&c, &mut s, &mut jar, true).await {
+                if let Err(e) = flow(&c, &mut s, &mut jar, true, &user).await {
                     panic!("the sign-in before the window failed: {e}");
+                }
+            }
+            // ciba-poll: this client's share of the pending requests, each with the
+            // time of its next poll (half its interval apart).
+            let mut polls = std::collections::VecDeque::new();
+            if c.o.scenario == "ciba-poll" {
+                let share =
+                    c.o.pending / c.o.concurrency + usize::from(i < c.o.pending % c.o.concurrency);
+                for _ in 0..share {
+                    match ciba_start(&c, &mut s).await {
+                        Ok((id, interval)) => {
+                            polls.push_back((id, Duration::from_millis(interval * 500)))
+                        }
+                        Err(e) => panic!("starting the requests failed: {e}"),
+                    }
                 }
             }
             barrier.wait().await;
@@ -684,6 +777,14 @@ async fn main() {
                 + step.map_or(Duration::ZERO, |d| {
                     d.mul_f64(i as f64 / c.o.concurrency as f64)
                 });
+            // ciba-poll: request k of this client is first polled k/share of a half
+            // interval into the window, then every half interval.
+            let share = polls.len().max(1) as f64;
+            let mut poll_due: std::collections::VecDeque<(String, Duration, Instant)> = polls
+                .into_iter()
+                .enumerate()
+                .map(|(k, (id, half))| (id, half, begin + half.mul_f64(k as f64 / share)))
+                .collect();
             while Instant::now() < deadline {
                 if c.o.requests > 0 && c.sent.fetch_add(1, Ordering::Relaxed) >= c.o.requests {
                     break;
@@ -700,11 +801,35 @@ async fn main() {
                     }
                     None => Instant::now(),
                 };
-                let outcome = if flows {
+                let outcome = if let Some((id, half, at)) = poll_due.pop_front() {
+                    tokio::time::sleep_until(at.into()).await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let r = ciba_poll(&c, &mut s, &id).await;
+                    lat.push(t.elapsed());
+                    poll_due.push_back((id, half, at + half));
+                    match r {
+                        Ok(slow) => {
+                            if slow {
+                                c.slow_down.fetch_add(1, Ordering::Relaxed);
+                            }
+                            ok += 1;
+                        }
+                        Err(e) => {
+                            bad += 1;
+                            if bad == 1 {
+                                eprintln!("unexpected answer {e}");
+                            }
+                        }
+                    }
+                    continue;
+                } else if flows {
                     if !sso {
                         jar = Jar::default();
                     }
-                    flow(&c, &mut s, &mut jar, sso)
+                    flow(&c, &mut s, &mut jar, sso, &user)
                         .await
                         .map(|n| pages += u64::from(n))
                 } else {
@@ -762,6 +887,7 @@ async fn main() {
         serde_json::json!({"scenario": ctx.o.scenario, "rps": (ok as f64) / secs,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "ok": ok, "errors": bad,
             "concurrency": ctx.o.concurrency, "new_connections": ctx.o.new_connections,
-            "pages_per_flow": (pages as f64) / (ok.max(1) as f64)})
+            "pages_per_flow": (pages as f64) / (ok.max(1) as f64),
+            "slow_down_share": (ctx.slow_down.load(Ordering::Relaxed) as f64) / (ok.max(1) as f64)})
     );
 }
