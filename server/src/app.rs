@@ -264,6 +264,43 @@ pub struct App {
     pub metrics: Metrics,
     /// Discovery document, built once.
     pub discovery: Bytes,
+    /// Bounds the password hash checks running at once.
+    pub password_checks: PasswordChecks,
+}
+
+/// Password checks (argon2id, tens of milliseconds of a core and 19 MiB each by default)
+/// run on tokio's blocking pool, never on the async workers, so a burst of sign-ins
+/// cannot stall every other request; at most one per CPU runs at once (further ones wait
+/// their turn without holding a thread), which also bounds their memory.
+#[derive(Debug, Clone)]
+pub struct PasswordChecks(Arc<tokio::sync::Semaphore>);
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        PasswordChecks(Arc::new(tokio::sync::Semaphore::new(n)))
+    }
+}
+
+impl App {
+    /// [`Users::login`] off the async workers, bounded by [`PasswordChecks`]. `None`
+    /// when the check could not run (the blocking task failed): the caller answers 503.
+    async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: IpAddr,
+        now: i64,
+    ) -> Option<Result<User, LoginFailure>> {
+        // The semaphore is never closed.
+        let _turn = self.password_checks.0.acquire().await.ok()?;
+        let users = self.users.clone();
+        let username = zeroize::Zeroizing::new(username.to_owned());
+        let password = zeroize::Zeroizing::new(password.to_owned());
+        tokio::task::spawn_blocking(move || users.login(&username, &password, ip, now))
+            .await
+            .ok()
+    }
 }
 
 /// The directory handlers use: static clients, then the store; `jwks_uri` keys from the
@@ -315,16 +352,14 @@ fn endpoint_label(path: &str) -> &'static str {
     }
 }
 
-/// Run `handle` on a request whose body holds a password, then overwrite the body with
-/// zeros (best effort: when no other reference to its buffer remains; copies made by
+/// Overwrite the body of a request that held a password with zeros, once it has been
+/// handled (best effort: when no other reference to its buffer remains; copies made by
 /// the HTTP and TLS layers are theirs to drop).
-fn wiping(r: Req, handle: impl FnOnce(&Req) -> Resp) -> Resp {
+fn wipe(r: Req) {
     use zeroize::Zeroize as _;
-    let resp = handle(&r);
     if let Ok(mut b) = r.body.try_into_mut() {
         b[..].zeroize();
     }
-    resp
 }
 
 /// A request with its body read (bounded in size and time).
@@ -527,13 +562,21 @@ async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
         "/par" if m == Method::POST => par(app, conn, &r),
         "/authorize" if m == Method::GET || m == Method::POST => authorize(app, &r),
         "/login" if m == Method::GET => login_page(app, &r),
-        "/login" if m == Method::POST => wiping(r, |r| login_submit(app, conn, r)),
+        "/login" if m == Method::POST => {
+            let resp = login_submit(app, conn, &r).await;
+            wipe(r);
+            resp
+        }
         "/consent" if m == Method::GET => consent_page(app, &r),
         "/consent" if m == Method::POST => consent_submit(app, &r),
         "/token" if m == Method::POST => token(app, conn, &r),
         "/bc-authorize" if m == Method::POST => ciba::bc_authorize(app, conn, &r),
         "/ciba" if m == Method::GET => ciba::approval_page(app, &r),
-        "/ciba/login" if m == Method::POST => wiping(r, |r| ciba::login_submit(app, conn, r)),
+        "/ciba/login" if m == Method::POST => {
+            let resp = ciba::login_submit(app, conn, &r).await;
+            wipe(r);
+            resp
+        }
         "/ciba/decide" if m == Method::POST => ciba::decide(app, &r),
         "/ciba/devices" if m == Method::GET => ciba::devices_page(app, &r),
         "/ciba/devices/pair" if m == Method::POST => ciba::devices_submit(app, &r, true),
@@ -945,7 +988,7 @@ fn split_interaction(v: &str) -> Option<(&str, &str)> {
     v.split_once(' ')
 }
 
-fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
+async fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
     let now = now();
     let Ok(f) = r.form() else {
         return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
@@ -969,19 +1012,23 @@ fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
             "This authorization request has expired or was already used.",
         );
     }
-    match app.users.login(
-        get("username"),
-        get("password"),
-        conn.remote.ip(),
-        now.secs(),
-    ) {
-        Ok(user) => signed_in_redirect(
+    let checked = app
+        .login(
+            get("username"),
+            get("password"),
+            conn.remote.ip(),
+            now.secs(),
+        )
+        .await;
+    match checked {
+        None => wire::unavailable(),
+        Some(Ok(user)) => signed_in_redirect(
             app,
             &user.subject,
             now,
             &interaction_url("/consent", cid, ru),
         ),
-        Err(failure) => {
+        Some(Err(failure)) => {
             let message = login_message(failure);
             let csrf = app.sessions.csrf("login", ix, pre);
             wire::html(

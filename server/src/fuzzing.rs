@@ -199,6 +199,7 @@ fn app(s: &Shared) -> Arc<App> {
         pairing: PairingLimiter::default(),
         metrics: Metrics::default(),
         discovery: s.discovery.clone(),
+        password_checks: Default::default(),
     })
 }
 

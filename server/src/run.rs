@@ -371,6 +371,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         pairing: crate::app::PairingLimiter::default(),
         metrics: Metrics::default(),
         discovery: discovery(&cfg.issuer, &signing),
+        password_checks: Default::default(),
     };
     Ok(Server {
         app: Arc::new(app),

@@ -164,6 +164,9 @@ pub struct TestServer {
     audit_log: Option<Arc<heartgate_server::audit_log::AuditLog>>,
 }
 
+/// A change a test makes to the application before it serves.
+type Adjust = Box<dyn FnOnce(&mut heartgate_server::app::App)>;
+
 impl TestServer {
     /// Start a server with extra TOML configuration (appended to the defaults: memory
     /// store, a free port on 127.0.0.1, a temporary data directory).
@@ -171,11 +174,32 @@ impl TestServer {
         Self::start_in(tempfile::tempdir().unwrap(), extra_toml, "memory").await
     }
 
+    /// [`TestServer::start`], with `adjust` applied to the application before it serves
+    /// (to put a test double in place of one of its parts).
+    pub async fn start_adjusted(
+        extra_toml: &str,
+        adjust: impl FnOnce(&mut heartgate_server::app::App) + 'static,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let path = dir.path().display().to_string();
+        let mut s = Self::serve(
+            listener,
+            &path,
+            extra_toml,
+            "memory",
+            Some(Box::new(adjust)),
+        )
+        .await;
+        s.data_dir = Some(dir);
+        s
+    }
+
     /// Start with the embedded store in `dir` (for restart tests).
     pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str, store: &str) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let path = dir.path().display().to_string();
-        let mut s = Self::serve(listener, &path, extra_toml, store).await;
+        let mut s = Self::serve(listener, &path, extra_toml, store, None).await;
         s.data_dir = Some(dir);
         s
     }
@@ -190,7 +214,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
-        Self::serve(listener, dir, extra_toml, store).await
+        Self::serve(listener, dir, extra_toml, store, None).await
     }
 
     async fn serve(
@@ -198,6 +222,7 @@ impl TestServer {
         dir: &str,
         extra_toml: &str,
         store: &str,
+        adjust: Option<Adjust>,
     ) -> TestServer {
         let addr = listener.local_addr().unwrap();
         // The nodes of one cluster share an issuer: extra TOML may name it.
@@ -219,7 +244,10 @@ impl TestServer {
             .unwrap()
             .resolve()
             .unwrap();
-        let server = heartgate_server::run::build(&resolved).unwrap();
+        let mut server = heartgate_server::run::build(&resolved).unwrap();
+        if let Some(adjust) = adjust {
+            adjust(Arc::get_mut(&mut server.app).expect("the application is not shared yet"));
+        }
         let running = Running::spawn(
             listener,
             server.tls.clone(),

@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use heartgate_e2e::TestServer;
+use std::net::IpAddr;
+
+use heartgate_e2e::{cookie_pair, hidden_input, TestServer};
+use heartgate_server::app::{LoginFailure, User, Users};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,5 +131,113 @@ async fn metrics_report_requests_latency_tokens_and_failures() {
     ] {
         assert!(text.contains(line), "missing {line}\n{text}");
     }
+    s.stop().await;
+}
+
+/// A [`Users`] whose password checks wait at a gate the test opens, then ask the real
+/// users. `timed_out` says that a check gave up waiting (5 s) before the gate opened.
+#[derive(Default)]
+struct Gate {
+    inner: std::sync::OnceLock<Arc<dyn Users>>,
+    entered: std::sync::atomic::AtomicBool,
+    timed_out: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+struct GatedUsers(Arc<Gate>);
+
+impl Users for GatedUsers {
+    fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: IpAddr,
+        now: i64,
+    ) -> Result<User, LoginFailure> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.entered.store(true, SeqCst);
+        let open = self.0.open.lock().unwrap();
+        let (open, waited) = self
+            .0
+            .opened
+            .wait_timeout_while(open, Duration::from_secs(5), |o| !*o)
+            .unwrap();
+        if waited.timed_out() {
+            self.0.timed_out.store(true, SeqCst);
+        }
+        drop(open);
+        self.0
+            .inner
+            .get()
+            .unwrap()
+            .login(username, password, ip, now)
+    }
+    fn by_subject(&self, subject: &str) -> Option<User> {
+        self.0.inner.get().unwrap().by_subject(subject)
+    }
+    fn by_username(&self, username: &str) -> Option<User> {
+        self.0.inner.get().unwrap().by_username(username)
+    }
+    fn verify_user_code(&self, subject: &str, code: &str, now: i64) -> bool {
+        self.0
+            .inner
+            .get()
+            .unwrap()
+            .verify_user_code(subject, code, now)
+    }
+}
+
+/// Password checks (argon2id: tens of milliseconds of a core each) run off the async
+/// workers: while one is in progress, other requests are answered. On a one-thread
+/// runtime a check run on the worker holds the whole server until it ends; here it
+/// holds nothing (a burst of sign-ins, or of guesses, must not stall token and
+/// introspection traffic).
+#[tokio::test(flavor = "current_thread")]
+async fn a_password_check_in_progress_does_not_hold_other_requests() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let hash = heartgate_server::users::hash_password("gate-keeper-pw").unwrap();
+    let users = format!(
+        "[[users]]\nusername = \"nurse\"\nsubject = \"nurse-1\"\npassword_hash = \"{hash}\"\n"
+    );
+    let gate = Arc::new(Gate::default());
+    let g = gate.clone();
+    let s = TestServer::start_adjusted(&users, move |app| {
+        let _ = g.inner.set(app.users.clone());
+        app.users = Arc::new(GatedUsers(g));
+    })
+    .await;
+    let page = s.get("/ciba").await;
+    let pre = cookie_pair(page.header("set-cookie").unwrap(), "__Host-hg_pre").unwrap();
+    let csrf = hidden_input(&page.text(), "csrf").unwrap();
+    let client = s.clone_client();
+    let sign_in = tokio::spawn(async move {
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("username", "nurse"),
+            ("password", "gate-keeper-pw"),
+        ];
+        client
+            .form_with("/ciba/login", &fields, &[("cookie", &pre)], None)
+            .await
+            .status
+    });
+    let start = Instant::now();
+    while !gate.entered.load(SeqCst) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no password check"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let health = s.get("/healthz").await;
+    assert_eq!(health.status, 200);
+    assert!(
+        !gate.timed_out.load(SeqCst),
+        "/healthz was answered only after the password check gave up: the check held the server's worker"
+    );
+    *gate.open.lock().unwrap() = true;
+    gate.opened.notify_all();
+    assert_eq!(sign_in.await.unwrap(), 303, "the sign-in itself succeeds");
     s.stop().await;
 }

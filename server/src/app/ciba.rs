@@ -151,7 +151,7 @@ fn login_form(app: &App, error: Option<&str>, status: StatusCode) -> Resp {
 }
 
 /// `POST /ciba/login`: sign in to review requests (same checks and limits as `/login`).
-pub(super) fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
+pub(super) async fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
     let now = now();
     let Ok(f) = r.form() else {
         return error_page(StatusCode::BAD_REQUEST, "The request is malformed.");
@@ -165,14 +165,18 @@ pub(super) fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
             "The form expired or did not come from this site. Open the page again.",
         );
     }
-    match app.users.login(
-        get("username"),
-        get("password"),
-        conn.remote.ip(),
-        now.secs(),
-    ) {
-        Ok(user) => super::signed_in_redirect(app, &user.subject, now, "/ciba"),
-        Err(failure) => login_form(
+    let checked = app
+        .login(
+            get("username"),
+            get("password"),
+            conn.remote.ip(),
+            now.secs(),
+        )
+        .await;
+    match checked {
+        None => wire::unavailable(),
+        Some(Ok(user)) => super::signed_in_redirect(app, &user.subject, now, "/ciba"),
+        Some(Err(failure)) => login_form(
             app,
             Some(super::login_message(failure)),
             StatusCode::UNAUTHORIZED,
