@@ -179,10 +179,6 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn assertion(&self) -> String {
-        self.assertion_to(&self.aud)
-    }
-
     fn assertion_to(&self, aud: &str) -> String {
         let key = self.key.as_ref().expect("--key");
         let n = self.n.fetch_add(1, Ordering::Relaxed);
@@ -208,21 +204,30 @@ impl Ctx {
             .into_bytes()
     }
 
+    /// `fields` and the client's authentication: a fresh assertion addressed to `aud`
+    /// (private_key_jwt, RFC 7523 §2.2).
+    fn signed_form(&self, aud: &str, fields: &[(&str, &str)]) -> Vec<u8> {
+        let a = self.assertion_to(aud);
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .append_pair(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            )
+            .append_pair("client_assertion", &a)
+            .finish()
+            .into_bytes()
+    }
+
     fn token_body(&self) -> Vec<u8> {
-        let a = self.assertion();
         let mut f = vec![
             ("grant_type", "client_credentials"),
             ("scope", "system/Observation.rs"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", a.as_str()),
         ];
         if let Some(r) = &self.o.resource {
             f.push(("resource", r));
         }
-        self.form(&f)
+        self.signed_form(&self.aud, &f)
     }
 
     /// client_credentials by the TLS client certificate: no assertion to sign.
@@ -246,7 +251,6 @@ impl Ctx {
     /// A pushed authorization request with its assertion addressed to `aud`: (PKCE
     /// verifier, body).
     fn par_request(&self, aud: &str) -> (String, Vec<u8>) {
-        let a = self.assertion_to(aud);
         let mut v = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v).unwrap();
         let verifier = heartgate_core::jose::b64::encode(v);
@@ -254,20 +258,18 @@ impl Ctx {
             ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref(),
         );
         let state = heartgate_core::jose::b64::encode(&v[..12]);
-        let body = self.form(&[
-            ("response_type", "code"),
-            ("client_id", self.o.client.as_str()),
-            ("redirect_uri", REDIRECT_URI),
-            ("scope", "openid"),
-            ("state", state.as_str()),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", a.as_str()),
-        ]);
+        let body = self.signed_form(
+            aud,
+            &[
+                ("response_type", "code"),
+                ("client_id", self.o.client.as_str()),
+                ("redirect_uri", REDIRECT_URI),
+                ("scope", "openid"),
+                ("state", state.as_str()),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ],
+        );
         (verifier, body)
     }
 
@@ -280,15 +282,7 @@ impl Ctx {
                 .unwrap_or(&self.o.client);
             return self.form(&[("token", token), ("client_id", id)]);
         }
-        let a = self.assertion();
-        self.form(&[
-            ("token", token),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", a.as_str()),
-        ])
+        self.signed_form(&self.aud, &[("token", token)])
     }
 
     /// One request: (method, path, body).
@@ -341,19 +335,8 @@ async fn connect(c: &Ctx, i: usize) -> Sender {
 }
 
 async fn send(c: &Ctx, s: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u16, Bytes) {
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", &c.host);
-    if method == "POST" {
-        b = b.header("content-type", "application/x-www-form-urlencoded");
-    }
-    let resp = s
-        .send_request(b.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let st = resp.status().as_u16();
-    (st, resp.into_body().collect().await.unwrap().to_bytes())
+    let (st, _, body) = exchange(c, s, method, path, &[], body).await.unwrap();
+    (st, body)
 }
 
 /// One request with extra headers: (status, headers, body).
@@ -379,15 +362,13 @@ async fn exchange(
         .send_request(b.body(Full::new(Bytes::from(body))).unwrap())
         .await
         .map_err(|e| format!("{method} {path}: {e}"))?;
-    let st = resp.status().as_u16();
-    let hs = resp.headers().clone();
-    let body = resp
-        .into_body()
+    let (parts, body) = resp.into_parts();
+    let body = body
         .collect()
         .await
         .map_err(|e| format!("{method} {path}: {e}"))?
         .to_bytes();
-    Ok((st, hs, body))
+    Ok((parts.status.as_u16(), parts.headers, body))
 }
 
 /// A browser's cookies for one server: name → value. Attributes (path, expiry) are not
@@ -564,18 +545,15 @@ async fn flow(
             }
         }
     };
-    let a = c.assertion_to(&c.issuer);
-    let token = c.form(&[
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT_URI),
-        ("code_verifier", verifier.as_str()),
-        (
-            "client_assertion_type",
-            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        ),
-        ("client_assertion", a.as_str()),
-    ]);
+    let token = c.signed_form(
+        &c.issuer,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", verifier.as_str()),
+        ],
+    );
     let (st, _, b) = exchange(c, s, "POST", &c.o.token_path, &[], token).await?;
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
     if st != 200 || !v["access_token"].is_string() || !v["id_token"].is_string() {
@@ -588,18 +566,15 @@ const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
 
 /// Start one backchannel authentication request: (auth_req_id, interval).
 async fn ciba_start(c: &Ctx, s: &mut Sender) -> Result<(String, u64), String> {
-    let a = c.assertion_to(&c.issuer);
     let user = c.o.user.replace("{i}", "0");
-    let body = c.form(&[
-        ("scope", "openid"),
-        ("login_hint", user.as_str()),
-        ("binding_message", "LOAD-1"),
-        (
-            "client_assertion_type",
-            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        ),
-        ("client_assertion", a.as_str()),
-    ]);
+    let body = c.signed_form(
+        &c.issuer,
+        &[
+            ("scope", "openid"),
+            ("login_hint", user.as_str()),
+            ("binding_message", "LOAD-1"),
+        ],
+    );
     let (st, _, b) = exchange(c, s, "POST", &c.o.path, &[], body).await?;
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
     match (st, v["auth_req_id"].as_str()) {
@@ -614,16 +589,10 @@ async fn ciba_start(c: &Ctx, s: &mut Sender) -> Result<(String, u64), String> {
 /// Poll one request at the token endpoint: Ok(true) for `slow_down`, Ok(false) for
 /// `authorization_pending`.
 async fn ciba_poll(c: &Ctx, s: &mut Sender, auth_req_id: &str) -> Result<bool, String> {
-    let a = c.assertion_to(&c.issuer);
-    let body = c.form(&[
-        ("grant_type", CIBA_GRANT),
-        ("auth_req_id", auth_req_id),
-        (
-            "client_assertion_type",
-            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        ),
-        ("client_assertion", a.as_str()),
-    ]);
+    let body = c.signed_form(
+        &c.issuer,
+        &[("grant_type", CIBA_GRANT), ("auth_req_id", auth_req_id)],
+    );
     let (st, _, b) = exchange(c, s, "POST", &c.o.token_path, &[], body).await?;
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
     match (st, v["error"].as_str()) {
