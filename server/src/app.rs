@@ -283,20 +283,22 @@ impl Default for PasswordChecks {
 }
 
 impl App {
-    /// [`Users::login`] off the async workers, bounded by [`PasswordChecks`]. `None`
-    /// when the check could not run (the blocking task failed): the caller answers 503.
+    /// [`Users::login`] with a sign-in form's `username` and `password`, from the
+    /// connection's address, off the async workers and bounded by [`PasswordChecks`].
+    /// `None` when the check could not run (the blocking task failed): the caller
+    /// answers 503.
     async fn login(
         &self,
-        username: &str,
-        password: &str,
-        ip: IpAddr,
-        now: i64,
+        form: &Wiped,
+        conn: &Conn,
+        now: UnixTime,
     ) -> Option<Result<User, LoginFailure>> {
+        let field = |k: &str| zeroize::Zeroizing::new(form.0.get(k).cloned().unwrap_or_default());
+        let (username, password) = (field("username"), field("password"));
+        let (ip, now) = (conn.remote.ip(), now.secs());
         // The semaphore is never closed.
         let _turn = self.password_checks.0.acquire().await.ok()?;
         let users = self.users.clone();
-        let username = zeroize::Zeroizing::new(username.to_owned());
-        let password = zeroize::Zeroizing::new(password.to_owned());
         tokio::task::spawn_blocking(move || users.login(&username, &password, ip, now))
             .await
             .ok()
@@ -1012,15 +1014,7 @@ async fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
             "This authorization request has expired or was already used.",
         );
     }
-    let checked = app
-        .login(
-            get("username"),
-            get("password"),
-            conn.remote.ip(),
-            now.secs(),
-        )
-        .await;
-    match checked {
+    match app.login(&f, conn, now).await {
         None => wire::unavailable(),
         Some(Ok(user)) => signed_in_redirect(
             app,

@@ -181,25 +181,23 @@ impl TestServer {
         adjust: impl FnOnce(&mut heartgate_server::app::App) + 'static,
     ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let path = dir.path().display().to_string();
-        let mut s = Self::serve(
-            listener,
-            &path,
-            extra_toml,
-            "memory",
-            Some(Box::new(adjust)),
-        )
-        .await;
-        s.data_dir = Some(dir);
-        s
+        Self::start_in_adjusted(dir, extra_toml, "memory", Some(Box::new(adjust))).await
     }
 
     /// Start with the embedded store in `dir` (for restart tests).
     pub async fn start_in(dir: tempfile::TempDir, extra_toml: &str, store: &str) -> TestServer {
+        Self::start_in_adjusted(dir, extra_toml, store, None).await
+    }
+
+    async fn start_in_adjusted(
+        dir: tempfile::TempDir,
+        extra_toml: &str,
+        store: &str,
+        adjust: Option<Adjust>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let path = dir.path().display().to_string();
-        let mut s = Self::serve(listener, &path, extra_toml, store, None).await;
+        let mut s = Self::serve(listener, &path, extra_toml, store, adjust).await;
         s.data_dir = Some(dir);
         s
     }

@@ -165,15 +165,7 @@ pub(super) async fn login_submit(app: &App, conn: &Conn, r: &Req) -> Resp {
             "The form expired or did not come from this site. Open the page again.",
         );
     }
-    let checked = app
-        .login(
-            get("username"),
-            get("password"),
-            conn.remote.ip(),
-            now.secs(),
-        )
-        .await;
-    match checked {
+    match app.login(&f, conn, now).await {
         None => wire::unavailable(),
         Some(Ok(user)) => super::signed_in_redirect(app, &user.subject, now, "/ciba"),
         Some(Err(failure)) => login_form(
