@@ -266,6 +266,53 @@ pub struct App {
     pub discovery: Bytes,
     /// Bounds the password hash checks running at once.
     pub password_checks: PasswordChecks,
+    /// Pushed authorization requests per client (THREATS P19).
+    pub par_quota: ParQuota,
+}
+
+/// How many pushed authorization requests each authenticated client may make (RFC 9126
+/// §2.3 "429 Too Many Requests", THREATS P19: a client flooding `/par` must not fill the
+/// store with request_uris): a generic cell rate algorithm (governor) per client_id,
+/// `[limits] par_per_client_per_minute` with a burst of the same size. Only pushes that
+/// authenticated count, so nobody can spend another client's quota by naming it, and
+/// one client over its quota never slows another. Kept per node, in memory: with N
+/// nodes a client gets up to N times the quota.
+pub struct ParQuota(Option<governor::DefaultKeyedRateLimiter<String>>);
+
+impl ParQuota {
+    /// `per_minute` pushes a minute per client; 0: no limit.
+    pub fn new(per_minute: u32) -> ParQuota {
+        ParQuota(
+            std::num::NonZeroU32::new(per_minute)
+                .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
+        )
+    }
+
+    /// Count one push by `client_id`; `Err(seconds)` to wait when it is over its quota.
+    fn admit(&self, client_id: &str) -> Result<(), u64> {
+        use governor::clock::Clock as _;
+        let Some(limiter) = &self.0 else {
+            return Ok(());
+        };
+        // One entry per client that pushed recently; clients back at a full quota are
+        // forgotten once many have pushed (registered clients bound the count anyway).
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        limiter
+            .check_key(&client_id.to_owned())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
+    }
+}
+
+impl Default for ParQuota {
+    /// No limit.
+    fn default() -> Self {
+        ParQuota::new(0)
+    }
 }
 
 /// Password checks (argon2id, tens of milliseconds of a core and 19 MiB each by default)
@@ -763,6 +810,12 @@ fn par(app: &App, conn: &Conn, r: &Req) -> Resp {
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    if let Err(wait) = app.par_quota.admit(client.client_id()) {
+        return wire::too_many_requests(
+            "too many pushed authorization requests from this client; retry later",
+            wait,
+        );
+    }
     // The client's own credentials are not request parameters.
     let mut body = form;
     for k in ["client_assertion", "client_assertion_type"] {

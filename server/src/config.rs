@@ -545,6 +545,21 @@ pub struct LimitsConfig {
     /// Concurrent connections; further ones wait in the listen backlog.
     #[serde(default = "default_connections")]
     pub max_connections: usize,
+    /// Requests per second one connection may make, on average (0: no limit). Requests
+    /// beyond it wait (they are paced, not refused) until the connection is back within
+    /// its rate, so that one client flooding a connection with valid requests — HTTP/2
+    /// lets it keep 256 in flight — cannot take the CPU from every other client.
+    #[serde(default = "default_connection_rate")]
+    pub requests_per_second_per_connection: u32,
+    /// How many requests a connection may make at once above its rate before pacing
+    /// starts (the bucket's size; 0: the same as the rate, one second's worth).
+    #[serde(default)]
+    pub request_burst_per_connection: u32,
+    /// Pushed authorization requests one authenticated client may make per minute
+    /// (RFC 9126 §2.3, THREATS P19; 0: no limit), with a burst of the same size: beyond
+    /// it, 429 with `Retry-After`. Counted per node.
+    #[serde(default = "default_par_per_client")]
+    pub par_per_client_per_minute: u32,
 }
 
 fn default_body() -> usize {
@@ -562,6 +577,12 @@ fn default_body_timeout() -> u64 {
 fn default_connections() -> usize {
     4096
 }
+fn default_connection_rate() -> u32 {
+    1000
+}
+fn default_par_per_client() -> u32 {
+    600
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -571,6 +592,9 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: default_header_timeout(),
             body_read_timeout_ms: default_body_timeout(),
             max_connections: default_connections(),
+            requests_per_second_per_connection: default_connection_rate(),
+            request_burst_per_connection: 0,
+            par_per_client_per_minute: default_par_per_client(),
         }
     }
 }
@@ -953,6 +977,10 @@ mod tests {
             &env(&[
                 ("HEARTGATE_ISSUER", "https://as.hospital.example"),
                 ("HEARTGATE_LIMITS__MAX_BODY_BYTES", "8192"),
+                (
+                    "HEARTGATE_LIMITS__REQUESTS_PER_SECOND_PER_CONNECTION",
+                    "250",
+                ),
                 ("HEARTGATE_TLS__TRUSTED_PROXIES", "[\"10.0.0.5\"]"),
                 ("HEARTGATE_STORE", "memory"),
                 ("HEARTGATE_KEYS__ADDITIONAL_ALGORITHMS", "[\"RS256\"]"),
@@ -963,6 +991,11 @@ mod tests {
         .unwrap();
         assert_eq!(r.issuer, "https://as.hospital.example");
         assert_eq!(r.config.limits.max_body_bytes, 8192);
+        assert_eq!(r.config.limits.requests_per_second_per_connection, 250);
+        assert_eq!(
+            LimitsConfig::default().requests_per_second_per_connection,
+            1000
+        );
         assert_eq!(
             r.config.tls.trusted_proxies,
             vec!["10.0.0.5".parse::<IpAddr>().unwrap()]

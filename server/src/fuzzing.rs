@@ -200,6 +200,7 @@ fn app(s: &Shared) -> Arc<App> {
         metrics: Metrics::default(),
         discovery: s.discovery.clone(),
         password_checks: Default::default(),
+        par_quota: Default::default(),
     })
 }
 

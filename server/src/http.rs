@@ -3,7 +3,8 @@
 //! Limits: a cap on concurrent connections (further ones wait in the listen backlog),
 //! a TLS handshake and header read timeout (slowloris), the same bound on a connection's
 //! first request byte (an idle connection holds a slot: THREATS H16), a header size cap,
-//! and in the handlers a body size and body read timeout. Shutdown stops accepting, lets in-flight
+//! and in the handlers a body size and body read timeout, and a per-connection request rate
+//! (requests beyond it are paced: [`Pacer`]). Shutdown stops accepting, lets in-flight
 //! requests finish (up to a grace period), then closes.
 
 use std::future::Future;
@@ -151,6 +152,46 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerIo<T> {
     }
 }
 
+/// A connection's request rate limit (`[limits] requests_per_second_per_connection`): a
+/// generic cell rate algorithm (governor) with a burst. A request over the rate waits
+/// until the connection is back within it, then is served: pacing, not refusal, so a
+/// client that bursts is slowed rather than failed. What bounds the waiting is the
+/// connection itself: HTTP/1.1 has one request in flight, HTTP/2 at most
+/// `max_concurrent_streams` (256), so a flooding connection holds at most that many
+/// sleeping requests (a timer each, no CPU) and gets no more than its rate of the
+/// server's work, leaving the rest to other clients (THREATS §4.5 abuse under load).
+struct Pacer {
+    limiter: governor::DefaultDirectRateLimiter,
+    clock: governor::clock::DefaultClock,
+}
+
+impl Pacer {
+    /// Each connection's quota; `None` when the limit is off (rate 0).
+    fn quota(limits: &LimitsConfig) -> Option<governor::Quota> {
+        let rate = std::num::NonZeroU32::new(limits.requests_per_second_per_connection)?;
+        let burst = std::num::NonZeroU32::new(limits.request_burst_per_connection).unwrap_or(rate);
+        Some(governor::Quota::per_second(rate).allow_burst(burst))
+    }
+
+    fn new(quota: governor::Quota) -> Pacer {
+        Pacer {
+            limiter: governor::RateLimiter::direct(quota),
+            clock: governor::clock::DefaultClock::default(),
+        }
+    }
+
+    /// Wait until the connection may make one more request; `true` when it had to wait.
+    async fn admit(&self) -> bool {
+        use governor::clock::Clock as _;
+        let mut waited = false;
+        while let Err(not_until) = self.limiter.check() {
+            waited = true;
+            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        }
+        waited
+    }
+}
+
 /// Serve `listener` until `shutdown` resolves, then drain.
 pub async fn serve(
     listener: TcpListener,
@@ -166,6 +207,7 @@ pub async fn serve(
     let coherence = crate::cluster::start(&app);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let quota = Pacer::quota(&limits);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -224,10 +266,19 @@ pub async fn serve(
                 .peer_certificates()
                 .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()));
             let conn = Arc::new(Conn::new(remote, peer_chain));
+            let pacer = quota.map(|q| Arc::new(Pacer::new(q)));
             let svc = service_fn(move |req| {
                 let app = app.clone();
                 let conn = conn.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(app, conn, req).await) }
+                let pacer = pacer.clone();
+                async move {
+                    if let Some(p) = pacer {
+                        if p.admit().await {
+                            app.metrics.paced();
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(handle(app, conn, req).await)
+                }
             });
             let io = ServerIo::new(tls, header_timeout);
             let c = builder.serve_connection(TokioIo::new(io), svc);

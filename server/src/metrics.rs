@@ -28,6 +28,7 @@ pub struct Metrics {
     latency: DashMap<&'static str, Histogram>,
     tokens: DashMap<&'static str, AtomicU64>,
     auth_failures: DashMap<&'static str, AtomicU64>,
+    paced: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,6 +74,11 @@ impl Metrics {
     /// Count a refused client authentication at `endpoint`.
     pub fn auth_failure(&self, endpoint: &'static str) {
         bump(&self.auth_failures, endpoint);
+    }
+
+    /// Count a request that waited for its connection's rate limit.
+    pub fn paced(&self) {
+        self.paced.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text, with the cache's counters.
@@ -177,6 +183,27 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE heartgate_introspection_cache_hit_ratio gauge");
         let _ = writeln!(o, "heartgate_introspection_cache_hit_ratio {ratio}");
+        let _ = writeln!(o, "# HELP heartgate_requests_paced_total Requests that waited for their connection's rate limit.");
+        let _ = writeln!(o, "# TYPE heartgate_requests_paced_total counter");
+        let _ = writeln!(
+            o,
+            "heartgate_requests_paced_total {}",
+            self.paced.load(Ordering::Relaxed)
+        );
+        // Tasks alive on the server's runtime (connections, requests in flight, background
+        // tasks): back at its idle level when the load stops, or something leaks.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let _ = writeln!(
+                o,
+                "# HELP heartgate_runtime_alive_tasks Tasks alive on the server's async runtime."
+            );
+            let _ = writeln!(o, "# TYPE heartgate_runtime_alive_tasks gauge");
+            let _ = writeln!(
+                o,
+                "heartgate_runtime_alive_tasks {}",
+                rt.metrics().num_alive_tasks()
+            );
+        }
         o
     }
 }

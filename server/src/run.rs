@@ -372,6 +372,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         metrics: Metrics::default(),
         discovery: discovery(&cfg.issuer, &signing),
         password_checks: Default::default(),
+        par_quota: crate::app::ParQuota::new(cfg.config.limits.par_per_client_per_minute),
     };
     Ok(Server {
         app: Arc::new(app),

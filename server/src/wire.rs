@@ -121,6 +121,17 @@ pub fn invalid_request(description: &'static str) -> Resp {
     error(WireError::new(400, "invalid_request", description))
 }
 
+/// 429 Too Many Requests (RFC 6585 §4) with `Retry-After` (RFC 9110 §10.2.3) in
+/// seconds, and `invalid_request` with a description as the OAuth error body.
+pub fn too_many_requests(description: &'static str, retry_after_secs: u64) -> Resp {
+    let mut r = error(WireError::new(429, "invalid_request", description));
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs.max(1)),
+    );
+    r
+}
+
 /// 503.
 pub fn unavailable() -> Resp {
     error(WireError::UNAVAILABLE)

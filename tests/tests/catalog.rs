@@ -37,6 +37,11 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        Self::start_with(json!({})).await
+    }
+
+    /// With `[limits]` settings, and a second private_key_jwt client "conf2" (same key).
+    async fn start_with(limits: Value) -> World {
         let key = SigningKey::generate(Algorithm::ES256).unwrap();
         let cheap = heartgate_server::users::PasswordParams {
             memory_kib: 8,
@@ -53,12 +58,19 @@ impl World {
                     "redirect_uris": [REDIRECT],
                     "jwks": {"keys": [key.verifying_key().to_jwk()]},
                     "scope": "openid system/Patient.r patient/Observation.rs"},
+                {"client_id": "conf2", "profile": "smart",
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "grant_types": ["authorization_code"],
+                    "redirect_uris": [REDIRECT],
+                    "jwks": {"keys": [key.verifying_key().to_jwk()]},
+                    "scope": "openid patient/Observation.rs"},
                 {"client_id": "smart-app", "profile": "smart",
                     "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"],
                     "redirect_uris": [REDIRECT], "scope": "openid"},
             ],
             "users": [{"username": "nurse", "password_hash": hash, "subject": "user-42",
                 "display_name": "Nurse Joy"}],
+            "limits": limits,
         });
         let s = TestServer::start(&toml::to_string(&doc).unwrap()).await;
         World {
@@ -69,12 +81,16 @@ impl World {
     }
 
     fn assertion(&self, endpoint: &str) -> String {
+        self.assertion_of("conf", endpoint)
+    }
+
+    fn assertion_of(&self, client: &str, endpoint: &str) -> String {
         let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = now();
         sign_jwt(
             &self.key,
             None,
-            json!({"iss": "conf", "sub": "conf", "aud": format!("{}{endpoint}", self.s.issuer),
+            json!({"iss": client, "sub": client, "aud": format!("{}{endpoint}", self.s.issuer),
                 "iat": t, "exp": t + 60, "jti": format!("catalog-{n}-{t}")})
             .as_object()
             .unwrap(),
@@ -168,8 +184,65 @@ async fn p2_par_without_client_authentication_is_invalid_client() {
     w.s.stop().await;
 }
 
+/// THREATS P19, the flood half (RFC 9126 §2.3): pushes beyond a client's quota are 429
+/// with `Retry-After` and no request_uri; pushes that fail authentication do not spend
+/// the quota of the client they name; another client is not held back.
+#[tokio::test(flavor = "multi_thread")]
+async fn p19_a_par_flood_by_one_client_is_429_and_other_clients_go_on() {
+    let w = World::start_with(json!({"par_per_client_per_minute": 5})).await;
+    // Unauthenticated pushes naming "conf": refused, and not counted against "conf".
+    for _ in 0..10 {
+        let r = w.post("/par", &w.par_fields()).await;
+        assert_error(&r, 401, "invalid_client", "no authentication");
+    }
+    let push = |client: &'static str| {
+        let mut f: Vec<(String, String)> = w
+            .par_fields()
+            .into_iter()
+            .map(|(k, v)| {
+                if k == "client_id" {
+                    (k, client.to_owned())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        f.push(("client_assertion_type".into(), ASSERTION_TYPE.into()));
+        f.push(("client_assertion".into(), w.assertion_of(client, "/par")));
+        f
+    };
+    for i in 0..5 {
+        let r = w.post("/par", &push("conf")).await;
+        assert_eq!(r.status, 201, "push {i} within the quota: {}", r.text());
+    }
+    for _ in 0..3 {
+        let r = w.post("/par", &push("conf")).await;
+        assert_error(&r, 429, "invalid_request", "over the quota");
+        assert!(r.json().get("request_uri").is_none());
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    }
+    // Another client is not locked out by "conf"'s flood.
+    let r = w.post("/par", &push("conf2")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    w.s.stop().await;
+}
+
+/// With the quota off (0), the same pushes all succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn p19_a_par_quota_of_zero_is_no_limit() {
+    let w = World::start_with(json!({"par_per_client_per_minute": 0})).await;
+    for i in 0..12 {
+        let mut f = w.par_fields();
+        f.extend(w.auth("/par"));
+        let r = w.post("/par", &f).await;
+        assert_eq!(r.status, 201, "push {i}: {}", r.text());
+    }
+    w.s.stop().await;
+}
+
 /// THREATS P19, the size half: a 1 MB request object is refused with 413 before it is
-/// read (the body limit). The per-client PAR quota (429) is not built: see README.
+/// read (the body limit).
 #[tokio::test(flavor = "multi_thread")]
 async fn p19_a_1_mb_request_object_is_413() {
     let w = World::start().await;

@@ -241,3 +241,107 @@ async fn a_password_check_in_progress_does_not_hold_other_requests() {
     assert_eq!(sign_in.await.unwrap(), 303, "the sign-in itself succeeds");
     s.stop().await;
 }
+
+/// Send `n` GET /healthz on one HTTP/1.1 keep-alive connection, one after another.
+async fn sequential_on_one_connection(s: &TestServer, n: usize) -> Vec<u16> {
+    let tls = s.raw_tls(&[b"http/1.1"]).await;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let req = hyper::Request::get("/healthz")
+            .header("host", "127.0.0.1")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        statuses.push(resp.status().as_u16());
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        tx.ready().await.unwrap();
+    }
+    statuses
+}
+
+/// THREATS §4.5 (abuse under load: a flood of valid requests), H-class: a connection's
+/// requests beyond `requests_per_second_per_connection` are paced — served, later — and
+/// another connection's requests are not held behind them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_over_its_request_rate_is_paced_and_others_are_not() {
+    let s = TestServer::start(
+        "[limits]\nrequests_per_second_per_connection = 10\nrequest_burst_per_connection = 5\n",
+    )
+    .await;
+    // HTTP/1.1: 25 requests at 10/s after a burst of 5 take at least 2 s.
+    let start = Instant::now();
+    let flood = {
+        let c = s.clone_client();
+        tokio::spawn(async move { sequential_on_one_connection(&c, 25).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile a second connection's five requests go through on its own burst.
+    let other = sequential_on_one_connection(&s, 5).await;
+    let other_done = start.elapsed();
+    assert_eq!(other, vec![200; 5]);
+    let flooded = flood.await.unwrap();
+    let flood_done = start.elapsed();
+    assert_eq!(flooded, vec![200; 25], "paced, never refused");
+    assert!(
+        flood_done >= Duration::from_millis(1900),
+        "25 requests at 10/s with a burst of 5 took {flood_done:?}"
+    );
+    assert!(
+        other_done < flood_done,
+        "the other connection ({other_done:?}) waited for the flooding one ({flood_done:?})"
+    );
+
+    // HTTP/2: 30 concurrent streams on one connection are paced the same way.
+    let tls = s.raw_tls(&[b"h2"]).await;
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let start = Instant::now();
+    let mut streams = Vec::new();
+    for _ in 0..30 {
+        let mut tx = tx.clone();
+        streams.push(tokio::spawn(async move {
+            let req = hyper::Request::get(format!("{}/healthz", "https://127.0.0.1"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            tx.send_request(req).await.unwrap().status().as_u16()
+        }));
+    }
+    for st in streams {
+        assert_eq!(st.await.unwrap(), 200);
+    }
+    let h2_done = start.elapsed();
+    assert!(
+        h2_done >= Duration::from_millis(2400),
+        "30 streams at 10/s with a burst of 5 took {h2_done:?}"
+    );
+    let m = s.get("/metrics").await.text();
+    let paced: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("heartgate_requests_paced_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(paced >= 20 + 25, "paced requests counted: {paced}\n{m}");
+    s.stop().await;
+}
+
+/// Without the limit (0), the same 25 requests are not paced.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_rate_of_zero_turns_pacing_off() {
+    let s = TestServer::start("[limits]\nrequests_per_second_per_connection = 0\n").await;
+    assert_eq!(sequential_on_one_connection(&s, 25).await, vec![200; 25]);
+    let m = s.get("/metrics").await.text();
+    assert!(m.contains("heartgate_requests_paced_total 0\n"), "{m}");
+    s.stop().await;
+}
