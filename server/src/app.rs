@@ -267,35 +267,40 @@ pub struct App {
     /// Bounds the password hash checks running at once.
     pub password_checks: PasswordChecks,
     /// Pushed authorization requests per client (THREATS P19).
-    pub par_quota: ParQuota,
+    pub par_quota: ClientQuota,
+    /// Backchannel authentication requests per client (THREATS B10).
+    pub ciba_quota: ClientQuota,
 }
 
-/// How many pushed authorization requests each authenticated client may make (RFC 9126
-/// §2.3 "429 Too Many Requests", THREATS P19: a client flooding `/par` must not fill the
-/// store with request_uris): a generic cell rate algorithm (governor) per client_id,
-/// `[limits] par_per_client_per_minute` with a burst of the same size. Only pushes that
-/// authenticated count, so nobody can spend another client's quota by naming it, and
-/// one client over its quota never slows another. Kept per node, in memory: with N
-/// nodes a client gets up to N times the quota.
-pub struct ParQuota(Option<governor::DefaultKeyedRateLimiter<String>>);
+/// How many requests of one kind each authenticated client may make: a generic cell rate
+/// algorithm (governor) per client_id, N a minute with a burst of N, beyond which the
+/// endpoint answers 429 with `Retry-After`. Used for `/par` (RFC 9126 §2.3 "429 Too
+/// Many Requests", THREATS P19: a client flooding `/par` must not fill the store with
+/// request_uris; `[limits] par_per_client_per_minute`) and `/bc-authorize` (THREATS B10:
+/// a client probing `login_hint`s for which users exist; `[limits]
+/// ciba_per_client_per_minute`). Only requests that authenticated count, so nobody can
+/// spend another client's quota by naming it, and one client over its quota never slows
+/// another. Kept per node, in memory: with N nodes a client gets up to N times the quota.
+pub struct ClientQuota(Option<governor::DefaultKeyedRateLimiter<String>>);
 
-impl ParQuota {
-    /// `per_minute` pushes a minute per client; 0: no limit.
-    pub fn new(per_minute: u32) -> ParQuota {
-        ParQuota(
+impl ClientQuota {
+    /// `per_minute` requests a minute per client; 0: no limit.
+    pub fn new(per_minute: u32) -> ClientQuota {
+        ClientQuota(
             std::num::NonZeroU32::new(per_minute)
                 .map(|n| governor::RateLimiter::keyed(governor::Quota::per_minute(n))),
         )
     }
 
-    /// Count one push by `client_id`; `Err(seconds)` to wait when it is over its quota.
+    /// Count one request by `client_id`; `Err(seconds)` to wait when it is over its
+    /// quota.
     fn admit(&self, client_id: &str) -> Result<(), u64> {
         use governor::clock::Clock as _;
         let Some(limiter) = &self.0 else {
             return Ok(());
         };
-        // One entry per client that pushed recently; clients back at a full quota are
-        // forgotten once many have pushed (registered clients bound the count anyway).
+        // One entry per client seen recently; clients back at a full quota are forgotten
+        // once many have been seen (registered clients bound the count anyway).
         if limiter.len() > 10_000 {
             limiter.retain_recent();
         }
@@ -308,10 +313,10 @@ impl ParQuota {
     }
 }
 
-impl Default for ParQuota {
+impl Default for ClientQuota {
     /// No limit.
     fn default() -> Self {
-        ParQuota::new(0)
+        ClientQuota::new(0)
     }
 }
 
@@ -578,7 +583,7 @@ impl App {
     }
 }
 
-async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
+async fn route(app: &Arc<App>, conn: &Conn, r: Req) -> Resp {
     let m = &r.method;
     if m == Method::POST
         && matches!(
@@ -619,7 +624,7 @@ async fn route(app: &App, conn: &Conn, r: Req) -> Resp {
         "/consent" if m == Method::GET => consent_page(app, &r),
         "/consent" if m == Method::POST => consent_submit(app, &r),
         "/token" if m == Method::POST => token(app, conn, &r),
-        "/bc-authorize" if m == Method::POST => ciba::bc_authorize(app, conn, &r),
+        "/bc-authorize" if m == Method::POST => ciba::bc_authorize(app, conn, &r).await,
         "/ciba" if m == Method::GET => ciba::approval_page(app, &r),
         "/ciba/login" if m == Method::POST => {
             let resp = ciba::login_submit(app, conn, &r).await;

@@ -560,6 +560,11 @@ pub struct LimitsConfig {
     /// it, 429 with `Retry-After`. Counted per node.
     #[serde(default = "default_par_per_client")]
     pub par_per_client_per_minute: u32,
+    /// Backchannel authentication requests (`/bc-authorize`) one authenticated client may
+    /// make per minute (THREATS B10: probing `login_hint`s for which users exist; 0: no
+    /// limit), with a burst of the same size: beyond it, 429 with `Retry-After`. Per node.
+    #[serde(default = "default_ciba_per_client")]
+    pub ciba_per_client_per_minute: u32,
 }
 
 fn default_body() -> usize {
@@ -583,6 +588,9 @@ fn default_connection_rate() -> u32 {
 fn default_par_per_client() -> u32 {
     600
 }
+fn default_ciba_per_client() -> u32 {
+    120
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -595,6 +603,7 @@ impl Default for LimitsConfig {
             requests_per_second_per_connection: default_connection_rate(),
             request_burst_per_connection: 0,
             par_per_client_per_minute: default_par_per_client(),
+            ciba_per_client_per_minute: default_ciba_per_client(),
         }
     }
 }

@@ -201,6 +201,7 @@ fn app(s: &Shared) -> Arc<App> {
         discovery: s.discovery.clone(),
         password_checks: Default::default(),
         par_quota: Default::default(),
+        ciba_quota: Default::default(),
     })
 }
 

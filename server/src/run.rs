@@ -372,7 +372,8 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         metrics: Metrics::default(),
         discovery: discovery(&cfg.issuer, &signing),
         password_checks: Default::default(),
-        par_quota: crate::app::ParQuota::new(cfg.config.limits.par_per_client_per_minute),
+        par_quota: crate::app::ClientQuota::new(cfg.config.limits.par_per_client_per_minute),
+        ciba_quota: crate::app::ClientQuota::new(cfg.config.limits.ciba_per_client_per_minute),
     };
     Ok(Server {
         app: Arc::new(app),

@@ -75,6 +75,11 @@ async fn server() -> (TestServer, Clinic, Clinic) {
 
 /// The server, and a third client (`kiosk`) that registered for user codes.
 async fn server_with_kiosk() -> (TestServer, Clinic, Clinic, Clinic) {
+    server_with_limits(json!({})).await
+}
+
+/// [`server_with_kiosk`] with `[limits]` settings.
+async fn server_with_limits(limits: Value) -> (TestServer, Clinic, Clinic, Clinic) {
     let clinic = SigningKey::generate(Algorithm::ES256).unwrap();
     let other = SigningKey::generate(Algorithm::ES256).unwrap();
     let kiosk = SigningKey::generate(Algorithm::ES256).unwrap();
@@ -98,6 +103,7 @@ async fn server_with_kiosk() -> (TestServer, Clinic, Clinic, Clinic) {
         ],
         "users": [{"username": "jane", "password_hash": hash, "subject": "patient-user-1",
             "display_name": "Jane Doe", "ciba_user_code_hash": code_hash}],
+        "limits": limits,
     });
     let s = TestServer::start(&toml::to_string(&doc).unwrap()).await;
     let mk = |id, key| Clinic {
@@ -205,6 +211,74 @@ async fn discovery_publishes_the_backchannel_endpoint_and_modes() {
     assert!(algs
         .iter()
         .all(|a| a != "none" && !a.as_str().unwrap().starts_with("HS")));
+    s.stop().await;
+}
+
+/// THREATS B10: `unknown_user_id` tells a client which users exist (CIBA §13 requires the
+/// code), so how fast a client may ask is limited per client: beyond
+/// `ciba_per_client_per_minute`, 429 with `Retry-After` and no request started. Requests
+/// that fail authentication do not spend the quota of the client they name, and another
+/// client is not held back.
+#[tokio::test(flavor = "multi_thread")]
+async fn b10_login_hint_probing_is_limited_per_client() {
+    let (s, clinic, _, kiosk) = server_with_limits(json!({"ciba_per_client_per_minute": 3})).await;
+    for _ in 0..5 {
+        let r = s
+            .form(
+                "/bc-authorize",
+                &[
+                    ("client_id", "clinic"),
+                    ("scope", "openid"),
+                    ("login_hint", "x"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 401, "unauthenticated: {}", r.text());
+    }
+    for hint in ["alice", "bob", "carol"] {
+        let (st, e) = clinic
+            .start(&s, &[("scope", "openid"), ("login_hint", hint)])
+            .await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (400, Some("unknown_user_id")),
+            "{hint}"
+        );
+    }
+    for hint in ["dave", "jane"] {
+        let a = clinic.assertion(&s);
+        let r = s
+            .form(
+                "/bc-authorize",
+                &[
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", a.as_str()),
+                    ("scope", "openid"),
+                    ("login_hint", hint),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 429, "{hint}: {}", r.text());
+        let e: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(e["error"], "invalid_request");
+        assert!(e.get("auth_req_id").is_none());
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    }
+    // Another client goes on.
+    let (st, r) = kiosk
+        .start(
+            &s,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "jane"),
+                ("user_code", "2468-1357"),
+            ],
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
     s.stop().await;
 }
 

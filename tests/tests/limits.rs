@@ -147,6 +147,22 @@ struct Gate {
 
 struct GatedUsers(Arc<Gate>);
 
+impl Gate {
+    /// Say a check has started, then wait until the test opens the gate (5 s at most).
+    fn pass(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.entered.store(true, SeqCst);
+        let open = self.open.lock().unwrap();
+        let (_open, waited) = self
+            .opened
+            .wait_timeout_while(open, Duration::from_secs(5), |o| !*o)
+            .unwrap();
+        if waited.timed_out() {
+            self.timed_out.store(true, SeqCst);
+        }
+    }
+}
+
 impl Users for GatedUsers {
     fn login(
         &self,
@@ -155,18 +171,7 @@ impl Users for GatedUsers {
         ip: IpAddr,
         now: i64,
     ) -> Result<User, LoginFailure> {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.0.entered.store(true, SeqCst);
-        let open = self.0.open.lock().unwrap();
-        let (open, waited) = self
-            .0
-            .opened
-            .wait_timeout_while(open, Duration::from_secs(5), |o| !*o)
-            .unwrap();
-        if waited.timed_out() {
-            self.0.timed_out.store(true, SeqCst);
-        }
-        drop(open);
+        self.0.pass();
         self.0
             .inner
             .get()
@@ -180,6 +185,7 @@ impl Users for GatedUsers {
         self.0.inner.get().unwrap().by_username(username)
     }
     fn verify_user_code(&self, subject: &str, code: &str, now: i64) -> bool {
+        self.0.pass();
         self.0
             .inner
             .get()
@@ -239,6 +245,82 @@ async fn a_password_check_in_progress_does_not_hold_other_requests() {
     *gate.open.lock().unwrap() = true;
     gate.opened.notify_all();
     assert_eq!(sign_in.await.unwrap(), 303, "the sign-in itself succeeds");
+    s.stop().await;
+}
+
+/// The same for a CIBA user code (checked against its argon2id hash like a password):
+/// while a `/bc-authorize` with a `user_code` is being checked, other requests are
+/// answered, on a one-thread runtime.
+#[tokio::test(flavor = "current_thread")]
+async fn a_user_code_check_in_progress_does_not_hold_other_requests() {
+    use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
+    use std::sync::atomic::Ordering::SeqCst;
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let code_hash = heartgate_server::users::hash_password("2468-1357").unwrap();
+    let password_hash = heartgate_server::users::hash_password("gate-keeper-pw").unwrap();
+    let doc = serde_json::json!({
+        "clients": [{"client_id": "kiosk", "profile": "smart",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.verifying_key().to_jwk()]},
+            "grant_types": ["urn:openid:params:grant-type:ciba"],
+            "backchannel_token_delivery_mode": "poll",
+            "backchannel_user_code_parameter": true}],
+        "users": [{"username": "jane", "password_hash": password_hash,
+            "subject": "patient-1", "ciba_user_code_hash": code_hash}],
+    });
+    let gate = Arc::new(Gate::default());
+    let g = gate.clone();
+    let s = TestServer::start_adjusted(&toml::to_string(&doc).unwrap(), move |app| {
+        let _ = g.inner.set(app.users.clone());
+        app.users = Arc::new(GatedUsers(g));
+    })
+    .await;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let assertion = sign_jwt(
+        &key,
+        None,
+        serde_json::json!({"iss": "kiosk", "sub": "kiosk", "aud": s.issuer,
+            "iat": t, "exp": t + 60, "jti": "gate-1"})
+        .as_object()
+        .unwrap(),
+    )
+    .unwrap();
+    let client = s.clone_client();
+    let start_request = tokio::spawn(async move {
+        let fields = [
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", "openid"),
+            ("login_hint", "jane"),
+            ("user_code", "2468-1357"),
+        ];
+        let r = client.form("/bc-authorize", &fields, None).await;
+        (r.status, r.text())
+    });
+    let start = Instant::now();
+    while !gate.entered.load(SeqCst) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no user code check"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let health = s.get("/healthz").await;
+    assert_eq!(health.status, 200);
+    assert!(
+        !gate.timed_out.load(SeqCst),
+        "/healthz was answered only after the user code check gave up: the check held the server's worker"
+    );
+    *gate.open.lock().unwrap() = true;
+    gate.opened.notify_all();
+    let (status, body) = start_request.await.unwrap();
+    assert_eq!(status, 200, "the request itself starts: {body}");
     s.stop().await;
 }
 

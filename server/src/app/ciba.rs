@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use heartgate_core::audit::{AuditEvent, AuditSink, EventKind, Outcome};
+use heartgate_core::authorize::par::Params;
 use heartgate_core::ciba::{
     self, CibaContext, CibaUsers, Decision, Notification, RequestRef, UserCodeCheck, UserStatus,
     UsersUnavailable,
 };
+use heartgate_core::client::AuthenticatedClient;
 use heartgate_core::clock::UnixTime;
 use hyper::header::{self, HeaderValue};
 use hyper::StatusCode;
@@ -79,7 +81,7 @@ impl App {
 
 /// `POST /bc-authorize` (CIBA Core §7): a client-authenticated form; 200 with
 /// `auth_req_id`, `expires_in` and `interval`, or the §13 error.
-pub(super) fn bc_authorize(app: &App, conn: &Conn, r: &Req) -> Resp {
+pub(super) async fn bc_authorize(app: &Arc<App>, conn: &Conn, r: &Req) -> Resp {
     let now = now();
     let form = match r.form() {
         Ok(f) => f,
@@ -89,10 +91,32 @@ pub(super) fn bc_authorize(app: &App, conn: &Conn, r: &Req) -> Resp {
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    if let Err(wait) = app.ciba_quota.admit(client.client_id()) {
+        return wire::too_many_requests(
+            "too many backchannel authentication requests from this client; retry later",
+            wait,
+        );
+    }
+    if !form.contains_key("user_code") {
+        return start(app, &client, &form, now);
+    }
+    // A user code is checked against its argon2id hash (tens of milliseconds of a core):
+    // off the async workers and in turn with the password checks, like a sign-in.
+    let Ok(_turn) = app.password_checks.0.acquire().await else {
+        return wire::unavailable();
+    };
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || start(&app, &client, &form, now))
+        .await
+        .unwrap_or_else(|_| wire::unavailable())
+}
+
+/// The backchannel authentication request of an authenticated client, in core.
+fn start(app: &App, client: &AuthenticatedClient, form: &Params, now: UnixTime) -> Resp {
     let users = LocalUsers(app.users.as_ref());
     let dir = app.directory(now);
     let ctx = app.ciba_context(&users, &dir, now);
-    match ciba::start(&client, &form, &ctx) {
+    match ciba::start(client, form, &ctx) {
         Ok(resp) => wire::json(StatusCode::OK, &resp.to_json()),
         Err(e) => {
             if dir.inner.store_status().is_err() {
