@@ -424,14 +424,16 @@ pub fn spawn_purger(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let a = app.clone();
+            let started = std::time::Instant::now();
             let r = tokio::task::spawn_blocking(move || {
                 let now = crate::app::now();
                 a.cache.purge_expired(now);
                 a.store.purge_expired(now)
             })
             .await;
+            let ms = started.elapsed().as_millis();
             match r {
-                Ok(Ok(n)) => tracing::debug!(purged = n, "expired entries purged"),
+                Ok(Ok(n)) => tracing::info!(purged = n, ms, "expired entries purged"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "purge failed"),
                 Err(_) => tracing::warn!("purge task failed"),
             }
