@@ -599,20 +599,28 @@ fn remove_expired(
     Ok(Outcome::Purged(removed))
 }
 
+/// What the reading half of a purge pass found.
+#[derive(Debug, Default)]
+struct Scanned {
+    /// Keys of records expired at the pass's `now`.
+    expired: Vec<Vec<u8>>,
+    /// The last key read, if the pass stopped before the end of the table.
+    stopped_at: Option<Vec<u8>>,
+}
+
 /// The reading half of a purge pass, in a read transaction on the caller's thread: from
 /// the key after `after` (or the first) in `ns`, read at most [`PURGE_SCAN`] records and
-/// collect at most [`PURGE_BATCH`] expired keys. Returns them and the last key read if the
-/// pass stopped before the end of the table.
+/// collect at most [`PURGE_BATCH`] expired keys.
 fn scan_expired(
     db: &Database,
     ns: Namespace,
     after: Option<&[u8]>,
     now: UnixTime,
-) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+) -> Result<Scanned, StoreError> {
     let txn = db.begin_read().map_err(unavailable)?;
     let table = match txn.open_table(records(ns)) {
         Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Scanned::default()),
         Err(e) => return Err(unavailable(e)),
     };
     let range = match after {
@@ -629,10 +637,16 @@ fn scan_expired(
             expired.push(key.value().to_vec());
         }
         if expired.len() >= PURGE_BATCH || read >= PURGE_SCAN {
-            return Ok((expired, Some(key.value().to_vec())));
+            return Ok(Scanned {
+                expired,
+                stopped_at: Some(key.value().to_vec()),
+            });
         }
     }
-    Ok((expired, None))
+    Ok(Scanned {
+        expired,
+        stopped_at: None,
+    })
 }
 
 // ---- the Store ----
@@ -784,7 +798,10 @@ impl Store for RedbStore {
             let mut after: Option<Vec<u8>> = None;
             loop {
                 let pass = std::time::Instant::now();
-                let (keys, stopped_at) = scan_expired(&self.db, ns, after.as_deref(), now)?;
+                let Scanned {
+                    expired: keys,
+                    stopped_at,
+                } = scan_expired(&self.db, ns, after.as_deref(), now)?;
                 if !keys.is_empty() {
                     // Goes to the back of the writer's queue like any write.
                     match self.submit(Op::RemoveExpired { ns, keys, now })? {
@@ -838,9 +855,10 @@ mod tests {
         let (t0, t1, later) = (UnixTime(1_000), UnixTime(1_100), UnixTime(9_000));
         store.put(Namespace::Jti, b"rewritten", b"old", t1).unwrap();
         store.put(Namespace::Jti, b"expired", b"old", t1).unwrap();
-        let (keys, stopped) = scan_expired(&store.db, Namespace::Jti, None, t1).unwrap();
+        let scanned = scan_expired(&store.db, Namespace::Jti, None, t1).unwrap();
+        let keys = scanned.expired;
         assert_eq!(keys, vec![b"expired".to_vec(), b"rewritten".to_vec()]);
-        assert_eq!(stopped, None);
+        assert_eq!(scanned.stopped_at, None);
         // Between the scan and the removal: one record rewritten, a gone key added.
         store
             .put(Namespace::Jti, b"rewritten", b"new", later)
