@@ -583,7 +583,7 @@ fn default_connections() -> usize {
     4096
 }
 fn default_connection_rate() -> u32 {
-    1000
+    500
 }
 fn default_par_per_client() -> u32 {
     600
@@ -1003,7 +1003,7 @@ mod tests {
         assert_eq!(r.config.limits.requests_per_second_per_connection, 250);
         assert_eq!(
             LimitsConfig::default().requests_per_second_per_connection,
-            1000
+            500
         );
         assert_eq!(
             r.config.tls.trusted_proxies,
