@@ -334,6 +334,19 @@ impl Default for PasswordChecks {
     }
 }
 
+impl PasswordChecks {
+    /// Run `check` (one that verifies a password or user-code hash) on the blocking pool
+    /// when its turn comes. `None` when it could not run (the blocking task failed).
+    async fn run<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        // The semaphore is never closed.
+        let _turn = self.0.acquire().await.ok()?;
+        tokio::task::spawn_blocking(check).await.ok()
+    }
+}
+
 impl App {
     /// [`Users::login`] with a sign-in form's `username` and `password`, from the
     /// connection's address, off the async workers and bounded by [`PasswordChecks`].
@@ -348,12 +361,10 @@ impl App {
         let field = |k: &str| zeroize::Zeroizing::new(form.0.get(k).cloned().unwrap_or_default());
         let (username, password) = (field("username"), field("password"));
         let (ip, now) = (conn.remote.ip(), now.secs());
-        // The semaphore is never closed.
-        let _turn = self.password_checks.0.acquire().await.ok()?;
         let users = self.users.clone();
-        tokio::task::spawn_blocking(move || users.login(&username, &password, ip, now))
+        self.password_checks
+            .run(move || users.login(&username, &password, ip, now))
             .await
-            .ok()
     }
 }
 

@@ -160,10 +160,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerIo<T> {
 /// `max_concurrent_streams` (256), so a flooding connection holds at most that many
 /// sleeping requests (a timer each, no CPU) and gets no more than its rate of the
 /// server's work, leaving the rest to other clients (THREATS §4.5 abuse under load).
-struct Pacer {
-    limiter: governor::DefaultDirectRateLimiter,
-    clock: governor::clock::DefaultClock,
-}
+struct Pacer(governor::DefaultDirectRateLimiter);
 
 impl Pacer {
     /// Each connection's quota; `None` when the limit is off (rate 0).
@@ -174,19 +171,17 @@ impl Pacer {
     }
 
     fn new(quota: governor::Quota) -> Pacer {
-        Pacer {
-            limiter: governor::RateLimiter::direct(quota),
-            clock: governor::clock::DefaultClock::default(),
-        }
+        Pacer(governor::RateLimiter::direct(quota))
     }
 
     /// Wait until the connection may make one more request; `true` when it had to wait.
     async fn admit(&self) -> bool {
         use governor::clock::Clock as _;
         let mut waited = false;
-        while let Err(not_until) = self.limiter.check() {
+        while let Err(not_until) = self.0.check() {
             waited = true;
-            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+            let now = governor::clock::DefaultClock::default().now();
+            tokio::time::sleep(not_until.wait_time_from(now)).await;
         }
         waited
     }

@@ -134,7 +134,7 @@ async fn metrics_report_requests_latency_tokens_and_failures() {
     s.stop().await;
 }
 
-/// A [`Users`] whose password checks wait at a gate the test opens, then ask the real
+/// A [`Users`] whose password and user-code checks wait at a gate the test opens, then ask the real
 /// users. `timed_out` says that a check gave up waiting (5 s) before the gate opened.
 #[derive(Default)]
 struct Gate {
@@ -161,6 +161,37 @@ impl Gate {
             self.timed_out.store(true, SeqCst);
         }
     }
+
+    /// Once a `what` check has reached the gate, `/healthz` must be answered while it is
+    /// held there (the check does not occupy the server's worker); then open the gate.
+    async fn healthz_is_answered_while_held(&self, s: &TestServer, what: &str) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let start = Instant::now();
+        while !self.entered.load(SeqCst) {
+            assert!(start.elapsed() < Duration::from_secs(10), "no {what} check");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let health = s.get("/healthz").await;
+        assert_eq!(health.status, 200);
+        assert!(
+            !self.timed_out.load(SeqCst),
+            "/healthz was answered only after the {what} check gave up: the check held the server's worker"
+        );
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// A server whose users' password and user-code checks wait at the returned gate.
+async fn gated_server(toml: &str) -> (TestServer, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let g = gate.clone();
+    let s = TestServer::start_adjusted(toml, move |app| {
+        let _ = g.inner.set(app.users.clone());
+        app.users = Arc::new(GatedUsers(g));
+    })
+    .await;
+    (s, gate)
 }
 
 impl Users for GatedUsers {
@@ -201,18 +232,11 @@ impl Users for GatedUsers {
 /// introspection traffic).
 #[tokio::test(flavor = "current_thread")]
 async fn a_password_check_in_progress_does_not_hold_other_requests() {
-    use std::sync::atomic::Ordering::SeqCst;
     let hash = heartgate_server::users::hash_password("gate-keeper-pw").unwrap();
     let users = format!(
         "[[users]]\nusername = \"nurse\"\nsubject = \"nurse-1\"\npassword_hash = \"{hash}\"\n"
     );
-    let gate = Arc::new(Gate::default());
-    let g = gate.clone();
-    let s = TestServer::start_adjusted(&users, move |app| {
-        let _ = g.inner.set(app.users.clone());
-        app.users = Arc::new(GatedUsers(g));
-    })
-    .await;
+    let (s, gate) = gated_server(&users).await;
     let page = s.get("/ciba").await;
     let pre = cookie_pair(page.header("set-cookie").unwrap(), "__Host-hg_pre").unwrap();
     let csrf = hidden_input(&page.text(), "csrf").unwrap();
@@ -228,22 +252,7 @@ async fn a_password_check_in_progress_does_not_hold_other_requests() {
             .await
             .status
     });
-    let start = Instant::now();
-    while !gate.entered.load(SeqCst) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no password check"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let health = s.get("/healthz").await;
-    assert_eq!(health.status, 200);
-    assert!(
-        !gate.timed_out.load(SeqCst),
-        "/healthz was answered only after the password check gave up: the check held the server's worker"
-    );
-    *gate.open.lock().unwrap() = true;
-    gate.opened.notify_all();
+    gate.healthz_is_answered_while_held(&s, "password").await;
     assert_eq!(sign_in.await.unwrap(), 303, "the sign-in itself succeeds");
     s.stop().await;
 }
@@ -254,7 +263,6 @@ async fn a_password_check_in_progress_does_not_hold_other_requests() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_user_code_check_in_progress_does_not_hold_other_requests() {
     use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
-    use std::sync::atomic::Ordering::SeqCst;
     let key = SigningKey::generate(Algorithm::ES256).unwrap();
     let code_hash = heartgate_server::users::hash_password("2468-1357").unwrap();
     let password_hash = heartgate_server::users::hash_password("gate-keeper-pw").unwrap();
@@ -268,13 +276,7 @@ async fn a_user_code_check_in_progress_does_not_hold_other_requests() {
         "users": [{"username": "jane", "password_hash": password_hash,
             "subject": "patient-1", "ciba_user_code_hash": code_hash}],
     });
-    let gate = Arc::new(Gate::default());
-    let g = gate.clone();
-    let s = TestServer::start_adjusted(&toml::to_string(&doc).unwrap(), move |app| {
-        let _ = g.inner.set(app.users.clone());
-        app.users = Arc::new(GatedUsers(g));
-    })
-    .await;
+    let (s, gate) = gated_server(&toml::to_string(&doc).unwrap()).await;
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -303,22 +305,7 @@ async fn a_user_code_check_in_progress_does_not_hold_other_requests() {
         let r = client.form("/bc-authorize", &fields, None).await;
         (r.status, r.text())
     });
-    let start = Instant::now();
-    while !gate.entered.load(SeqCst) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no user code check"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let health = s.get("/healthz").await;
-    assert_eq!(health.status, 200);
-    assert!(
-        !gate.timed_out.load(SeqCst),
-        "/healthz was answered only after the user code check gave up: the check held the server's worker"
-    );
-    *gate.open.lock().unwrap() = true;
-    gate.opened.notify_all();
+    gate.healthz_is_answered_while_held(&s, "user code").await;
     let (status, body) = start_request.await.unwrap();
     assert_eq!(status, 200, "the request itself starts: {body}");
     s.stop().await;

@@ -102,13 +102,11 @@ pub(super) async fn bc_authorize(app: &Arc<App>, conn: &Conn, r: &Req) -> Resp {
     }
     // A user code is checked against its argon2id hash (tens of milliseconds of a core):
     // off the async workers and in turn with the password checks, like a sign-in.
-    let Ok(_turn) = app.password_checks.0.acquire().await else {
-        return wire::unavailable();
-    };
-    let app = Arc::clone(app);
-    tokio::task::spawn_blocking(move || start(&app, &client, &form, now))
+    let shared = Arc::clone(app);
+    app.password_checks
+        .run(move || start(&shared, &client, &form, now))
         .await
-        .unwrap_or_else(|_| wire::unavailable())
+        .unwrap_or_else(wire::unavailable)
 }
 
 /// The backchannel authentication request of an authenticated client, in core.
