@@ -1,5 +1,10 @@
 //! Cache coherence between the nodes of a cluster on one Redis (DESIGN.md "scale-out").
 //!
+//! The messages travel by Redis pub/sub on one connection to Redis for publishing and one
+//! for the subscription. On a Redis Cluster, a message published on any node reaches the
+//! subscribers of every node (the cluster bus carries it), so a heartgate node talks to
+//! one Redis node at a time and moves on to the next configured one when it fails.
+//!
 //! Every invalidation of a node's introspection cache (a revocation, a refresh family
 //! revoked on reuse...) is published on the channel `{key_prefix}:invalidate`; every
 //! node applies what it receives. Pub/sub delivers at most once, so a node clears its
@@ -29,10 +34,11 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait between reconnection attempts.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Where the nodes meet: the Redis URL (secret: it may hold a password) and the channel.
+/// Where the nodes meet: the Redis URLs (secret: they may hold a password; more than one
+/// for a cluster's nodes) and the channels.
 #[derive(Clone)]
 pub struct Link {
-    url: String,
+    urls: Vec<String>,
     channel: String,
     keys_channel: String,
     share: Arc<KeyShare>,
@@ -47,11 +53,11 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// The link of a deployment on `url` whose keys start with `key_prefix`, sharing
-    /// its keys through `share`.
-    pub fn new(url: &str, key_prefix: &str, share: Arc<KeyShare>) -> Link {
+    /// The link of a deployment on the Redis at `urls` (one server, or nodes of one
+    /// cluster) whose keys start with `key_prefix`, sharing its keys through `share`.
+    pub fn new(urls: Vec<String>, key_prefix: &str, share: Arc<KeyShare>) -> Link {
         Link {
-            url: url.to_owned(),
+            urls,
             channel: format!("{key_prefix}:invalidate"),
             keys_channel: keys_channel(key_prefix),
             share,
@@ -68,11 +74,11 @@ fn keys_channel(key_prefix: &str) -> String {
     format!("{key_prefix}:keys")
 }
 
-/// Tell the nodes of the deployment on `url` / `key_prefix` that the shared keys changed
-/// (after `heartgate keys rotate`). Returns how many nodes were listening.
-pub fn announce_keys(url: &str, key_prefix: &str) -> redis::RedisResult<i64> {
-    let client = redis::Client::open(url)?;
-    let mut con = connect(&client)?;
+/// Tell the nodes of the deployment on `urls` / `key_prefix` that the shared keys changed
+/// (after `heartgate keys rotate`). Returns how many nodes were listening (on a cluster:
+/// how many on the Redis node that took the message).
+pub fn announce_keys(urls: &[String], key_prefix: &str) -> redis::RedisResult<i64> {
+    let mut con = Redis::new(urls.to_vec()).connect()?;
     redis::cmd("PUBLISH")
         .arg(keys_channel(key_prefix))
         .arg("rotated")
@@ -125,24 +131,18 @@ impl InvalidationSink for Publisher {
 /// runs on Redis. `None` otherwise.
 pub fn start(app: &Arc<App>) -> Option<Coherence> {
     let link = app.settings.cluster.clone()?;
-    let client = match redis::Client::open(link.url.as_str()) {
-        Ok(c) => c,
-        Err(_) => {
-            tracing::error!("cluster: the Redis URL is invalid; caches are not kept coherent");
-            return None;
-        }
-    };
+    let client = Redis::new(link.urls.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = sync_channel(PUBLISH_QUEUE);
     app.cache.set_observer(Arc::new(Publisher { tx }));
     let (c, ch, s) = (client.clone(), link.channel.clone(), stop.clone());
     let spawned = std::thread::Builder::new()
         .name("heartgate-publish".into())
-        .spawn(move || publish(&c, &ch, &rx, &s));
+        .spawn(move || publish(c, &ch, &rx, &s));
     let (a, s, l) = (Arc::downgrade(app), stop.clone(), link.clone());
     let subscribed = std::thread::Builder::new()
         .name("heartgate-subscribe".into())
-        .spawn(move || subscribe(&client, &l, &a, &s));
+        .spawn(move || subscribe(client, &l, &a, &s));
     let (a, s) = (Arc::downgrade(app), stop.clone());
     let refreshing = std::thread::Builder::new()
         .name("heartgate-keys".into())
@@ -153,14 +153,48 @@ pub fn start(app: &Arc<App>) -> Option<Coherence> {
     Some(Coherence { stop })
 }
 
-fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
-    c.set_read_timeout(Some(IO_TIMEOUT))?;
-    c.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(c)
+/// The Redis nodes to talk to, and which one to try first.
+#[derive(Clone)]
+struct Redis {
+    urls: Vec<String>,
+    next: usize,
 }
 
-fn publish(client: &redis::Client, channel: &str, rx: &Receiver<Vec<u8>>, stop: &AtomicBool) {
+impl Redis {
+    fn new(urls: Vec<String>) -> Redis {
+        Redis { urls, next: 0 }
+    }
+
+    /// A connection to the first node that answers, starting with the one after the
+    /// last that failed.
+    fn connect(&mut self) -> redis::RedisResult<redis::Connection> {
+        let mut last = redis::RedisError::from((redis::ErrorKind::Client, "no Redis URL"));
+        for _ in 0..self.urls.len() {
+            let i = self.next % self.urls.len();
+            let tried = redis::Client::open(self.urls[i].as_str()).and_then(|client| {
+                let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
+                c.set_read_timeout(Some(IO_TIMEOUT))?;
+                c.set_write_timeout(Some(IO_TIMEOUT))?;
+                Ok(c)
+            });
+            match tried {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    self.next = i + 1;
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Start the next connection with another node.
+    fn failed(&mut self) {
+        self.next += 1;
+    }
+}
+
+fn publish(mut client: Redis, channel: &str, rx: &Receiver<Vec<u8>>, stop: &AtomicBool) {
     let mut con: Option<redis::Connection> = None;
     while !stop.load(Ordering::Relaxed) {
         let msg = match rx.recv_timeout(RETRY) {
@@ -169,7 +203,7 @@ fn publish(client: &redis::Client, channel: &str, rx: &Receiver<Vec<u8>>, stop: 
             Err(RecvTimeoutError::Disconnected) => return,
         };
         if con.is_none() {
-            con = connect(client).ok();
+            con = client.connect().ok();
         }
         let sent = con.as_mut().is_some_and(|c| {
             redis::cmd("PUBLISH")
@@ -180,7 +214,9 @@ fn publish(client: &redis::Client, channel: &str, rx: &Receiver<Vec<u8>>, stop: 
         });
         if !sent {
             // Lost: the other nodes' entries end with their TTL (module documentation).
-            con = None;
+            if con.take().is_some() {
+                client.failed();
+            }
             tracing::warn!("cluster: an invalidation could not be published");
         }
     }
@@ -202,9 +238,9 @@ fn refresh_periodically(share: &KeyShare, app: &std::sync::Weak<App>, stop: &Ato
     }
 }
 
-fn subscribe(client: &redis::Client, link: &Link, app: &std::sync::Weak<App>, stop: &AtomicBool) {
+fn subscribe(mut client: Redis, link: &Link, app: &std::sync::Weak<App>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut con) = connect(client) else {
+        let Ok(mut con) = client.connect() else {
             std::thread::sleep(RETRY);
             continue;
         };
@@ -213,6 +249,7 @@ fn subscribe(client: &redis::Client, link: &Link, app: &std::sync::Weak<App>, st
             .subscribe(&[link.channel.as_str(), link.keys_channel.as_str()])
             .is_err()
         {
+            client.failed();
             std::thread::sleep(RETRY);
             continue;
         }
@@ -248,6 +285,7 @@ fn subscribe(client: &redis::Client, link: &Link, app: &std::sync::Weak<App>, st
                 Err(e) if e.is_timeout() => {}
                 Err(_) => {
                     tracing::warn!("cluster: subscription lost; reconnecting");
+                    client.failed();
                     break;
                 }
             }

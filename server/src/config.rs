@@ -79,6 +79,15 @@ impl RedisUrl {
     }
 }
 
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        // Not echoed: it may hold a password.
+        RedisUrl::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("not a redis:// or rediss:// URL with a host"))
+    }
+}
+
 impl std::fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Ok(u) = url::Url::parse(&self.0) else {
@@ -175,6 +184,14 @@ pub struct RedisConfig {
     /// `timeout_ms`); then it fails closed (503).
     #[serde(default = "default_wait_timeout")]
     pub wait_timeout_ms: u64,
+    /// Whether `store` names a node of a Redis Cluster (database 0 only); the store then
+    /// learns the other nodes from the cluster and routes each key to its slot's primary.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Further cluster nodes to start from when the one in `store` is down (only with
+    /// `cluster = true`). They may hold a password; they are never logged.
+    #[serde(default)]
+    pub cluster_nodes: Vec<RedisUrl>,
 }
 
 fn default_wait_timeout() -> u64 {
@@ -208,7 +225,20 @@ impl Default for RedisConfig {
             key_refresh_secs: default_key_refresh(),
             wait_replicas: 0,
             wait_timeout_ms: default_wait_timeout(),
+            cluster: false,
+            cluster_nodes: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// The Redis URLs to reach the store at `url` by: `url`, then the further cluster
+    /// nodes (secret: they may hold passwords).
+    pub fn redis_urls(&self, url: &RedisUrl) -> Vec<String> {
+        std::iter::once(url)
+            .chain(&self.redis.cluster_nodes)
+            .map(|u| u.expose().to_owned())
+            .collect()
     }
 }
 
@@ -222,6 +252,12 @@ impl RedisConfig {
             ttl_margin: std::time::Duration::from_secs(self.ttl_margin_secs),
             wait_replicas: self.wait_replicas,
             wait_timeout: std::time::Duration::from_millis(self.wait_timeout_ms),
+            cluster: self.cluster,
+            cluster_nodes: self
+                .cluster_nodes
+                .iter()
+                .map(|u| u.expose().to_owned())
+                .collect(),
         }
     }
 }
@@ -921,6 +957,29 @@ impl Config {
         }
         if !(1..=3600).contains(&self.redis.key_refresh_secs) {
             return Err(invalid("redis.key_refresh_secs", "1 to 3600 seconds"));
+        }
+        if !self.redis.cluster && !self.redis.cluster_nodes.is_empty() {
+            return Err(invalid(
+                "redis.cluster_nodes",
+                "only with redis.cluster = true",
+            ));
+        }
+        if self.redis.cluster {
+            let urls = std::iter::once(match &self.store {
+                StoreKind::Redis(u) => u,
+                _ => return Err(invalid("redis.cluster", "only with a redis:// store")),
+            })
+            .chain(&self.redis.cluster_nodes);
+            for u in urls {
+                let db0 =
+                    url::Url::parse(u.expose()).is_ok_and(|p| matches!(p.path(), "" | "/" | "/0"));
+                if !db0 {
+                    return Err(invalid(
+                        "redis.cluster",
+                        "a Redis Cluster has database 0 only: no other database in the URLs",
+                    ));
+                }
+            }
         }
         if matches!(self.store, StoreKind::Redis(_)) && self.redis.key_encryption_key_file.is_none()
         {

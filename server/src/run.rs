@@ -251,7 +251,7 @@ pub fn rotate_keys(cfg: &Resolved) -> Result<Rotated, RunError> {
     let kid = share
         .rotate(&store, crate::app::now())
         .map_err(|e| other("shared keys", e))?;
-    let listening = crate::cluster::announce_keys(url.expose(), &c.redis.key_prefix).ok();
+    let listening = crate::cluster::announce_keys(&c.redis_urls(url), &c.redis.key_prefix).ok();
     Ok(Rotated::Shared { kid, listening })
 }
 
@@ -349,7 +349,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
             ciba: c.ciba.to_core(&cfg.issuer),
             cluster: match (&c.store, shared.share) {
                 (StoreKind::Redis(url), Some(share)) => Some(crate::cluster::Link::new(
-                    url.expose(),
+                    c.redis_urls(url),
                     &c.redis.options().key_prefix,
                     share,
                 )),

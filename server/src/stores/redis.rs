@@ -1,16 +1,30 @@
-//! The shared store: [`RedisStore`], a [`Store`] on one Redis 7 server, so that several
-//! heartgate nodes can share codes, `jti`s, refresh families and CIBA requests. It has the
-//! semantics of [`heartgate_core::store::MemoryStore`] and passes the same conformance
-//! suite, against a real `redis-server`, 64-way races included.
+//! The shared store: [`RedisStore`], a [`Store`] on Redis 7 (or Valkey) — one server, a
+//! primary with replicas, or a Redis Cluster — so that several heartgate nodes can share
+//! codes, `jti`s, refresh families and CIBA requests. It has the semantics of
+//! [`heartgate_core::store::MemoryStore`] and passes the same conformance suite, against
+//! a real `redis-server` and a real three-primary cluster, 64-way races included.
+//!
+//! # Connections
+//!
+//! I/O is asynchronous: one multiplexed connection per Redis server (the `redis` crate's
+//! `ConnectionManager`, which reconnects by itself after a connection is lost, or its
+//! cluster connection, which follows the cluster's slot map, `MOVED` and `ASK`),
+//! driven by a small Tokio runtime of the store's own (one thread, `heartgate-redis`).
+//! Concurrent calls share the connection and are pipelined on it. [`Store`] is
+//! synchronous (the core has no async runtime): a call hands its commands to that
+//! runtime and waits for the answer, bounded. The runtime is the store's own, never the
+//! caller's, so a caller that blocks a worker of the server's runtime cannot starve
+//! the task that would answer it.
 //!
 //! # Layout
 //!
 //! An entry of namespace `ns` and key `k` is the Redis string at
 //! `{prefix}:{ns.as_str()}:` followed by the raw bytes of `k` (binary-safe). The prefix
 //! (`[redis] key_prefix`, default `heartgate`) lets several deployments share one Redis;
-//! it may not contain `:` or glob characters, so no prefix's keys are a subset of another's.
-//! The value is a *record*, as in the redb store: the entry's absolute expiry as an 8-byte
-//! big-endian `i64` (Unix seconds), then the caller's value bytes.
+//! it may not contain `:`, braces or glob characters, so no prefix's keys are a subset of
+//! another's and the prefix never pins keys to one cluster slot. The value is a
+//! *record*, as in the redb store: the entry's absolute expiry as an 8-byte big-endian
+//! `i64` (Unix seconds), then the caller's value bytes.
 //!
 //! # Expiry
 //!
@@ -25,31 +39,37 @@
 //!
 //! # Atomicity
 //!
-//! `insert_new`, `take`, `compare_and_swap`, `put` and `purge_expired` are Lua scripts
-//! (`EVALSHA`, falling back to `EVAL` after a Redis restart flushed the script cache):
-//! Redis runs a script alone, so each is atomic per key across every connection of every
-//! node. `get` is one `GET`, `delete` one `DEL`. `scan_prefix` and `snapshot` `SCAN` the
-//! prefix and read each key (`MGET`): atomic per key, not a point-in-time copy of the whole
-//! keyspace. A single Redis (or a primary with replicas) is supported; Redis Cluster is not
-//! (scripts touch keys of several hash slots in `purge_expired`).
+//! `insert_new`, `take`, `compare_and_swap` and `put` are Lua scripts of one key
+//! (`EVALSHA`, falling back to `EVAL` after a restart flushed the script cache): Redis
+//! runs a script alone, so each is atomic per key across every connection of every node,
+//! and in a cluster each runs on the primary of its key's slot. `get` is one `GET`,
+//! `delete` one `DEL`. `scan_prefix` and `snapshot` `SCAN` the prefix (on every primary of
+//! a cluster) and read each key (`MGET`, split by slot in a cluster): atomic per key, not
+//! a point-in-time copy of the whole keyspace. `purge_expired` re-checks each candidate in
+//! a script, by batches of one slot.
 //!
 //! # Failure
 //!
 //! Every call is bounded: connecting (TCP, TLS, `AUTH`, `SELECT`) by the connect timeout,
-//! each command by the read/write timeout. Any failure — refused, timed out, dropped, an
-//! error reply, a record too short to hold its expiry — is [`StoreError::Unavailable`]
-//! (fail closed: callers answer 503). A connection that failed is discarded together with
-//! every idle one (they are likely to point at the same dead server), and the next call
-//! connects afresh, so the store recovers by itself once Redis is back. A command is never
-//! retried: a `take` whose answer was lost may have been applied, and must not be run
-//! twice. So a connection broken while idle costs one failed call.
+//! each command by the read/write timeout, the whole call by their sum. Any failure —
+//! refused, timed out, dropped, an error reply, a record too short to hold its expiry —
+//! is [`StoreError::Unavailable`] (fail closed: callers answer 503). A lost connection is
+//! re-established in the background (the next calls wait for it, within their bound), so
+//! the store recovers by itself once Redis is back.
 //!
-//! Calls block their thread (the server runs them on its async workers), so a Redis
-//! that hangs must not hold every worker for a timeout per request. After a call fails
-//! for a connection-level reason (refused, timed out, dropped), the store's breaker
-//! opens: every call fails at once with `Unavailable`, and one background thread PINGs
-//! Redis every [`PROBE_INTERVAL`]; the first answer closes the breaker. A hung or dead
-//! Redis thus costs one timeout, not one per request, and recovery follows within a
+//! A command is not re-sent by the single-server connection. The cluster connection
+//! re-sends a command after a redirect (`MOVED`, `ASK`, a primary demoted during a
+//! failover) and may re-send one whose connection broke; for these scripts a second run
+//! after a first that was applied never hands a value out twice: `take` then finds the
+//! key gone (absent), `insert_new` finds it present (refused as a replay), `compare_and_swap`
+//! finds the new value (conflict) — a lost answer turns into a refusal, never into a
+//! second use.
+//!
+//! A Redis that hangs must not cost a timeout per request. After a call fails for a
+//! connection-level reason (refused, timed out, dropped), the store's breaker opens:
+//! every call fails at once with `Unavailable`, and one probe on the store's runtime
+//! PINGs Redis every [`PROBE_INTERVAL`]; the first answer closes the breaker. A hung or
+//! dead Redis thus costs one timeout, not one per request, and recovery follows within a
 //! probe interval of Redis answering again.
 //!
 //! # Replicas and failover (THREATS S3, S4)
@@ -59,18 +79,21 @@
 //! are one key (`take` deletes it), so a lost write makes a value *unknown* or, if only
 //! the deletion was lost, usable once more. With [`RedisOptions::wait_replicas`] > 0
 //! every write (`put`, `insert_new`, `take`, `compare_and_swap`, `delete`) is followed on
-//! the same connection by `WAIT replicas timeout`, and the call fails closed
-//! (`Unavailable`, 503) when fewer replicas confirmed it within
-//! [`RedisOptions::wait_timeout`]: nothing is acknowledged that a promoted replica does
-//! not hold (a refused `take` has still consumed the value on the primary — the caller
-//! is told 503, never handed the value). Redis documents that `WAIT` "does not make
+//! the same connection (in a cluster: the connection to the key's primary) by
+//! `WAIT replicas timeout`, and the call fails closed (`Unavailable`, 503) when fewer
+//! replicas confirmed it within [`RedisOptions::wait_timeout`]: nothing is acknowledged
+//! that a promoted replica does not hold (a refused `take` has still consumed the value on
+//! the primary — the caller is told 503, never handed the value). `WAIT` holds its
+//! connection until the replicas answer, so with it on, the calls sharing that
+//! connection queue behind each confirmation. Redis documents that `WAIT` "does not make
 //! Redis a strongly consistent store" (a replica that confirmed may still lose the write
 //! in its own crash before a later promotion); it closes the common failover window.
 //!
-//! What it never does: return an expired value, log the Redis URL (it may hold a password),
+//! What it never does: return an expired value, log a Redis URL (it may hold a password),
 //! or wait without a bound.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -80,11 +103,12 @@ use heartgate_core::clock::UnixTime;
 use heartgate_core::store::{
     check_sizes, Entry, Inserted, Namespace, SnapshotEntry, Store, StoreError, Swapped, MAX_KEY_LEN,
 };
-use parking_lot::Mutex;
-use redis::{Client, Connection, RedisError, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, Value};
 
-/// Idle connections kept for reuse; more are opened under load and closed after use.
-pub const MAX_IDLE_CONNECTIONS: usize = 64;
 /// Keys asked for per `SCAN` step and read per `MGET` or purge script.
 const SCAN_BATCH: usize = 512;
 /// Longest key prefix.
@@ -108,6 +132,12 @@ pub struct RedisOptions {
     pub wait_replicas: u32,
     /// How long a write waits for those confirmations; shorter than `io_timeout`.
     pub wait_timeout: Duration,
+    /// Whether the URL names a node of a Redis Cluster (then [`RedisOptions::cluster_nodes`]
+    /// may name more nodes to start from; the store learns the rest from the cluster).
+    pub cluster: bool,
+    /// Further cluster nodes to try when the URL's is down (`redis://` or `rediss://`
+    /// URLs; only with [`RedisOptions::cluster`]).
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisOptions {
@@ -119,6 +149,8 @@ impl Default for RedisOptions {
             ttl_margin: Duration::from_secs(300),
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(100),
+            cluster: false,
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -127,7 +159,8 @@ impl Default for RedisOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
-    /// The URL is not a `redis://` or `rediss://` URL the client understands.
+    /// The URL is not a `redis://` or `rediss://` URL the client understands (or, for a
+    /// cluster, names a database other than 0: a cluster has only database 0).
     #[error("the Redis URL is invalid")]
     Url,
     /// The key prefix is empty, too long, or has characters other than ASCII letters,
@@ -137,6 +170,12 @@ pub enum OpenError {
     /// A timeout is zero.
     #[error("Redis timeouts must be greater than zero")]
     Timeout,
+    /// Further cluster nodes were given for a store that is not a cluster.
+    #[error("redis.cluster_nodes needs redis.cluster = true")]
+    NodesWithoutCluster,
+    /// The store's I/O runtime could not start (out of threads or memory).
+    #[error("the Redis store's I/O thread could not start")]
+    Runtime,
 }
 
 /// Whether `prefix` is a valid key prefix (see [`OpenError::Prefix`]).
@@ -146,6 +185,26 @@ pub fn valid_prefix(prefix: &str) -> bool {
         && prefix
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// `url` parsed if it is a `redis://` or `rediss://` URL with a host.
+fn redis_url(url: &str) -> Result<url::Url, OpenError> {
+    let parsed = url::Url::parse(url).map_err(|_| OpenError::Url)?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
+        return Err(OpenError::Url);
+    }
+    Ok(parsed)
+}
+
+/// `url` without credentials, e.g. `redis://127.0.0.1:6379/0`.
+fn endpoint_of(parsed: &url::Url) -> String {
+    format!(
+        "{}://{}:{}{}",
+        parsed.scheme(),
+        parsed.host_str().unwrap_or_default(),
+        parsed.port().unwrap_or(6379),
+        parsed.path()
+    )
 }
 
 /// Shared helpers of the scripts: the record's expiry, a write with a cleanup TTL.
@@ -252,17 +311,58 @@ impl Scripts {
     }
 }
 
-/// A [`Store`] on Redis (see the module documentation).
-pub struct RedisStore {
-    client: Client,
-    /// Where the server is, without credentials (for `Debug` and logs).
-    endpoint: String,
-    /// `{key_prefix}:`.
-    prefix: Vec<u8>,
+/// The connection every call goes through: one server (or primary) or a cluster. Both
+/// are handles to connections driven by the store's runtime; a clone is cheap.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where the store connects: what the connection is made from.
+#[derive(Clone)]
+enum Target {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+/// Everything a call needs on the store's runtime (shared with its tasks).
+struct Shared {
+    target: Target,
     options: RedisOptions,
-    idle: Mutex<Vec<Connection>>,
     scripts: Scripts,
-    breaker: Arc<Breaker>,
+    /// The connection, made by the first call that needs it; a failed attempt leaves it
+    /// unset for the next call to try again.
+    conn: tokio::sync::OnceCell<Conn>,
+    breaker: Breaker,
 }
 
 /// Whether Redis is known to be unreachable, and whether a probe is running.
@@ -272,16 +372,38 @@ struct Breaker {
     probing: AtomicBool,
 }
 
+/// A [`Store`] on Redis (see the module documentation).
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    /// The store's own I/O runtime; `None` only while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Where the server is, without credentials (for `Debug` and logs).
+    endpoint: String,
+    /// `{key_prefix}:`.
+    prefix: Vec<u8>,
+}
+
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("endpoint", &self.endpoint)
-            .field("key_prefix", &self.options.key_prefix)
+            .field("cluster", &self.shared.options.cluster)
+            .field("key_prefix", &self.shared.options.key_prefix)
             .finish_non_exhaustive()
     }
 }
 
-fn unavailable(e: RedisError) -> StoreError {
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Not `Runtime::drop`, which may not run inside another runtime (a store dropped
+        // by an async task): let the I/O thread wind down on its own.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn unavailable(e: &RedisError) -> StoreError {
     // The kind only: error text may quote server replies.
     tracing::warn!(kind = ?e.kind(), timeout = e.is_timeout(), "redis store call failed");
     StoreError::Unavailable
@@ -292,32 +414,445 @@ fn unreachable(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped()
 }
 
-fn connect(client: &Client, options: &RedisOptions) -> Result<Connection, RedisError> {
-    let c = client.get_connection_with_timeout(options.connect_timeout)?;
-    c.set_read_timeout(Some(options.io_timeout))?;
-    c.set_write_timeout(Some(options.io_timeout))?;
-    Ok(c)
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis store call timed out",
+    ))
+}
+
+impl Shared {
+    /// The connection, made now if no call made it yet.
+    async fn conn(&self) -> Result<Conn, RedisError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let bound = self.options.connect_timeout;
+                let made = match &self.target {
+                    Target::Single(client) => {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.options.connect_timeout))
+                            .set_response_timeout(Some(self.options.io_timeout))
+                            // Reconnect promptly, and give up an attempt soon: the next
+                            // call (or the breaker's probe) starts another.
+                            .set_min_delay(Duration::from_millis(20))
+                            .set_max_delay(Duration::from_millis(200))
+                            .set_number_of_retries(1);
+                        tokio::time::timeout(
+                            bound,
+                            ConnectionManager::new_with_config(client.clone(), config),
+                        )
+                        .await
+                        .map(|r| r.map(Conn::Single))
+                    }
+                    Target::Cluster(client) => {
+                        tokio::time::timeout(bound, client.get_async_connection())
+                            .await
+                            .map(|r| r.map(Conn::Cluster))
+                    }
+                };
+                made.unwrap_or_else(|_| Err(timed_out()))
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// After a write on `conn` to `key`: whether the configured replicas confirmed it
+    /// (`WAIT` on the same connection; in a cluster, on the key's primary).
+    async fn replicated(&self, conn: &mut Conn, key: &[u8]) -> Result<bool, RedisError> {
+        let n = self.options.wait_replicas;
+        if n == 0 {
+            return Ok(true);
+        }
+        let ms = u64::try_from(self.options.wait_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(n).arg(ms);
+        let acked: i64 = match conn {
+            Conn::Single(c) => wait.query_async(c).await?,
+            Conn::Cluster(c) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                let v = c
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                i64::from_redis_value(v)?
+            }
+        };
+        Ok(acked >= i64::from(n))
+    }
+
+    /// Every key matching `raw_prefix` followed by anything, in order (SCAN, so never
+    /// blocking Redis; on every primary of a cluster).
+    async fn scan_keys(
+        &self,
+        conn: &mut Conn,
+        raw_prefix: &[u8],
+    ) -> Result<Vec<Vec<u8>>, RedisError> {
+        let mut pattern = Vec::with_capacity(raw_prefix.len() * 2 + 1);
+        glob_escape(&mut pattern, raw_prefix);
+        pattern.push(b'*');
+        let mut keys = Vec::new();
+        let nodes: Vec<Option<(String, u16)>> = match conn {
+            Conn::Single(_) => vec![None],
+            Conn::Cluster(c) => primaries(c).await?.into_iter().map(Some).collect(),
+        };
+        for addr in &nodes {
+            scan_node(conn, addr.as_ref(), &pattern, &mut keys).await?;
+        }
+        keys.sort();
+        keys.dedup(); // SCAN may return a key more than once
+        Ok(keys)
+    }
+
+    /// The records of `keys` (absent ones as `None`).
+    async fn read_all(
+        conn: &mut Conn,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, RedisError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SCAN_BATCH) {
+            // In a cluster the connection splits an MGET by slot and joins the answers.
+            let values: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(chunk).query_async(conn).await?;
+            out.extend(values);
+        }
+        Ok(out)
+    }
+
+    /// Delete those of `keys` that are expired at `now` (re-checked by a script, by
+    /// batches of one slot in a cluster: a script's keys must share one).
+    async fn purge(
+        &self,
+        conn: &mut Conn,
+        keys: Vec<Vec<u8>>,
+        now: UnixTime,
+    ) -> Result<usize, RedisError> {
+        let batches: Vec<Vec<Vec<u8>>> = match conn {
+            Conn::Single(_) => keys.chunks(SCAN_BATCH).map(<[_]>::to_vec).collect(),
+            Conn::Cluster(_) => {
+                let mut by_slot: std::collections::HashMap<Slot, Vec<Vec<u8>>> =
+                    std::collections::HashMap::new();
+                for k in keys {
+                    by_slot.entry(Slot::for_key(&k)).or_default().push(k);
+                }
+                by_slot
+                    .into_values()
+                    .flat_map(|ks| ks.chunks(SCAN_BATCH).map(<[_]>::to_vec).collect::<Vec<_>>())
+                    .collect()
+            }
+        };
+        let mut purged = 0usize;
+        for batch in batches {
+            let mut inv = self.scripts.purge.prepare_invoke();
+            for k in &batch {
+                inv.key(k);
+            }
+            let deleted: i64 = inv.arg(now.0).invoke_async(conn).await?;
+            purged += usize::try_from(deleted).unwrap_or(0);
+        }
+        Ok(purged)
+    }
+}
+
+/// SCAN one node for keys matching `pattern`, appending them to `keys`: the single
+/// server, or the cluster node at `addr`.
+async fn scan_node(
+    conn: &mut Conn,
+    addr: Option<&(String, u16)>,
+    pattern: &[u8],
+    keys: &mut Vec<Vec<u8>>,
+) -> Result<(), RedisError> {
+    let mut cursor: u64 = 0;
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_BATCH);
+        let (next, batch): (u64, Vec<Vec<u8>>) = match (&mut *conn, addr) {
+            (Conn::Cluster(c), Some((host, port))) => {
+                let at = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                FromRedisValue::from_redis_value(
+                    c.route_command(scan, RoutingInfo::SingleNode(at)).await?,
+                )?
+            }
+            (c, _) => scan.query_async(c).await?,
+        };
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// The addresses of a cluster's primaries, from `CLUSTER SLOTS` (the same source as the
+/// connection's own slot map, so the connection knows each address).
+async fn primaries(c: &mut ClusterConnection) -> Result<Vec<(String, u16)>, RedisError> {
+    let v = c
+        .route_command(
+            redis::cmd("CLUSTER").arg("SLOTS").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    let ranges: Vec<Vec<Value>> = FromRedisValue::from_redis_value(v)?;
+    let mut out = Vec::new();
+    for range in ranges {
+        // [start, end, [host, port, id, ...], replicas...]
+        let Some(primary) = range.into_iter().nth(2) else {
+            continue;
+        };
+        let node: Vec<Value> = FromRedisValue::from_redis_value(primary)?;
+        let mut it = node.into_iter();
+        let (Some(host), Some(port)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let host: String = FromRedisValue::from_redis_value(host)?;
+        let port: u16 = FromRedisValue::from_redis_value(port)?;
+        if !out.contains(&(host.clone(), port)) {
+            out.push((host, port));
+        }
+    }
+    Ok(out)
 }
 
 /// The breaker's probe: PING every [`PROBE_INTERVAL`] until Redis answers, then close the
 /// breaker. Ends early when the store is dropped.
-fn probe(client: &Client, options: &RedisOptions, breaker: &Weak<Breaker>) {
+async fn probe(shared: Weak<Shared>) {
     loop {
-        std::thread::sleep(PROBE_INTERVAL);
-        let Some(b) = breaker.upgrade() else {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(s) = shared.upgrade() else {
             return;
         };
-        let answered = connect(client, options)
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok();
-        if answered {
+        let ping = async {
+            let mut c = s.conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        };
+        let bound = s.options.connect_timeout + s.options.io_timeout;
+        if matches!(tokio::time::timeout(bound, ping).await, Ok(Ok(_))) {
             // In this order: a call that trips in between then starts a new probe
             // (the other order could leave the breaker open with no probe to close it).
-            b.probing.store(false, Ordering::Release);
-            b.open.store(false, Ordering::Release);
+            s.breaker.probing.store(false, Ordering::Release);
+            s.breaker.open.store(false, Ordering::Release);
             tracing::info!("redis store reachable again");
             return;
         }
+    }
+}
+
+impl RedisStore {
+    /// A store on the Redis at `url` (`redis://[user:password@]host[:port][/db]` or
+    /// `rediss://...`; with [`RedisOptions::cluster`], any node of the cluster). Nothing
+    /// is connected here: the first call connects, and a Redis that is down makes calls
+    /// fail with [`StoreError::Unavailable`] until it is back.
+    pub fn open(url: &str, options: RedisOptions) -> Result<RedisStore, OpenError> {
+        if !valid_prefix(&options.key_prefix) {
+            return Err(OpenError::Prefix);
+        }
+        if options.connect_timeout.is_zero() || options.io_timeout.is_zero() {
+            return Err(OpenError::Timeout);
+        }
+        let parsed = redis_url(url)?;
+        let endpoint = endpoint_of(&parsed);
+        let target = if options.cluster {
+            let mut nodes = vec![url.to_owned()];
+            for n in &options.cluster_nodes {
+                redis_url(n)?;
+                nodes.push(n.clone());
+            }
+            // A cluster has database 0 only.
+            for n in &nodes {
+                if !matches!(redis_url(n)?.path(), "" | "/" | "/0") {
+                    return Err(OpenError::Url);
+                }
+            }
+            let client = ClusterClientBuilder::new(nodes)
+                .connection_timeout(options.connect_timeout)
+                .response_timeout(options.io_timeout)
+                // Room for a redirect or two during resharding or a failover (module
+                // documentation: a re-sent script never hands a value out twice).
+                .retries(2)
+                .min_retry_wait(20)
+                .max_retry_wait(200)
+                .build()
+                .map_err(|_| OpenError::Url)?;
+            Target::Cluster(client)
+        } else {
+            if !options.cluster_nodes.is_empty() {
+                return Err(OpenError::NodesWithoutCluster);
+            }
+            Target::Single(Client::open(url).map_err(|_| OpenError::Url)?)
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("heartgate-redis")
+            .enable_all()
+            .build()
+            .map_err(|_| OpenError::Runtime)?;
+        let mut prefix = options.key_prefix.as_bytes().to_vec();
+        prefix.push(b':');
+        Ok(RedisStore {
+            shared: Arc::new(Shared {
+                target,
+                options,
+                scripts: Scripts::new(),
+                conn: tokio::sync::OnceCell::new(),
+                breaker: Breaker::default(),
+            }),
+            runtime: Some(runtime),
+            endpoint,
+            prefix,
+        })
+    }
+
+    /// The server's address without credentials, e.g. `redis://127.0.0.1:6379/0` (for a
+    /// cluster, the first node's).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether Redis answers `PING` now (in a cluster, the node the connection picks).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.run(|_, mut c| async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    /// Open the breaker and start the probe, unless one runs already.
+    fn trip(&self) {
+        let b = &self.shared.breaker;
+        b.open.store(true, Ordering::Release);
+        if b.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(
+            endpoint = %self.endpoint,
+            "redis store unreachable: failing fast until it answers again"
+        );
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(probe(Arc::downgrade(&self.shared)));
+            }
+            None => {
+                // No probe: let calls try Redis themselves rather than fail forever.
+                b.open.store(false, Ordering::Release);
+                b.probing.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Run `op` on the store's runtime with the connection, and wait for its answer
+    /// (bounded by the connect and I/O timeouts together). Fails at once while the
+    /// breaker is open; trips it on a connection-level failure.
+    fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>, Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, RedisError>> + Send,
+    {
+        let shared = &self.shared;
+        if shared.breaker.open.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable);
+        }
+        let Some(rt) = &self.runtime else {
+            return Err(StoreError::Unavailable);
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let task = Arc::clone(shared);
+        let bound = shared.options.connect_timeout + shared.options.io_timeout;
+        rt.spawn(async move {
+            let call = async {
+                let conn = task.conn().await?;
+                op(Arc::clone(&task), conn).await
+            };
+            let result = tokio::time::timeout(bound, call)
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+            let _ = tx.send(result);
+        });
+        // The task always answers within its bound (or is dropped with the runtime,
+        // which closes the channel).
+        let result = rx.recv().unwrap_or_else(|_| Err(timed_out()));
+        result.map_err(|e| {
+            if unreachable(&e) {
+                self.trip();
+            }
+            unavailable(&e)
+        })
+    }
+
+    /// Run the write `op` (see [`RedisStore::run`]) and answer only if the configured
+    /// replicas confirmed it (`WAIT` after it, for `key`); `Unavailable` otherwise.
+    fn write<T, F, Fut>(&self, key: Vec<u8>, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>, Conn, Vec<u8>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, RedisError>> + Send,
+    {
+        let (value, replicated) = self.run(move |s, mut conn| async move {
+            let value = op(Arc::clone(&s), conn.clone(), key.clone()).await?;
+            let replicated = s.replicated(&mut conn, &key).await?;
+            Ok((value, replicated))
+        })?;
+        if replicated {
+            Ok(value)
+        } else {
+            tracing::warn!(
+                replicas = self.shared.options.wait_replicas,
+                "Redis replicas did not confirm a write in time; answered as unavailable"
+            );
+            Err(StoreError::Unavailable)
+        }
+    }
+
+    fn key(&self, ns: Namespace, key: &[u8]) -> Vec<u8> {
+        let mut k = self.ns_prefix(ns);
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn ns_prefix(&self, ns: Namespace) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + 16 + MAX_KEY_LEN);
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(ns.as_str().as_bytes());
+        k.push(b':');
+        k
+    }
+
+    /// When Redis may delete an entry that expires at `expires_at` (ms since the epoch).
+    fn cleanup_ms(&self, expires_at: UnixTime) -> i64 {
+        let margin = i64::try_from(self.shared.options.ttl_margin.as_secs()).unwrap_or(i64::MAX);
+        expires_at.0.saturating_add(margin).saturating_mul(1000)
+    }
+
+    /// Live (key, value) pairs under `raw_prefix`, keys in full, in key order.
+    fn live_under(&self, raw_prefix: &[u8], now: UnixTime) -> Result<Vec<Entry>, StoreError> {
+        let raw = raw_prefix.to_vec();
+        let (keys, records) = self.run(move |s, mut c| async move {
+            let keys = s.scan_keys(&mut c, &raw).await?;
+            let records = Shared::read_all(&mut c, &keys).await?;
+            Ok((keys, records))
+        })?;
+        let mut out = Vec::new();
+        for (key, record) in keys.into_iter().zip(records) {
+            if let Some(record) = record {
+                if let Some(value) = live_value(&record, now)? {
+                    out.push((key, value.to_vec()));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -339,242 +874,6 @@ fn glob_escape(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-impl RedisStore {
-    /// A store on the Redis at `url` (`redis://[user:password@]host[:port][/db]` or
-    /// `rediss://...`). Nothing is connected here: the first call connects, and a Redis that
-    /// is down makes calls fail with [`StoreError::Unavailable`] until it is back.
-    pub fn open(url: &str, options: RedisOptions) -> Result<RedisStore, OpenError> {
-        if !valid_prefix(&options.key_prefix) {
-            return Err(OpenError::Prefix);
-        }
-        if options.connect_timeout.is_zero() || options.io_timeout.is_zero() {
-            return Err(OpenError::Timeout);
-        }
-        let parsed = url::Url::parse(url).map_err(|_| OpenError::Url)?;
-        if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
-            return Err(OpenError::Url);
-        }
-        let endpoint = format!(
-            "{}://{}:{}{}",
-            parsed.scheme(),
-            parsed.host_str().unwrap_or_default(),
-            parsed.port().unwrap_or(6379),
-            parsed.path()
-        );
-        let client = Client::open(url).map_err(|_| OpenError::Url)?;
-        let mut prefix = options.key_prefix.as_bytes().to_vec();
-        prefix.push(b':');
-        Ok(RedisStore {
-            client,
-            endpoint,
-            prefix,
-            options,
-            idle: Mutex::new(Vec::new()),
-            scripts: Scripts::new(),
-            breaker: Arc::new(Breaker::default()),
-        })
-    }
-
-    /// The server's address without credentials, e.g. `redis://127.0.0.1:6379/0`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// Whether Redis answers `PING` now.
-    pub fn ping(&self) -> Result<(), StoreError> {
-        self.with_connection(|c| redis::cmd("PING").query::<String>(c).map(|_| ()))
-    }
-
-    fn connect(&self) -> Result<Connection, RedisError> {
-        connect(&self.client, &self.options)
-    }
-
-    /// Open the breaker and start the probe, unless one runs already.
-    fn trip(&self) {
-        self.breaker.open.store(true, Ordering::Release);
-        if self.breaker.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        tracing::warn!(
-            endpoint = %self.endpoint,
-            "redis store unreachable: failing fast until it answers again"
-        );
-        let (client, options) = (self.client.clone(), self.options.clone());
-        let breaker = Arc::downgrade(&self.breaker);
-        let spawned = std::thread::Builder::new()
-            .name("heartgate-redis-probe".into())
-            .spawn(move || probe(&client, &options, &breaker));
-        if spawned.is_err() {
-            // No probe: let calls try Redis themselves rather than fail forever.
-            self.breaker.open.store(false, Ordering::Release);
-            self.breaker.probing.store(false, Ordering::Release);
-        }
-    }
-
-    /// Run `f` on an idle connection or a new one. A connection is reused only after `f`
-    /// succeeded; after a failure, every idle connection is dropped too.
-    fn with_connection<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        if self.breaker.open.load(Ordering::Acquire) {
-            return Err(StoreError::Unavailable);
-        }
-        let pooled = self.idle.lock().pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => match self.connect() {
-                Ok(c) => c,
-                Err(e) => {
-                    if unreachable(&e) {
-                        self.trip();
-                    }
-                    return Err(unavailable(e));
-                }
-            },
-        };
-        let result = f(&mut conn);
-        if let Err(e) = &result {
-            if unreachable(e) {
-                self.trip();
-            }
-        }
-        // An error reply (a script refusing a malformed record) leaves the connection
-        // usable; anything else (I/O, timeout, a reply we could not parse) may have left
-        // it mid-reply or pointing at a dead server, and so may the idle ones.
-        let reusable = match &result {
-            Ok(_) => true,
-            Err(e) => {
-                matches!(e.kind(), redis::ErrorKind::Server(_)) && !e.is_unrecoverable_error()
-            }
-        };
-        if reusable {
-            let mut idle = self.idle.lock();
-            if idle.len() < MAX_IDLE_CONNECTIONS {
-                idle.push(conn);
-            }
-        } else {
-            self.idle.lock().clear();
-        }
-        result.map_err(unavailable)
-    }
-
-    fn key(&self, ns: Namespace, key: &[u8]) -> Vec<u8> {
-        let mut k = self.ns_prefix(ns);
-        k.extend_from_slice(key);
-        k
-    }
-
-    fn ns_prefix(&self, ns: Namespace) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + 16 + MAX_KEY_LEN);
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(ns.as_str().as_bytes());
-        k.push(b':');
-        k
-    }
-
-    /// After a write on `c`: whether the configured replicas confirmed it (`WAIT`).
-    fn replicated(&self, c: &mut Connection) -> Result<bool, RedisError> {
-        let n = self.options.wait_replicas;
-        if n == 0 {
-            return Ok(true);
-        }
-        let ms = u64::try_from(self.options.wait_timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let acked: i64 = redis::cmd("WAIT").arg(n).arg(ms).query(c)?;
-        Ok(acked >= i64::from(n))
-    }
-
-    /// Run the write `f` on a connection ([`RedisStore::with_connection`]) and answer
-    /// only if the configured replicas confirmed it; `Unavailable` otherwise.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        let (value, replicated) = self.with_connection(|c| {
-            let value = f(c)?;
-            Ok((value, self.replicated(c)?))
-        })?;
-        if replicated {
-            Ok(value)
-        } else {
-            tracing::warn!(
-                replicas = self.options.wait_replicas,
-                "Redis replicas did not confirm a write in time; answered as unavailable"
-            );
-            Err(StoreError::Unavailable)
-        }
-    }
-
-    /// When Redis may delete an entry that expires at `expires_at` (ms since the epoch).
-    fn cleanup_ms(&self, expires_at: UnixTime) -> i64 {
-        let margin = i64::try_from(self.options.ttl_margin.as_secs()).unwrap_or(i64::MAX);
-        expires_at.0.saturating_add(margin).saturating_mul(1000)
-    }
-
-    /// Every key matching `raw_prefix` followed by anything (SCAN, so never blocking Redis).
-    fn scan_keys(
-        &self,
-        conn: &mut Connection,
-        raw_prefix: &[u8],
-    ) -> Result<Vec<Vec<u8>>, RedisError> {
-        let mut pattern = Vec::with_capacity(raw_prefix.len() * 2 + 1);
-        glob_escape(&mut pattern, raw_prefix);
-        pattern.push(b'*');
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_BATCH)
-                .query(conn)?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup(); // SCAN may return a key more than once
-        Ok(keys)
-    }
-
-    /// The records of `keys` (absent ones as `None`).
-    fn read_all(
-        conn: &mut Connection,
-        keys: &[Vec<u8>],
-    ) -> Result<Vec<Option<Vec<u8>>>, RedisError> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(SCAN_BATCH) {
-            let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query(conn)?;
-            out.extend(values);
-        }
-        Ok(out)
-    }
-
-    /// Live (key, value) pairs under `raw_prefix`, keys in full, in key order.
-    fn live_under(&self, raw_prefix: &[u8], now: UnixTime) -> Result<Vec<Entry>, StoreError> {
-        let (keys, records) = self.with_connection(|c| {
-            let keys = self.scan_keys(c, raw_prefix)?;
-            let records = Self::read_all(c, &keys)?;
-            Ok((keys, records))
-        })?;
-        let mut out = Vec::new();
-        for (key, record) in keys.into_iter().zip(records) {
-            if let Some(record) = record {
-                if let Some(value) = live_value(&record, now)? {
-                    out.push((key, value.to_vec()));
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
 impl Store for RedisStore {
     fn put(
         &self,
@@ -584,18 +883,15 @@ impl Store for RedisStore {
         expires_at: UnixTime,
     ) -> Result<(), StoreError> {
         check_sizes(key, value)?;
-        let (k, r, at) = (
-            self.key(ns, key),
-            encode(value, expires_at),
-            self.cleanup_ms(expires_at),
-        );
-        self.write(|c| {
-            self.scripts
+        let (r, at) = (encode(value, expires_at), self.cleanup_ms(expires_at));
+        self.write(self.key(ns, key), move |s, mut c, k| async move {
+            s.scripts
                 .put
                 .key(&k)
                 .arg(&r)
                 .arg(at)
-                .invoke::<i64>(c)
+                .invoke_async::<i64>(&mut c)
+                .await
                 .map(|_| ())
         })
     }
@@ -609,19 +905,16 @@ impl Store for RedisStore {
         now: UnixTime,
     ) -> Result<Inserted, StoreError> {
         check_sizes(key, value)?;
-        let (k, r, at) = (
-            self.key(ns, key),
-            encode(value, expires_at),
-            self.cleanup_ms(expires_at),
-        );
-        let inserted = self.write(|c| {
-            self.scripts
+        let (r, at) = (encode(value, expires_at), self.cleanup_ms(expires_at));
+        let inserted = self.write(self.key(ns, key), move |s, mut c, k| async move {
+            s.scripts
                 .insert_new
                 .key(&k)
                 .arg(&r)
                 .arg(at)
                 .arg(now.0)
-                .invoke::<i64>(c)
+                .invoke_async::<i64>(&mut c)
+                .await
         })?;
         Ok(if inserted == 1 {
             Inserted::New
@@ -632,8 +925,9 @@ impl Store for RedisStore {
 
     fn get(&self, ns: Namespace, key: &[u8], now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
         let k = self.key(ns, key);
-        let record: Option<Vec<u8>> =
-            self.with_connection(|c| redis::cmd("GET").arg(&k).query(c))?;
+        let record: Option<Vec<u8>> = self.run(move |_, mut c| async move {
+            redis::cmd("GET").arg(&k).query_async(&mut c).await
+        })?;
         match record {
             None => Ok(None),
             Some(r) => Ok(live_value(&r, now)?.map(<[u8]>::to_vec)),
@@ -646,9 +940,10 @@ impl Store for RedisStore {
         key: &[u8],
         now: UnixTime,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let k = self.key(ns, key);
         let record: Option<Vec<u8>> =
-            self.write(|c| self.scripts.take.key(&k).arg(now.0).invoke(c))?;
+            self.write(self.key(ns, key), move |s, mut c, k| async move {
+                s.scripts.take.key(&k).arg(now.0).invoke_async(&mut c).await
+            })?;
         match record {
             None => Ok(None),
             Some(r) => Ok(live_value(&r, now)?.map(<[u8]>::to_vec)),
@@ -663,7 +958,6 @@ impl Store for RedisStore {
         new: Option<(&[u8], UnixTime)>,
         now: UnixTime,
     ) -> Result<Swapped, StoreError> {
-        let k = self.key(ns, key);
         let (op, r, at) = match new {
             Some((value, exp)) => {
                 check_sizes(key, value)?;
@@ -671,16 +965,18 @@ impl Store for RedisStore {
             }
             None => ("del", Vec::new(), 0),
         };
-        let swapped = self.write(|c| {
-            self.scripts
+        let expected = expected.to_vec();
+        let swapped = self.write(self.key(ns, key), move |s, mut c, k| async move {
+            s.scripts
                 .cas
                 .key(&k)
                 .arg(now.0)
-                .arg(expected)
+                .arg(&expected)
                 .arg(op)
                 .arg(&r)
                 .arg(at)
-                .invoke::<i64>(c)
+                .invoke_async::<i64>(&mut c)
+                .await
         })?;
         Ok(if swapped == 1 {
             Swapped::Done
@@ -690,8 +986,13 @@ impl Store for RedisStore {
     }
 
     fn delete(&self, ns: Namespace, key: &[u8]) -> Result<(), StoreError> {
-        let k = self.key(ns, key);
-        self.write(|c| redis::cmd("DEL").arg(&k).query::<i64>(c).map(|_| ()))
+        self.write(self.key(ns, key), |_, mut c, k| async move {
+            redis::cmd("DEL")
+                .arg(&k)
+                .query_async::<i64>(&mut c)
+                .await
+                .map(|_| ())
+        })
     }
 
     fn scan_prefix(
@@ -715,18 +1016,9 @@ impl Store for RedisStore {
 
     fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
         let prefix = self.prefix.clone();
-        self.with_connection(|c| {
-            let keys = self.scan_keys(c, &prefix)?;
-            let mut purged = 0usize;
-            for chunk in keys.chunks(SCAN_BATCH) {
-                let mut inv = self.scripts.purge.prepare_invoke();
-                for k in chunk {
-                    inv.key(k);
-                }
-                let n: i64 = inv.arg(now.0).invoke(c)?;
-                purged += usize::try_from(n).unwrap_or(0);
-            }
-            Ok(purged)
+        self.run(move |s, mut c| async move {
+            let keys = s.scan_keys(&mut c, &prefix).await?;
+            s.purge(&mut c, keys, now).await
         })
     }
 
