@@ -1111,6 +1111,16 @@ mod tests {
                 "[redis]\ntimeout_ms = 500\nwait_timeout_ms = 500",
                 "redis.wait_timeout_ms",
             ),
+            ("[redis]\ncluster_nodes = [\"redis://h:7001\"]", "redis.cluster_nodes"),
+            ("[redis]\ncluster = true", "redis.cluster"),
+            (
+                "store = \"redis://h:7000/1\"\n[redis]\ncluster = true\nkey_encryption_key_file = \"/k\"",
+                "redis.cluster",
+            ),
+            (
+                "store = \"redis://h:7000\"\n[redis]\ncluster = true\nkey_encryption_key_file = \"/k\"\ncluster_nodes = [\"redis://h:7001/2\"]",
+                "redis.cluster",
+            ),
             ("[[clients]]\nprofile = \"fapi2-security\"\nclient_id = \"c\"\ntoken_endpoint_auth_method = \"none\"\nredirect_uris = [\"https://a.example/cb\"]", "clients"),
         ] {
             let r = Config::parse(text, &Env::new()).and_then(Config::resolve);
@@ -1142,6 +1152,30 @@ mod tests {
         let o = r.config.redis.options();
         assert_eq!(o.key_prefix, "prod-eu");
         assert_eq!(o.io_timeout, std::time::Duration::from_millis(500));
+        let cluster = Config::parse(
+            "store = \"redis://:pw@n1:7000\"\n[redis]\ncluster = true\nkey_encryption_key_file = \"/k\"\ncluster_nodes = [\"redis://:pw@n2:7000\", \"rediss://n3:7000/0\"]",
+            &Env::new(),
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        let o = cluster.config.redis.options();
+        assert!(o.cluster);
+        assert_eq!(
+            o.cluster_nodes,
+            ["redis://:pw@n2:7000", "rediss://n3:7000/0"]
+        );
+        assert!(
+            !format!("{:?}", cluster.config).contains("pw@"),
+            "passwords redacted"
+        );
+        let bad = Config::parse(
+            "[redis]\ncluster = true\ncluster_nodes = [\"http://:hunter2@x\"]",
+            &Env::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!bad.contains("hunter2"), "{bad}");
         let tls = Config::parse("store = \"rediss://redis.internal\"", &Env::new()).unwrap();
         assert!(matches!(tls.store, StoreKind::Redis(_)));
         let bad = Config::parse("store = \"redis:/x:hunter2@h\"", &Env::new()).unwrap_err();

@@ -1,7 +1,8 @@
 //! A private `redis-server` for a test: on a free port of 127.0.0.1, append-only with an
 //! fsync per write (so that a SIGKILL loses nothing acknowledged), in a temporary
 //! directory; killed when dropped. Without `redis-server` on PATH it panics with how to
-//! get it (tests/run-all installs it).
+//! get it (tests/run-all installs it). [`RedisCluster`] starts several such servers as
+//! the primaries of one Redis Cluster.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -13,22 +14,40 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The cluster bus port, for a cluster node.
+    bus: Option<u16>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl RedisServer {
     /// Start on a free port (retrying if another process takes the port first).
     pub fn start() -> RedisServer {
+        Self::start_as(false)
+    }
+
+    /// Start on free ports as a node of a cluster not formed yet (no slots, knows no
+    /// other node): see [`RedisCluster`].
+    pub fn start_cluster_node() -> RedisServer {
+        Self::start_as(true)
+    }
+
+    fn start_as(cluster: bool) -> RedisServer {
         let mut s = RedisServer {
             port: 0,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            bus: None,
         };
         for _ in 0..5 {
-            s.port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            s.port = free_port();
+            s.bus = cluster.then(free_port);
             if s.spawn() {
                 return s;
             }
@@ -51,6 +70,16 @@ impl RedisServer {
                 "always",
             ])
             .args(["--daemonize", "no"])
+            .args(self.bus.iter().flat_map(|bus| {
+                [
+                    "--cluster-enabled".to_owned(),
+                    "yes".to_owned(),
+                    "--cluster-port".to_owned(),
+                    bus.to_string(),
+                    "--cluster-node-timeout".to_owned(),
+                    "2000".to_owned(),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -163,5 +192,87 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas), each a [`RedisServer`] on free ports of
+/// 127.0.0.1 with its own directory and append-only file, the 16,384 slots split evenly.
+/// Killed when dropped.
+pub struct RedisCluster {
+    /// The primaries, in slot order (the first holds slot 0).
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Start `n` nodes, give each its share of the slots, introduce them to each other
+    /// and wait until every node reports the cluster formed (`cluster_state:ok`, all
+    /// nodes known, every slot covered).
+    pub fn start(n: usize) -> RedisCluster {
+        assert!(n >= 1);
+        let nodes: Vec<RedisServer> = (0..n).map(|_| RedisServer::start_cluster_node()).collect();
+        let per = 16_384 / n;
+        for (i, node) in nodes.iter().enumerate() {
+            let first = i * per;
+            let last = if i + 1 == n {
+                16_383
+            } else {
+                (i + 1) * per - 1
+            };
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(first)
+                .arg(last)
+                .query(&mut node.connection())
+                .unwrap();
+        }
+        for other in &nodes[1..] {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(other.port)
+                .arg(other.bus.unwrap())
+                .query(&mut nodes[0].connection())
+                .unwrap();
+        }
+        let c = RedisCluster { nodes };
+        c.wait_formed();
+        c
+    }
+
+    /// Wait (at most 30 s) until every node answers `cluster_state:ok` and knows all the
+    /// others.
+    pub fn wait_formed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let known = format!("cluster_known_nodes:{}\r\n", self.nodes.len());
+        loop {
+            let formed = self.nodes.iter().all(|node| {
+                let info = redis::Client::open(node.url())
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c));
+                info.is_ok_and(|i| {
+                    i.contains("cluster_state:ok\r\n")
+                        && i.contains(&known)
+                        && i.contains("cluster_slots_ok:16384\r\n")
+                })
+            });
+            if formed {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the Redis Cluster did not form");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The first node's URL (`redis://127.0.0.1:<port>/0`): any node will do to start.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Keys (of any database) each node holds, in node order.
+    pub fn key_counts(&self) -> Vec<i64> {
+        self.nodes
+            .iter()
+            .map(|n| redis::cmd("DBSIZE").query(&mut n.connection()).unwrap())
+            .collect()
     }
 }

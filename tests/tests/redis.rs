@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use heartgate_core::clock::UnixTime;
-use heartgate_core::store::{Namespace, Store};
-use heartgate_e2e::redis::RedisServer;
+use heartgate_core::store::conformance::Kept;
+use heartgate_core::store::{Namespace, Store, StoreError};
+use heartgate_e2e::redis::{RedisCluster, RedisServer};
 use heartgate_e2e::TestServer;
 use heartgate_server::stores::redis::{RedisOptions, RedisStore};
 use serde_json::json;
@@ -208,31 +209,47 @@ async fn post(s: &TestServer, path: &str, fields: &[(&str, String)]) -> heartgat
 /// bound (the cache TTL, 30 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_share_tokens_and_a_revocation_reaches_the_other_nodes_cache() {
-    use heartgate_core::jose::{Algorithm, SigningKey};
     let redis = RedisServer::start();
     let url = redis.url();
+    two_nodes_share_a_token_and_its_revocation((&url, json!({})), (&url, json!({}))).await;
+}
+
+/// Node A on `a.0` and node B on `b.0` (a store URL each), their `[redis]` tables
+/// extended by `a.1` and `b.1`: a token issued on A introspects active on B, and B
+/// answers inactive within 3 s of A's revocation.
+async fn two_nodes_share_a_token_and_its_revocation(
+    a: (&str, serde_json::Value),
+    b: (&str, serde_json::Value),
+) {
+    use heartgate_core::jose::{Algorithm, SigningKey};
     let keys = tempfile::tempdir().unwrap();
     let be = SigningKey::generate(Algorithm::ES256).unwrap();
     let rs = SigningKey::generate(Algorithm::ES256).unwrap();
-    let doc = json!({
-        "redis": {"key_prefix": "two", "timeout_ms": 500, "connect_timeout_ms": 500,
-            "key_encryption_key_file": keys.path().join("kek")},
-        "tokens": {"default_audience": "https://fhir.example/r4"},
-        "clients": [
-            {"client_id": "backend", "profile": "smart-backend",
-             "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
-             "jwks": {"keys": [be.verifying_key().to_jwk()]}, "scope": "system/Observation.rs",
-             "access_token_format": "opaque"},
-            {"client_id": "fhir-server", "profile": "smart-backend",
-             "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
-             "jwks": {"keys": [rs.verifying_key().to_jwk()]},
-             "resources": ["https://fhir.example/r4"]},
-        ],
-    });
+    let config = |extra: &serde_json::Value| {
+        let mut redis = json!({"key_prefix": "two", "timeout_ms": 500,
+            "connect_timeout_ms": 500, "key_encryption_key_file": keys.path().join("kek")});
+        for (k, v) in extra.as_object().unwrap() {
+            redis[k] = v.clone();
+        }
+        let doc = json!({
+            "redis": redis,
+            "tokens": {"default_audience": "https://fhir.example/r4"},
+            "clients": [
+                {"client_id": "backend", "profile": "smart-backend",
+                 "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+                 "jwks": {"keys": [be.verifying_key().to_jwk()]}, "scope": "system/Observation.rs",
+                 "access_token_format": "opaque"},
+                {"client_id": "fhir-server", "profile": "smart-backend",
+                 "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+                 "jwks": {"keys": [rs.verifying_key().to_jwk()]},
+                 "resources": ["https://fhir.example/r4"]},
+            ],
+        });
+        toml::to_string(&doc).unwrap()
+    };
     kek(&keys);
-    let toml = toml::to_string(&doc).unwrap();
-    let a = TestServer::start_in(tempfile::tempdir().unwrap(), &toml, &url).await;
-    let b = TestServer::start_in(tempfile::tempdir().unwrap(), &toml, &url).await;
+    let a = TestServer::start_in(tempfile::tempdir().unwrap(), &config(&a.1), a.0).await;
+    let b = TestServer::start_in(tempfile::tempdir().unwrap(), &config(&b.1), b.0).await;
     // Let both nodes subscribe.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -919,4 +936,194 @@ async fn a_node_killed_mid_flow_the_flow_completes_on_the_other_node() {
     assert_eq!(again.json()["error"], "invalid_grant");
     assert_eq!(introspect(1003).await["active"], false);
     b.stop().await;
+}
+
+// Redis Cluster: the same store and the same server on three primaries.
+
+fn cluster_options(prefix: &str) -> RedisOptions {
+    RedisOptions {
+        key_prefix: prefix.into(),
+        cluster: true,
+        ..RedisOptions::default()
+    }
+}
+
+/// A store on a private three-primary cluster, killed after the store is dropped.
+fn cluster_store() -> Kept<RedisStore, RedisCluster> {
+    let cluster = RedisCluster::start(3);
+    let store = RedisStore::open(&cluster.url(), cluster_options("conformance")).unwrap();
+    Kept {
+        store,
+        keep: cluster,
+    }
+}
+
+/// The store conformance suite (64-way races on one-time values included) on a cluster.
+mod cluster_conformance {
+    heartgate_core::store_conformance_tests!(super::cluster_store());
+}
+
+/// Keys spread over the slots of every primary; each operation reaches its key's
+/// primary, and the operations over many keys (`scan_prefix`, `snapshot`, the purge)
+/// see every primary's keys. Fails if the store talked to one node only (a `MOVED`
+/// refusal) or scanned one node only.
+#[test]
+fn on_a_cluster_keys_spread_over_every_primary_and_every_operation_finds_them() {
+    let c = RedisCluster::start(3);
+    let s = RedisStore::open(&c.url(), cluster_options("spread")).unwrap();
+    let t = now();
+    let exp = UnixTime(t.0 + 60);
+    let key = |i: usize| format!("code-{i:03}").into_bytes();
+    for i in 0..300 {
+        s.put(Namespace::Code, &key(i), b"live", exp).unwrap();
+    }
+    let counts = c.key_counts();
+    assert!(
+        counts.iter().all(|&n| n > 50),
+        "keys per primary: {counts:?}"
+    );
+    assert_eq!(counts.iter().sum::<i64>(), 300);
+    assert_eq!(
+        s.scan_prefix(Namespace::Code, b"code-", 1000, t)
+            .unwrap()
+            .len(),
+        300
+    );
+    let listed = s.scan_prefix(Namespace::Code, b"code-", 10, t).unwrap();
+    let first: Vec<Vec<u8>> = (0..10).map(key).collect();
+    assert_eq!(
+        listed.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        first,
+        "in key order across the primaries"
+    );
+    assert_eq!(s.snapshot(t).unwrap().len(), 300);
+    for i in 0..300 {
+        assert_eq!(
+            s.take(Namespace::Code, &key(i), t).unwrap().as_deref(),
+            Some(&b"live"[..])
+        );
+        assert_eq!(
+            s.take(Namespace::Code, &key(i), t).unwrap(),
+            None,
+            "used once"
+        );
+    }
+    // Entries that expire: one purge removes them from every primary.
+    for i in 0..300 {
+        s.put(Namespace::Jti, &key(i), b"", UnixTime(t.0 + 1))
+            .unwrap();
+    }
+    s.put(Namespace::Jti, b"kept", b"", exp).unwrap();
+    assert_eq!(s.purge_expired(UnixTime(t.0 + 2)).unwrap(), 300);
+    assert_eq!(c.key_counts().iter().sum::<i64>(), 1);
+}
+
+/// `[redis] cluster_nodes`: a store whose first node does not answer starts from the
+/// next listed one and still reaches every primary.
+#[test]
+fn a_cluster_store_starts_from_the_next_listed_node_when_the_first_is_down() {
+    let c = RedisCluster::start(3);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("redis://127.0.0.1:{}/0", l.local_addr().unwrap().port())
+    };
+    let s = RedisStore::open(
+        &dead,
+        RedisOptions {
+            cluster_nodes: vec![c.nodes[1].url()],
+            ..cluster_options("seeds")
+        },
+    )
+    .unwrap();
+    let t = now();
+    for i in 0..30 {
+        s.put(
+            Namespace::Code,
+            format!("k{i}").as_bytes(),
+            b"v",
+            UnixTime(t.0 + 60),
+        )
+        .unwrap();
+    }
+    assert!(
+        c.key_counts().iter().all(|&n| n > 0),
+        "{:?}",
+        c.key_counts()
+    );
+}
+
+/// A primary killed (SIGKILL): calls for its keys fail closed within the call's bound,
+/// and once it is back (its append-only file replayed) they answer again, the
+/// acknowledged value still there, without reopening the store.
+#[test]
+fn on_a_cluster_a_primary_down_fails_closed_and_its_keys_come_back_with_it() {
+    let mut c = RedisCluster::start(3);
+    let s = RedisStore::open(
+        &c.url(),
+        RedisOptions {
+            connect_timeout: Duration::from_millis(500),
+            io_timeout: Duration::from_millis(500),
+            ..cluster_options("down")
+        },
+    )
+    .unwrap();
+    let t = now();
+    let exp = UnixTime(t.0 + 600);
+    for i in 0..30 {
+        s.put(Namespace::Code, format!("k{i}").as_bytes(), b"v", exp)
+            .unwrap();
+    }
+    let on_last: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("down:code:*")
+        .query(&mut c.nodes[2].connection())
+        .unwrap();
+    let key = on_last[0]["down:code:".len()..].to_vec();
+
+    c.nodes[2].kill();
+    let asked = Instant::now();
+    assert_eq!(
+        s.get(Namespace::Code, &key, t),
+        Err(StoreError::Unavailable)
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    c.nodes[2].restart();
+    c.wait_formed();
+    let back = Instant::now();
+    loop {
+        match s.get(Namespace::Code, &key, t) {
+            Ok(v) => {
+                assert_eq!(v.as_deref(), Some(&b"v"[..]));
+                break;
+            }
+            Err(_) => {
+                assert!(back.elapsed() < Duration::from_secs(20), "not recovered");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    assert_eq!(
+        s.take(Namespace::Code, &key, t).unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+/// Two server nodes on a three-primary cluster, each started from a different Redis
+/// node: a token issued on A introspects on B, and A's revocation reaches B's cache
+/// (published through one Redis node, delivered through another by the cluster bus).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_a_redis_cluster_share_tokens_and_a_revocation_crosses_the_cluster() {
+    let c = RedisCluster::start(3);
+    two_nodes_share_a_token_and_its_revocation(
+        (&c.nodes[0].url(), json!({"cluster": true})),
+        (
+            &c.nodes[2].url(),
+            json!({"cluster": true, "cluster_nodes": [c.nodes[1].url()]}),
+        ),
+    )
+    .await;
 }

@@ -6,7 +6,7 @@
 //!
 //! # Connections
 //!
-//! I/O is asynchronous: one multiplexed connection per Redis server (the `redis` crate's
+//! I/O is asynchronous: one multiplexed connection per Redis server (more with `WAIT`, below; the `redis` crate's
 //! `ConnectionManager`, which reconnects by itself after a connection is lost, or its
 //! cluster connection, which follows the cluster's slot map, `MOVED` and `ASK`),
 //! driven by a small Tokio runtime of the store's own (one thread, `heartgate-redis`).
@@ -84,8 +84,9 @@
 //! replicas confirmed it within [`RedisOptions::wait_timeout`]: nothing is acknowledged
 //! that a promoted replica does not hold (a refused `take` has still consumed the value on
 //! the primary — the caller is told 503, never handed the value). `WAIT` holds its
-//! connection until the replicas answer, so with it on, the calls sharing that
-//! connection queue behind each confirmation. Redis documents that `WAIT` "does not make
+//! connection until the replicas answer, so with it on the store keeps
+//! [`WAIT_CONNECTIONS`] connections and takes them in turn: the calls sharing a
+//! connection queue behind its confirmations. Redis documents that `WAIT` "does not make
 //! Redis a strongly consistent store" (a replica that confirmed may still lose the write
 //! in its own crash before a later promotion); it closes the common failover window.
 //!
@@ -113,6 +114,9 @@ use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Scri
 const SCAN_BATCH: usize = 512;
 /// Longest key prefix.
 pub const MAX_PREFIX_LEN: usize = 64;
+/// Connections (each multiplexed) when writes wait for replicas (`WAIT`), so that one
+/// write waiting for its replicas holds back only the calls sharing its connection.
+pub const WAIT_CONNECTIONS: usize = 8;
 /// How often the breaker's probe asks an unreachable Redis whether it is back.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -359,9 +363,13 @@ struct Shared {
     target: Target,
     options: RedisOptions,
     scripts: Scripts,
-    /// The connection, made by the first call that needs it; a failed attempt leaves it
-    /// unset for the next call to try again.
-    conn: tokio::sync::OnceCell<Conn>,
+    /// The connections, each made by the first call that needs it (a failed attempt
+    /// leaves it unset for the next call to try again), taken in turn. One, unless
+    /// writes wait for replicas: then [`WAIT_CONNECTIONS`], since a `WAIT` holds its
+    /// connection until the replicas answer.
+    conns: Box<[tokio::sync::OnceCell<Conn>]>,
+    /// Which connection the next call takes.
+    turn: std::sync::atomic::AtomicUsize,
     breaker: Breaker,
 }
 
@@ -424,8 +432,11 @@ fn timed_out() -> RedisError {
 impl Shared {
     /// The connection, made now if no call made it yet.
     async fn conn(&self) -> Result<Conn, RedisError> {
-        let conn = self
-            .conn
+        let i = self.turn.fetch_add(1, Ordering::Relaxed) % self.conns.len().max(1);
+        let Some(cell) = self.conns.get(i) else {
+            return Err(timed_out());
+        };
+        let conn = cell
             .get_or_try_init(|| async {
                 let bound = self.options.connect_timeout;
                 let made = match &self.target {
@@ -699,12 +710,20 @@ impl RedisStore {
             .map_err(|_| OpenError::Runtime)?;
         let mut prefix = options.key_prefix.as_bytes().to_vec();
         prefix.push(b':');
+        let connections = if options.wait_replicas > 0 {
+            WAIT_CONNECTIONS
+        } else {
+            1
+        };
         Ok(RedisStore {
             shared: Arc::new(Shared {
                 target,
                 options,
                 scripts: Scripts::new(),
-                conn: tokio::sync::OnceCell::new(),
+                conns: (0..connections)
+                    .map(|_| tokio::sync::OnceCell::new())
+                    .collect(),
+                turn: std::sync::atomic::AtomicUsize::new(0),
                 breaker: Breaker::default(),
             }),
             runtime: Some(runtime),
