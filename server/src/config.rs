@@ -363,6 +363,7 @@ impl AuditSettings {
             sync_every: self.sync_every,
             sync_interval: std::time::Duration::from_millis(self.sync_interval_ms),
             queue: self.queue,
+            ..crate::audit_log::AuditLogOptions::default()
         }
     }
 }
