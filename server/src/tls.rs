@@ -149,6 +149,11 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Our order of [`provider`]'s suites, not the client's: AES-128-GCM with SHA-256 first
+    // (BCP 195 allows each suite listed; SHA-256 runs on the CPU's SHA extensions where
+    // SHA-384 does not, and it was 6 % of the server's CPU on new connections when the
+    // client's AES-256/SHA-384 preference decided).
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
 

@@ -308,16 +308,22 @@ impl TestServer {
     }
 
     fn tls(&self, id: Option<&Identity>) -> Arc<rustls::ClientConfig> {
+        self.tls_with(id, rustls::crypto::ring::default_provider())
+    }
+
+    fn tls_with(
+        &self,
+        id: Option<&Identity>,
+        provider: rustls::crypto::CryptoProvider,
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+        let b = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
         let cfg = match id {
             None => b.with_no_client_auth(),
             Some(i) => b
@@ -336,7 +342,21 @@ impl TestServer {
         &self,
         alpn: &[&[u8]],
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        let mut cfg = (*self.tls(None)).clone();
+        self.raw_tls_with_suites(alpn, rustls::crypto::ring::default_provider().cipher_suites)
+            .await
+    }
+
+    /// [`TestServer::raw_tls`] offering only the cipher suites `suites`, in that order.
+    pub async fn raw_tls_with_suites(
+        &self,
+        alpn: &[&[u8]],
+        suites: Vec<rustls::SupportedCipherSuite>,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: suites,
+            ..rustls::crypto::ring::default_provider()
+        };
+        let mut cfg = (*self.tls_with(None, provider)).clone();
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         tokio_rustls::TlsConnector::from(Arc::new(cfg))

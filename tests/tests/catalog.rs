@@ -540,6 +540,35 @@ async fn handshake_bytes(s: &TestServer, bytes: &[u8], then_close: bool) -> Vec<
     }
 }
 
+/// BCP 195 (RFC 9325 §4.2): the server picks the TLS 1.3 suite by its own order, not the
+/// client's. rustls' default client order puts AES-256-GCM/SHA-384 first; the server
+/// answers with AES-128-GCM/SHA-256 (SHA-256 runs on the CPU's SHA extensions), and a
+/// client offering only ChaCha20-Poly1305 still gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_chooses_the_tls13_suite_by_its_own_order() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let w = World::start().await;
+    let tls = w.s.raw_tls(&[b"http/1.1"]).await;
+    let (_, conn) = tls.get_ref();
+    assert_eq!(
+        conn.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(cs::TLS13_AES_128_GCM_SHA256.suite()),
+        "the client preferred {:?}",
+        rustls::crypto::ring::default_provider().cipher_suites[0].suite()
+    );
+    let chacha =
+        w.s.raw_tls_with_suites(&[b"http/1.1"], vec![cs::TLS13_CHACHA20_POLY1305_SHA256])
+            .await;
+    assert_eq!(
+        chacha
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|s| s.suite()),
+        Some(cs::TLS13_CHACHA20_POLY1305_SHA256.suite())
+    );
+}
+
 /// THREATS M9: TLS 1.0 and 1.1 ClientHellos, a TLS 1.2 one offering only suites outside
 /// BCP 195 (RSA key exchange, CBC, 3DES, RC4), and a close_notify straight after a
 /// ClientHello are refused: an alert or a bare close, never a ServerHello, and the
