@@ -242,6 +242,9 @@ pub struct App {
     pub cache: IntrospectionCache,
     /// Audit sink.
     pub audit: Arc<dyn AuditSink>,
+    /// The audit log behind `audit`, for its counters in `/metrics` (`None` when the
+    /// events go elsewhere).
+    pub audit_log: Option<Arc<crate::audit_log::AuditLog>>,
     /// Pairwise subjects and audit pseudonyms.
     pub pairwise: PairwiseSubjects,
     /// Statically configured clients.
@@ -659,7 +662,10 @@ async fn route(app: &Arc<App>, conn: &Conn, r: Req) -> Resp {
         "/metrics" if m == Method::GET => wire::typed(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            app.metrics.render(&app.cache.stats()),
+            app.metrics.render(
+                &app.cache.stats(),
+                app.audit_log.as_ref().map(|a| a.counters()),
+            ),
         ),
         "/.well-known/openid-configuration"
         | "/.well-known/oauth-authorization-server"

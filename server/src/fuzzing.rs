@@ -185,6 +185,7 @@ fn app(s: &Shared) -> Arc<App> {
         store: Arc::new(MemoryStore::new()),
         cache,
         audit,
+        audit_log: None,
         pairwise,
         statics: s.statics.clone(),
         registrar: RegistrarConfig::new(

@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::audit_log::AuditCounters;
 use dashmap::DashMap;
 use heartgate_core::introspect::CacheStats;
 
@@ -81,8 +82,8 @@ impl Metrics {
         self.paced.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text, with the cache's counters.
-    pub fn render(&self, cache: &CacheStats) -> String {
+    /// The exposition text, with the cache's counters and the audit log's.
+    pub fn render(&self, cache: &CacheStats, audit: Option<AuditCounters>) -> String {
         let mut o = String::with_capacity(4096);
         let _ = writeln!(
             o,
@@ -190,6 +191,35 @@ impl Metrics {
             "heartgate_requests_paced_total {}",
             self.paced.load(Ordering::Relaxed)
         );
+        // The audit log: events that could not be written are never silent (THREATS S8).
+        if let Some(a) = audit {
+            for (name, help, n) in [
+                (
+                    "heartgate_audit_events_lost_total",
+                    "Audit events nobody waited for that could not be written.",
+                    a.lost,
+                ),
+                (
+                    "heartgate_audit_events_refused_total",
+                    "Audit events that could not be written, their requests refused (503).",
+                    a.refused,
+                ),
+                (
+                    "heartgate_audit_queue_waits_total",
+                    "Audit events whose caller waited for room in the writer's queue.",
+                    a.waited,
+                ),
+                (
+                    "heartgate_audit_batches_total",
+                    "Batches of audit lines written, one write each.",
+                    a.batches,
+                ),
+            ] {
+                let _ = writeln!(o, "# HELP {name} {help}");
+                let _ = writeln!(o, "# TYPE {name} counter");
+                let _ = writeln!(o, "{name} {n}");
+            }
+        }
         // Tasks alive on the server's runtime (connections, requests in flight, background
         // tasks): back at its idle level when the load stops, or something leaks.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -220,7 +250,7 @@ mod tests {
         m.request("token", 401, 0.001);
         m.token_issued("jwt");
         m.auth_failure("token");
-        let text = m.render(&CacheStats::default());
+        let text = m.render(&CacheStats::default(), None);
         assert!(text.contains("heartgate_requests_total{endpoint=\"token\",status=\"200\"} 2"));
         assert!(text.contains(
             "heartgate_request_duration_seconds_bucket{endpoint=\"token\",le=\"0.0025\"} 2"
@@ -229,5 +259,31 @@ mod tests {
         assert!(text.contains("heartgate_tokens_issued_total{format=\"jwt\"} 1"));
         assert!(text.contains("heartgate_client_auth_failures_total{endpoint=\"token\"} 1"));
         assert!(text.contains("heartgate_introspection_cache_hit_ratio 0"));
+        assert!(
+            !text.contains("heartgate_audit_"),
+            "no audit log, no audit counters"
+        );
+    }
+
+    #[test]
+    fn the_audit_logs_counters_are_exposed() {
+        let text = Metrics::default().render(
+            &CacheStats::default(),
+            Some(AuditCounters {
+                waited: 3,
+                lost: 2,
+                refused: 1,
+                batches: 40,
+            }),
+        );
+        for line in [
+            "heartgate_audit_events_lost_total 2",
+            "heartgate_audit_events_refused_total 1",
+            "heartgate_audit_queue_waits_total 3",
+            "heartgate_audit_batches_total 40",
+            "# TYPE heartgate_audit_events_refused_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}");
+        }
     }
 }

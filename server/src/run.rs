@@ -360,6 +360,7 @@ pub fn build(cfg: &Resolved) -> Result<Server, RunError> {
         store,
         cache: IntrospectionCache::new(CacheConfig::default()).map_err(|e| other("cache", e))?,
         audit,
+        audit_log: Some(audit_log.clone()),
         pairwise,
         statics,
         registrar,

@@ -216,6 +216,18 @@ async fn s8_audit_log_on_a_full_disk_fails_closed_and_resumes_when_space_returns
     // Reads of existing state go on, on the full disk.
     assert!(active(&s, &st.rs, &before).await);
     assert_eq!(s.get("/healthz").await.status, 200);
+    // Operators see it: every refusal is counted in /metrics.
+    let metrics = s.get("/metrics").await.text();
+    let counted: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("heartgate_audit_events_refused_total "))
+        .expect("the audit counters are exposed")
+        .parse()
+        .unwrap();
+    assert!(
+        counted >= refused && refused > 0,
+        "{counted} counted, {refused} refused"
+    );
 
     // Space returns: issuance resumes by itself, no restart.
     std::fs::remove_file(filler).unwrap();
