@@ -972,9 +972,7 @@ impl Config {
             })
             .chain(&self.redis.cluster_nodes);
             for u in urls {
-                let db0 =
-                    url::Url::parse(u.expose()).is_ok_and(|p| matches!(p.path(), "" | "/" | "/0"));
-                if !db0 {
+                if !crate::stores::redis::names_database_zero(u.expose()) {
                     return Err(invalid(
                         "redis.cluster",
                         "a Redis Cluster has database 0 only: no other database in the URLs",

@@ -738,3 +738,13 @@ where
     });
     port
 }
+
+/// A port of 127.0.0.1 free a moment ago (bound and released): for servers a test starts
+/// in another process, which bind it themselves (retry if another process took it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -4,7 +4,9 @@
 //! get it (tests/run-all installs it). [`RedisCluster`] starts several such servers as
 //! the primaries of one Redis Cluster.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
+
+use crate::free_port;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,14 +18,6 @@ pub struct RedisServer {
     child: Option<Child>,
     /// The cluster bus port, for a cluster node.
     bus: Option<u16>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl RedisServer {

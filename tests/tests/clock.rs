@@ -20,7 +20,7 @@
 use heartgate_core::authorize::pkce::CodeChallenge;
 use heartgate_core::jose::{sign_jwt, Algorithm, SigningKey};
 use heartgate_e2e::child::{spawn_child, ChildServer, ChildSpec};
-use heartgate_e2e::{consent, sign_in, url_param, TestServer};
+use heartgate_e2e::{consent, free_port, sign_in, url_param, TestServer};
 use serde_json::{json, Value};
 
 const VERIFIER: &str = "clock-verifier-0123456789abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ";
@@ -230,14 +230,6 @@ fn start(u: &Setup, dir: &str, port: u16, offset: Option<&str>) -> (ChildServer,
     };
     let child = spawn_child("clock_child_server", &spec);
     (child, TestServer::connect(dir, port))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn authorize_status(s: &TestServer, request_uri: &str) -> (u16, String) {

@@ -221,46 +221,21 @@ async fn two_nodes_share_a_token_and_its_revocation(
     a: (&str, serde_json::Value),
     b: (&str, serde_json::Value),
 ) {
-    use heartgate_core::jose::{Algorithm, SigningKey};
-    let keys = tempfile::tempdir().unwrap();
-    let be = SigningKey::generate(Algorithm::ES256).unwrap();
-    let rs = SigningKey::generate(Algorithm::ES256).unwrap();
-    let config = |extra: &serde_json::Value| {
-        let mut redis = json!({"key_prefix": "two", "timeout_ms": 500,
-            "connect_timeout_ms": 500, "key_encryption_key_file": keys.path().join("kek")});
-        for (k, v) in extra.as_object().unwrap() {
-            redis[k] = v.clone();
-        }
-        let doc = json!({
-            "redis": redis,
-            "tokens": {"default_audience": "https://fhir.example/r4"},
-            "clients": [
-                {"client_id": "backend", "profile": "smart-backend",
-                 "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
-                 "jwks": {"keys": [be.verifying_key().to_jwk()]}, "scope": "system/Observation.rs",
-                 "access_token_format": "opaque"},
-                {"client_id": "fhir-server", "profile": "smart-backend",
-                 "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
-                 "jwks": {"keys": [rs.verifying_key().to_jwk()]},
-                 "resources": ["https://fhir.example/r4"]},
-            ],
-        });
-        toml::to_string(&doc).unwrap()
-    };
-    kek(&keys);
-    let a = TestServer::start_in(tempfile::tempdir().unwrap(), &config(&a.1), a.0).await;
-    let b = TestServer::start_in(tempfile::tempdir().unwrap(), &config(&b.1), b.0).await;
+    let c = cluster("two", json!({}));
+    let (be, rs) = (&c.be, &c.rs);
+    let a = TestServer::start_in(tempfile::tempdir().unwrap(), &c.toml_with_redis(&a.1), a.0).await;
+    let b = TestServer::start_in(tempfile::tempdir().unwrap(), &c.toml_with_redis(&b.1), b.0).await;
     // Let both nodes subscribe.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut fields = vec![("grant_type", "client_credentials".to_owned())];
-    fields.extend(signed(&be, "backend", &format!("{}/token", a.issuer), 1));
+    fields.extend(signed(be, "backend", &format!("{}/token", a.issuer), 1));
     let t = post(&a, "/token", &fields).await;
     assert_eq!(t.status, 200, "{}", t.text());
     let token = t.json()["access_token"].as_str().unwrap().to_owned();
 
     let introspect_on_b = |n: u32| {
-        let (b, rs, token) = (&b, &rs, token.clone());
+        let (b, token) = (&b, token.clone());
         async move {
             let mut f = vec![("token", token)];
             f.extend(signed(rs, "fhir-server", &format!("{}/token", b.issuer), n));
@@ -275,7 +250,7 @@ async fn two_nodes_share_a_token_and_its_revocation(
 
     // A revokes; B answers inactive at once (not after its 30 s cache TTL).
     let mut f = vec![("token", token.clone())];
-    f.extend(signed(&be, "backend", &format!("{}/token", a.issuer), 2));
+    f.extend(signed(be, "backend", &format!("{}/token", a.issuer), 2));
     assert_eq!(post(&a, "/revoke", &f).await.status, 200);
     let revoked = Instant::now();
     let mut n = 20;
@@ -507,7 +482,20 @@ struct Cluster {
     be: heartgate_core::jose::SigningKey,
     rs: heartgate_core::jose::SigningKey,
     toml: String,
+    doc: serde_json::Value,
     _keys: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// The configuration with `extra`'s members added to (or replacing those of) its
+    /// `[redis]` table: one node's own Redis settings.
+    fn toml_with_redis(&self, extra: &serde_json::Value) -> String {
+        let mut doc = self.doc.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            doc["redis"][k] = v.clone();
+        }
+        toml::to_string(&doc).unwrap()
+    }
 }
 
 const ISSUER: &str = "https://heartgate.test";
@@ -548,6 +536,7 @@ fn cluster(prefix: &str, extra: serde_json::Value) -> Cluster {
         be,
         rs,
         toml: toml::to_string(&doc).unwrap(),
+        doc,
         _keys: keys,
     }
 }
@@ -1023,10 +1012,7 @@ fn on_a_cluster_keys_spread_over_every_primary_and_every_operation_finds_them() 
 #[test]
 fn a_cluster_store_starts_from_the_next_listed_node_when_the_first_is_down() {
     let c = RedisCluster::start(3);
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("redis://127.0.0.1:{}/0", l.local_addr().unwrap().port())
-    };
+    let dead = format!("redis://127.0.0.1:{}/0", heartgate_e2e::free_port());
     let s = RedisStore::open(
         &dead,
         RedisOptions {

@@ -200,6 +200,12 @@ fn redis_url(url: &str) -> Result<url::Url, OpenError> {
     Ok(parsed)
 }
 
+/// Whether the Redis URL `url` names database 0 (or none, which is 0): the only one a
+/// Redis Cluster has.
+pub fn names_database_zero(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|p| matches!(p.path(), "" | "/" | "/0"))
+}
+
 /// `url` without credentials, e.g. `redis://127.0.0.1:6379/0`.
 fn endpoint_of(parsed: &url::Url) -> String {
     format!(
@@ -542,24 +548,23 @@ impl Shared {
         keys: Vec<Vec<u8>>,
         now: UnixTime,
     ) -> Result<usize, RedisError> {
-        let batches: Vec<Vec<Vec<u8>>> = match conn {
-            Conn::Single(_) => keys.chunks(SCAN_BATCH).map(<[_]>::to_vec).collect(),
+        // The keys in groups a script may take together: all of them on one server,
+        // those of one slot on a cluster.
+        let groups: Vec<Vec<Vec<u8>>> = match conn {
+            Conn::Single(_) => vec![keys],
             Conn::Cluster(_) => {
                 let mut by_slot: std::collections::HashMap<Slot, Vec<Vec<u8>>> =
                     std::collections::HashMap::new();
                 for k in keys {
                     by_slot.entry(Slot::for_key(&k)).or_default().push(k);
                 }
-                by_slot
-                    .into_values()
-                    .flat_map(|ks| ks.chunks(SCAN_BATCH).map(<[_]>::to_vec).collect::<Vec<_>>())
-                    .collect()
+                by_slot.into_values().collect()
             }
         };
         let mut purged = 0usize;
-        for batch in batches {
+        for batch in groups.iter().flat_map(|g| g.chunks(SCAN_BATCH)) {
             let mut inv = self.scripts.purge.prepare_invoke();
-            for k in &batch {
+            for k in batch {
                 inv.key(k);
             }
             let deleted: i64 = inv.arg(now.0).invoke_async(conn).await?;
@@ -681,7 +686,7 @@ impl RedisStore {
             }
             // A cluster has database 0 only.
             for n in &nodes {
-                if !matches!(redis_url(n)?.path(), "" | "/" | "/0") {
+                if !names_database_zero(n) {
                     return Err(OpenError::Url);
                 }
             }
