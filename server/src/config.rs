@@ -971,6 +971,7 @@ impl Config {
                 _ => return Err(invalid("redis.cluster", "only with a redis:// store")),
             })
             .chain(&self.redis.cluster_nodes);
+            let mut schemes = std::collections::BTreeSet::new();
             for u in urls {
                 if !crate::stores::redis::names_database_zero(u.expose()) {
                     return Err(invalid(
@@ -978,6 +979,13 @@ impl Config {
                         "a Redis Cluster has database 0 only: no other database in the URLs",
                     ));
                 }
+                schemes.insert(u.expose().split(':').next().unwrap_or_default().to_owned());
+            }
+            if schemes.len() > 1 {
+                return Err(invalid(
+                    "redis.cluster_nodes",
+                    "all redis:// or all rediss://: one cluster is reached over TLS or not",
+                ));
             }
         }
         if matches!(self.store, StoreKind::Redis(_)) && self.redis.key_encryption_key_file.is_none()
@@ -1111,6 +1119,10 @@ mod tests {
                 "redis.wait_timeout_ms",
             ),
             ("[redis]\ncluster_nodes = [\"redis://h:7001\"]", "redis.cluster_nodes"),
+            (
+                "store = \"redis://h:7000\"\n[redis]\ncluster = true\nkey_encryption_key_file = \"/k\"\ncluster_nodes = [\"rediss://h:7001\"]",
+                "redis.cluster_nodes",
+            ),
             ("[redis]\ncluster = true", "redis.cluster"),
             (
                 "store = \"redis://h:7000/1\"\n[redis]\ncluster = true\nkey_encryption_key_file = \"/k\"",
@@ -1152,7 +1164,7 @@ mod tests {
         assert_eq!(o.key_prefix, "prod-eu");
         assert_eq!(o.io_timeout, std::time::Duration::from_millis(500));
         let cluster = Config::parse(
-            "store = \"redis://:pw@n1:7000\"\n[redis]\ncluster = true\nkey_encryption_key_file = \"/k\"\ncluster_nodes = [\"redis://:pw@n2:7000\", \"rediss://n3:7000/0\"]",
+            "store = \"redis://:pw@n1:7000\"\n[redis]\ncluster = true\nkey_encryption_key_file = \"/k\"\ncluster_nodes = [\"redis://:pw@n2:7000\", \"redis://n3:7000/0\"]",
             &Env::new(),
         )
         .unwrap()
@@ -1162,7 +1174,7 @@ mod tests {
         assert!(o.cluster);
         assert_eq!(
             o.cluster_nodes,
-            ["redis://:pw@n2:7000", "rediss://n3:7000/0"]
+            ["redis://:pw@n2:7000", "redis://n3:7000/0"]
         );
         assert!(
             !format!("{:?}", cluster.config).contains("pw@"),

@@ -1112,4 +1112,38 @@ mod tests {
             Err(OpenError::Timeout)
         ));
     }
+
+    #[test]
+    fn bad_cluster_settings_are_refused() {
+        let nodes = |cluster: bool, more: &[&str]| RedisOptions {
+            cluster,
+            cluster_nodes: more.iter().map(|n| (*n).to_owned()).collect(),
+            ..RedisOptions::default()
+        };
+        assert!(matches!(
+            RedisStore::open(
+                "redis://127.0.0.1:7000",
+                nodes(false, &["redis://127.0.0.1:7001"])
+            ),
+            Err(OpenError::NodesWithoutCluster)
+        ));
+        for (url, more) in [
+            ("redis://127.0.0.1:7000/1", &[][..]),
+            ("redis://127.0.0.1:7000", &["redis://127.0.0.1:7001/2"][..]),
+            ("redis://127.0.0.1:7000", &["http://127.0.0.1:7001"][..]),
+            // One cluster is reached over TLS or not, never both.
+            ("redis://127.0.0.1:7000", &["rediss://127.0.0.1:7001"][..]),
+        ] {
+            assert!(
+                matches!(
+                    RedisStore::open(url, nodes(true, more)),
+                    Err(OpenError::Url)
+                ),
+                "{url} {more:?}"
+            );
+        }
+        assert!(
+            RedisStore::open("redis://127.0.0.1:7000/0", nodes(true, &["redis://h:7001"])).is_ok()
+        );
+    }
 }
