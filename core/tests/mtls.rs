@@ -350,3 +350,40 @@ fn c16_self_signed_client_matches_its_registered_jwks_key_only() {
         MtlsError::PublicKeyMismatch
     );
 }
+
+/// RFC 8705 §2.2 with a registered `x5c`: the set's leaf certificate matches itself (its
+/// digest is taken when the set is read), and only itself.
+#[test]
+fn c16_a_jwks_x5c_leaf_matches_exactly_that_certificate() {
+    use base64::Engine as _;
+    use heartgate_core::jose::{JwkSet, JwkSetOptions};
+    use heartgate_core::mtls::{match_self_signed_jwks, MatchedBy, X5tS256};
+    let registered = rcgen::generate_simple_self_signed(vec!["client.example".to_owned()]).unwrap();
+    let der = registered.cert.der().to_vec();
+    // The JWK's own key is another certificate's: only the x5c can match.
+    let other = rcgen::generate_simple_self_signed(vec!["x.example".to_owned()]).unwrap();
+    let point = other.signing_key.public_key_raw().to_vec();
+    let (x, y) = point[1..].split_at(32);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","x":"{}","y":"{}","x5c":["{}"]}}]}}"#,
+        b64(x),
+        b64(y),
+        base64::engine::general_purpose::STANDARD.encode(&der)
+    );
+    let set = JwkSet::from_json(jwks.as_bytes(), &JwkSetOptions::default()).unwrap();
+    assert_eq!(
+        set.leaf_certificate_sha256(0)
+            .map(|d| X5tS256(*d).to_base64url()),
+        Some(X5tS256::of_certificate(&der).unwrap().to_base64url())
+    );
+    assert_eq!(set.leaf_certificate_sha256(1), None);
+    let m = match_self_signed_jwks(&der, &set).expect("the registered x5c leaf");
+    assert_eq!(m.matched_by(), MatchedBy::SelfSignedCertificate);
+    // A certificate of the same subject with another key is neither the leaf nor the key.
+    let stranger = rcgen::generate_simple_self_signed(vec!["client.example".to_owned()]).unwrap();
+    assert_eq!(
+        match_self_signed_jwks(stranger.cert.der(), &set).unwrap_err(),
+        MtlsError::PublicKeyMismatch
+    );
+}

@@ -562,12 +562,8 @@ fn jws_kid_iss(token: &str) -> (Option<String>, Option<String>) {
 impl App {
     /// For a client registered with `jwks_uri`, fetch (or refresh, rate-limited) its keys
     /// before core reads them: core's directory is synchronous.
-    async fn prefetch_client_keys(&self, r: &Req) {
-        let Ok(form) = r.form() else {
-            return;
-        };
+    async fn prefetch_client_keys(&self, form: &Params) {
         let assertion = form.get("client_assertion").map(|a| jws_kid_iss(a));
-        let request_kid = form.get("request").and_then(|t| jws_kid_iss(t).0);
         let client_id = form
             .get("client_id")
             .cloned()
@@ -581,6 +577,7 @@ impl App {
         let Some(uri) = client.metadata().jwks_uri.clone() else {
             return;
         };
+        let request_kid = form.get("request").and_then(|t| jws_kid_iss(t).0);
         let kids = [assertion.and_then(|(k, _)| k), request_kid];
         let mut any = false;
         for kid in kids.iter().flatten() {
@@ -599,13 +596,26 @@ impl App {
 
 async fn route(app: &Arc<App>, conn: &Conn, r: Req) -> Resp {
     let m = &r.method;
+    // The client-authenticated endpoints: the form is parsed once, for the key prefetch
+    // and the handler.
     if m == Method::POST
         && matches!(
             r.path.as_str(),
             "/par" | "/token" | "/introspect" | "/revoke" | "/bc-authorize"
         )
     {
-        app.prefetch_client_keys(&r).await;
+        let form = match r.form() {
+            Ok(f) => f,
+            Err(resp) => return resp,
+        };
+        app.prefetch_client_keys(&form).await;
+        return match r.path.as_str() {
+            "/par" => par(app, conn, &r, form),
+            "/token" => token(app, conn, &r, &form),
+            "/bc-authorize" => ciba::bc_authorize(app, conn, &r, form).await,
+            "/introspect" => introspect(app, conn, &r, &form),
+            _ => revoke(app, conn, &r, &form),
+        };
     }
     match r.path.as_str() {
         "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server"
@@ -627,7 +637,6 @@ async fn route(app: &Arc<App>, conn: &Conn, r: Req) -> Resp {
             );
             resp
         }
-        "/par" if m == Method::POST => par(app, conn, &r),
         "/authorize" if m == Method::GET || m == Method::POST => authorize(app, &r),
         "/login" if m == Method::GET => login_page(app, &r),
         "/login" if m == Method::POST => {
@@ -637,8 +646,6 @@ async fn route(app: &Arc<App>, conn: &Conn, r: Req) -> Resp {
         }
         "/consent" if m == Method::GET => consent_page(app, &r),
         "/consent" if m == Method::POST => consent_submit(app, &r),
-        "/token" if m == Method::POST => token(app, conn, &r),
-        "/bc-authorize" if m == Method::POST => ciba::bc_authorize(app, conn, &r).await,
         "/ciba" if m == Method::GET => ciba::approval_page(app, &r),
         "/ciba/login" if m == Method::POST => {
             let resp = ciba::login_submit(app, conn, &r).await;
@@ -652,8 +659,6 @@ async fn route(app: &Arc<App>, conn: &Conn, r: Req) -> Resp {
         "/device/pair" if m == Method::POST => ciba::device_pair(app, conn, &r),
         "/device/requests" if m == Method::GET => ciba::device_requests(app, &r),
         "/device/decision" if m == Method::POST => ciba::device_decision(app, &r),
-        "/introspect" if m == Method::POST => introspect(app, conn, &r),
-        "/revoke" if m == Method::POST => revoke(app, conn, &r),
         "/register" if m == Method::POST => register(app, &r),
         p if p.starts_with("/register/") => manage_registration(app, &r),
         "/userinfo" if m == Method::GET || m == Method::POST => userinfo(app, conn, &r),
@@ -822,12 +827,8 @@ impl App {
     }
 }
 
-fn par(app: &App, conn: &Conn, r: &Req) -> Resp {
+fn par(app: &App, conn: &Conn, r: &Req, form: Params) -> Resp {
     let now = now();
-    let form = match r.form() {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
     let client = match app.authenticate(conn, r, &form, "par", now) {
         Ok(c) => c,
         Err(resp) => return resp,
@@ -1405,12 +1406,8 @@ fn format_label(client: &AuthenticatedClient) -> &'static str {
     }
 }
 
-fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
+fn token(app: &App, conn: &Conn, r: &Req, form: &Params) -> Resp {
     let now = now();
-    let form = match r.form() {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
     let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let Some(grant_type) = get("grant_type") else {
         return wire::invalid_request("grant_type missing");
@@ -1421,7 +1418,7 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
     ) {
         return wire::error(WireError::bare(400, "unsupported_grant_type"));
     }
-    let client = match app.authenticate(conn, r, &form, "token", now) {
+    let client = match app.authenticate(conn, r, form, "token", now) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -1450,13 +1447,9 @@ fn token(app: &App, conn: &Conn, r: &Req) -> Resp {
     }
 }
 
-fn introspect(app: &App, conn: &Conn, r: &Req) -> Resp {
+fn introspect(app: &App, conn: &Conn, r: &Req, form: &Params) -> Resp {
     let now = now();
-    let form = match r.form() {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let client = match app.authenticate(conn, r, &form, "introspect", now) {
+    let client = match app.authenticate(conn, r, form, "introspect", now) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -1479,13 +1472,9 @@ fn introspect(app: &App, conn: &Conn, r: &Req) -> Resp {
     }
 }
 
-fn revoke(app: &App, conn: &Conn, r: &Req) -> Resp {
+fn revoke(app: &App, conn: &Conn, r: &Req, form: &Params) -> Resp {
     let now = now();
-    let form = match r.form() {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let client = match app.authenticate(conn, r, &form, "revoke", now) {
+    let client = match app.authenticate(conn, r, form, "revoke", now) {
         Ok(c) => c,
         Err(resp) => return resp,
     };

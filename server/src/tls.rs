@@ -135,6 +135,10 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// How many TLS sessions the server keeps for resumption: a few MiB at most (a session
+/// holds its secrets and the client's certificate chain, if any).
+pub const TLS_SESSION_CACHE: usize = 4096;
+
 /// The server's TLS configuration: certificate chain, key, optional client certificates,
 /// ALPN h2 and http/1.1.
 pub fn server_config(
@@ -154,6 +158,12 @@ pub fn server_config(
     // SHA-384 does not, and it was 6 % of the server's CPU on new connections when the
     // client's AES-256/SHA-384 preference decided).
     cfg.ignore_client_order = true;
+    // Session resumption (RFC 8446 §2.2, PSK with (EC)DHE: still forward secret) spares a
+    // returning client the certificate signature and its chain check. Tickets are
+    // stateful and single-use; rustls' default cache of 256 sessions (each connection is
+    // given two tickets) was full after ~128 connections, and a device reconnecting after
+    // that paid a full handshake again.
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(TLS_SESSION_CACHE);
     Ok(Arc::new(cfg))
 }
 

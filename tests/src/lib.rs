@@ -307,6 +307,12 @@ impl TestServer {
         self.data_dir.take()
     }
 
+    /// A client TLS configuration trusting the server's CA, without a client certificate:
+    /// a new one per call, with its own session store (a new TLS client).
+    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls(None)
+    }
+
     fn tls(&self, id: Option<&Identity>) -> Arc<rustls::ClientConfig> {
         self.tls_with(id, rustls::crypto::ring::default_provider())
     }

@@ -569,6 +569,56 @@ async fn the_server_chooses_the_tls13_suite_by_its_own_order() {
     );
 }
 
+/// RFC 8446 §2.2: a returning client resumes its session (no certificate signature or
+/// chain check again), also after many other clients came and went: more than 256
+/// sessions in between (rustls' default cache, full after ~128 connections) and it
+/// still resumes. The session cache is bounded (`tls::TLS_SESSION_CACHE`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_returning_client_resumes_its_tls_session_after_hundreds_of_others() {
+    use rustls::HandshakeKind;
+    let w = World::start().await;
+    async fn healthz(
+        w: &World,
+        cfg: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> Option<HandshakeKind> {
+        let tcp = tokio::net::TcpStream::connect(w.s.addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let kind = tls.get_ref().1.handshake_kind();
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // Reading to the end takes in the session tickets sent after the handshake.
+        let mut got = Vec::new();
+        let _ = tls.read_to_end(&mut got).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        kind
+    }
+    let returning = w.s.client_tls();
+    assert_eq!(healthz(&w, &returning).await, Some(HandshakeKind::Full));
+    assert_eq!(healthz(&w, &returning).await, Some(HandshakeKind::Resumed));
+    for _ in 0..300 {
+        assert_eq!(
+            healthz(&w, &w.s.client_tls()).await,
+            Some(HandshakeKind::Full)
+        );
+    }
+    assert_eq!(
+        healthz(&w, &returning).await,
+        Some(HandshakeKind::Resumed),
+        "the session was evicted by 300 other clients' sessions"
+    );
+}
+
 /// THREATS M9: TLS 1.0 and 1.1 ClientHellos, a TLS 1.2 one offering only suites outside
 /// BCP 195 (RSA key exchange, CBC, 3DES, RC4), and a close_notify straight after a
 /// ClientHello are refused: an alert or a bare close, never a ServerHello, and the

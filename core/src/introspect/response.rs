@@ -100,7 +100,22 @@ pub struct IntrospectionResponse {
     jti: Option<String>,
     cnf: Option<Confirmation>,
     extensions: Map<String, Value>,
+    /// The wire form, written on first use: a cached response is served many times.
+    json: JsonText,
 }
+
+/// A response's JSON text, written once. Not part of the value: two responses are equal
+/// whether or not either has been written yet.
+#[derive(Clone, Default)]
+struct JsonText(std::sync::OnceLock<Box<str>>);
+
+impl PartialEq for JsonText {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JsonText {}
 
 impl IntrospectionResponse {
     /// `{"active": false}`: the answer for an inactive, expired, revoked, unknown or
@@ -121,6 +136,7 @@ impl IntrospectionResponse {
             jti: None,
             cnf: None,
             extensions: Map::new(),
+            json: JsonText::default(),
         }
     }
 
@@ -267,7 +283,17 @@ impl IntrospectionResponse {
 
     /// The response as compact JSON text, e.g. `{"active":false}`.
     pub fn to_json_string(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| r#"{"active":false}"#.to_owned())
+        self.json_text().to_owned()
+    }
+
+    /// [`IntrospectionResponse::to_json_string`] without a copy: written on the first call,
+    /// kept with the response.
+    pub fn json_text(&self) -> &str {
+        self.json.0.get_or_init(|| {
+            serde_json::to_string(self)
+                .unwrap_or_else(|_| r#"{"active":false}"#.to_owned())
+                .into_boxed_str()
+        })
     }
 
     /// The claim set of an RFC 9701 §5 JWT introspection response:
@@ -354,6 +380,7 @@ impl IntrospectionResponse {
             cnf,
             // Every registered member has been removed above, so the rest are extensions.
             extensions: obj,
+            json: JsonText::default(),
         })
     }
 }
@@ -608,6 +635,7 @@ impl IntrospectionBuilder {
             jti: self.jti,
             cnf: self.cnf,
             extensions: self.extensions,
+            json: JsonText::default(),
         })
     }
 }
@@ -756,6 +784,24 @@ mod tests {
             .extension("fhirUser", json!("Practitioner/9"))
             .build()
             .unwrap()
+    }
+
+    /// The JSON text is written once and kept (a cached response is served many times),
+    /// it is the serializer's text, and having been written does not change equality.
+    #[test]
+    fn the_json_text_is_written_once_and_is_not_part_of_the_value() {
+        let r = full();
+        let unwritten = r.clone();
+        let first = r.json_text();
+        assert_eq!(first, serde_json::to_string(&unwritten).unwrap());
+        assert!(std::ptr::eq(first, r.json_text()), "written again");
+        assert_eq!(r, unwritten);
+        assert_eq!(r.to_json_string(), first);
+        // A parsed copy of the text is the same response.
+        assert_eq!(
+            IntrospectionResponse::from_json(first.as_bytes()).unwrap(),
+            r
+        );
     }
 
     #[test]

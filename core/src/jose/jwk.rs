@@ -235,13 +235,21 @@ pub fn parse_jwk(json_text: &[u8], opts: &JwkSetOptions) -> Result<VerifyingKey,
 pub struct JwkSet {
     keys: Vec<VerifyingKey>,
     x5c: Vec<Vec<Vec<u8>>>,
+    /// SHA-256 of each key's `x5c` leaf, taken once when the set is read: RFC 8705 §2.2
+    /// matching compares it with every presented certificate's.
+    x5c_leaf_sha256: Vec<Option<[u8; 32]>>,
 }
 
 impl JwkSet {
     /// A set of the given keys; duplicate key ids are refused (J34).
     pub fn new(keys: Vec<VerifyingKey>) -> Result<Self, KeyError> {
         let x5c = vec![Vec::new(); keys.len()];
-        let set = JwkSet { keys, x5c };
+        let x5c_leaf_sha256 = vec![None; keys.len()];
+        let set = JwkSet {
+            keys,
+            x5c,
+            x5c_leaf_sha256,
+        };
         set.check_unique()?;
         Ok(set)
     }
@@ -274,6 +282,11 @@ impl JwkSet {
             };
             if let Parsed::Key(k, x5c) = parse_one(obj, opts)? {
                 set.keys.push(k);
+                set.x5c_leaf_sha256.push(x5c.first().map(|leaf| {
+                    let mut d = [0u8; 32];
+                    d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, leaf).as_ref());
+                    d
+                }));
                 set.x5c.push(x5c);
             }
         }
@@ -297,6 +310,12 @@ impl JwkSet {
     /// The DER certificates (`x5c`) of the key at `index`, leaf first.
     pub fn certificates(&self, index: usize) -> &[Vec<u8>] {
         self.x5c.get(index).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The SHA-256 of the key at `index`'s `x5c` leaf certificate (its `x5t#S256`), if
+    /// it has one.
+    pub fn leaf_certificate_sha256(&self, index: usize) -> Option<&[u8; 32]> {
+        self.x5c_leaf_sha256.get(index).and_then(Option::as_ref)
     }
 
     /// Whether the set holds no key.

@@ -235,13 +235,17 @@ pub(crate) fn match_self_signed_jwks_facts(
     facts: &CertificateFacts,
     jwks: &crate::jose::JwkSet,
 ) -> Result<ClientCertMatch, MtlsError> {
-    let certs: Vec<&[u8]> = (0..jwks.keys().len())
-        .filter_map(|i| jwks.certificates(i).first().map(Vec::as_slice))
-        .collect();
-    if !certs.is_empty() {
-        if let Ok(m) = match_x5c(facts.thumbprint, &certs) {
-            return Ok(m);
-        }
+    // The registered leaves' digests were taken when the set was read.
+    let found = (0..jwks.keys().len())
+        .filter_map(|i| jwks.leaf_certificate_sha256(i))
+        .fold(Choice::from(0), |acc, d| {
+            acc | X5tS256(*d).ct_eq(&facts.thumbprint)
+        });
+    if bool::from(found) {
+        return Ok(ClientCertMatch::new(
+            facts.thumbprint,
+            MatchedBy::SelfSignedCertificate,
+        ));
     }
     let keys: Vec<CertPublicKey> = jwks.keys().iter().map(CertPublicKey::from).collect();
     match_self_signed_facts(facts, &keys)
@@ -254,6 +258,9 @@ pub(crate) fn match_self_signed_jwks_facts(
 pub struct CertificateFacts {
     thumbprint: X5tS256,
     public_key: Result<CertPublicKey, MtlsError>,
+    /// The certificate itself, so that [`CertificateFacts::describe`] is a comparison of
+    /// bytes, not a digest per request.
+    der: Box<[u8]>,
 }
 
 impl CertificateFacts {
@@ -265,6 +272,7 @@ impl CertificateFacts {
         Ok(CertificateFacts {
             thumbprint: X5tS256::digest_of(cert_der),
             public_key: public_key_of(&cert),
+            der: cert_der.into(),
         })
     }
 
@@ -273,9 +281,10 @@ impl CertificateFacts {
         self.thumbprint
     }
 
-    /// Whether these are the facts of `cert_der` (its SHA-256 is the thumbprint).
+    /// Whether these are the facts of `cert_der`: the very certificate they were read
+    /// from, byte for byte (a certificate is public: no constant-time comparison needed).
     pub fn describe(&self, cert_der: &[u8]) -> bool {
-        bool::from(X5tS256::digest_of(cert_der).ct_eq(&self.thumbprint))
+        *self.der == *cert_der
     }
 }
 

@@ -81,12 +81,8 @@ impl App {
 
 /// `POST /bc-authorize` (CIBA Core §7): a client-authenticated form; 200 with
 /// `auth_req_id`, `expires_in` and `interval`, or the §13 error.
-pub(super) async fn bc_authorize(app: &Arc<App>, conn: &Conn, r: &Req) -> Resp {
+pub(super) async fn bc_authorize(app: &Arc<App>, conn: &Conn, r: &Req, form: Params) -> Resp {
     let now = now();
-    let form = match r.form() {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
     let client = match app.authenticate(conn, r, &form, "bc-authorize", now) {
         Ok(c) => c,
         Err(resp) => return resp,
