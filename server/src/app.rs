@@ -541,33 +541,27 @@ async fn read(app: &App, req: Request<Incoming>) -> Result<Req, Resp> {
     })
 }
 
-/// The `kid` and unverified `iss` of a compact JWS, for choosing keys to fetch.
-fn jws_kid_iss(token: &str) -> (Option<String>, Option<String>) {
-    let mut parts = token.splitn(3, '.');
-    let decode = |p: Option<&str>| -> Option<serde_json::Map<String, Value>> {
-        let p = p?;
-        if p.len() > 8192 {
-            return None;
-        }
-        let b = heartgate_core::jose::b64::decode(p).ok()?;
-        serde_json::from_slice(&b).ok()
-    };
-    let header = decode(parts.next());
-    let payload = decode(parts.next());
-    let kid = header.and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
-    let iss = payload.and_then(|c| c.get("iss").and_then(Value::as_str).map(str::to_owned));
-    (kid, iss)
+/// Member `name` of part `index` (0: header, 1: payload) of a compact JWS, unverified:
+/// for choosing which keys to fetch.
+fn jws_member(token: &str, index: usize, name: &str) -> Option<String> {
+    let part = token.split('.').nth(index)?;
+    if part.len() > 8192 {
+        return None;
+    }
+    let b = heartgate_core::jose::b64::decode(part).ok()?;
+    let m: serde_json::Map<String, Value> = serde_json::from_slice(&b).ok()?;
+    m.get(name).and_then(Value::as_str).map(str::to_owned)
 }
 
 impl App {
     /// For a client registered with `jwks_uri`, fetch (or refresh, rate-limited) its keys
     /// before core reads them: core's directory is synchronous.
     async fn prefetch_client_keys(&self, form: &Params) {
-        let assertion = form.get("client_assertion").map(|a| jws_kid_iss(a));
+        let assertion = form.get("client_assertion");
         let client_id = form
             .get("client_id")
             .cloned()
-            .or_else(|| assertion.as_ref().and_then(|(_, iss)| iss.clone()));
+            .or_else(|| assertion.and_then(|a| jws_member(a, 1, "iss")));
         let Some(client_id) = client_id else {
             return;
         };
@@ -577,8 +571,10 @@ impl App {
         let Some(uri) = client.metadata().jwks_uri.clone() else {
             return;
         };
-        let request_kid = form.get("request").and_then(|t| jws_kid_iss(t).0);
-        let kids = [assertion.and_then(|(k, _)| k), request_kid];
+        let kids = [
+            assertion.and_then(|a| jws_member(a, 0, "kid")),
+            form.get("request").and_then(|t| jws_member(t, 0, "kid")),
+        ];
         let mut any = false;
         for kid in kids.iter().flatten() {
             any = true;
