@@ -135,10 +135,6 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-/// How many TLS sessions the server keeps for resumption: a few MiB at most (a session
-/// holds its secrets and the client's certificate chain, if any).
-pub const TLS_SESSION_CACHE: usize = 4096;
-
 /// The server's TLS configuration: certificate chain, key, optional client certificates,
 /// ALPN h2 and http/1.1.
 pub fn server_config(
@@ -160,10 +156,14 @@ pub fn server_config(
     cfg.ignore_client_order = true;
     // Session resumption (RFC 8446 §2.2, PSK with (EC)DHE: still forward secret) spares a
     // returning client the certificate signature and its chain check. Tickets are
-    // stateful and single-use; rustls' default cache of 256 sessions (each connection is
-    // given two tickets) was full after ~128 connections, and a device reconnecting after
-    // that paid a full handshake again.
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(TLS_SESSION_CACHE);
+    // encrypted by the server (rustls' ticketer: ChaCha20-Poly1305 under random keys
+    // rotated every 6 hours, tickets valid 12 hours) instead of kept in its memory: the
+    // default cache of 256 sessions (two tickets per connection) was full after ~128
+    // connections, a device reconnecting after that paid a full handshake again, and a
+    // larger cache costs a linear search of its eviction queue per resumption. No early
+    // data (0-RTT) is accepted, so a ticket used twice buys nothing but a handshake.
+    cfg.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Rustls(e.to_string()))?;
     Ok(Arc::new(cfg))
 }
 

@@ -571,8 +571,8 @@ async fn the_server_chooses_the_tls13_suite_by_its_own_order() {
 
 /// RFC 8446 §2.2: a returning client resumes its session (no certificate signature or
 /// chain check again), also after many other clients came and went: more than 256
-/// sessions in between (rustls' default cache, full after ~128 connections) and it
-/// still resumes. The session cache is bounded (`tls::TLS_SESSION_CACHE`).
+/// sessions in between (rustls' default session cache, full after ~128 connections) and
+/// it still resumes, as the server's tickets are encrypted, not kept (`tls.rs`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_returning_client_resumes_its_tls_session_after_hundreds_of_others() {
     use rustls::HandshakeKind;
