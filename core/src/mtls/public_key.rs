@@ -254,13 +254,23 @@ pub(crate) fn match_self_signed_jwks_facts(
 /// What client authentication and token binding need of a client certificate — its
 /// `x5t#S256` (RFC 8705 §3.1) and its public key (§2.2) — read once, so that a server
 /// can keep them for a TLS connection instead of parsing the certificate per request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CertificateFacts {
     thumbprint: X5tS256,
     public_key: Result<CertPublicKey, MtlsError>,
     /// The certificate itself, so that [`CertificateFacts::describe`] is a comparison of
     /// bytes, not a digest per request.
     der: Box<[u8]>,
+}
+
+/// The thumbprint and the key only: the certificate's subject may name a person.
+impl std::fmt::Debug for CertificateFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateFacts")
+            .field("thumbprint", &self.thumbprint)
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CertificateFacts {
@@ -297,6 +307,20 @@ mod tests {
 
     fn key_of(der: &[u8]) -> CertPublicKey {
         certificate_public_key(der).expect("key")
+    }
+
+    /// Facts kept for a connection never print the certificate: a clinician's client
+    /// certificate names the clinician (STYLE: no personal data in logs).
+    #[test]
+    fn certificate_facts_debug_shows_no_certificate_content() {
+        let cert = crate::mtls::test_support::cert_with_subject(|dn| {
+            dn.push(rcgen::DnType::CommonName, "Dr Alice Example");
+        });
+        let facts = CertificateFacts::of(&cert.der).expect("facts");
+        assert!(facts.describe(&cert.der));
+        let printed = format!("{facts:?}");
+        assert!(!printed.contains("Alice"), "{printed}");
+        assert!(printed.len() < 400, "{printed}");
     }
 
     #[test]
