@@ -573,7 +573,9 @@ pub struct LimitsConfig {
     /// Largest header section, bytes.
     #[serde(default = "default_headers")]
     pub max_header_bytes: usize,
-    /// Time to read the request headers, milliseconds (slowloris).
+    /// Time to read the request headers, milliseconds (slowloris); also the idle timeout
+    /// of a connection with no request being answered (closed one to two of these after
+    /// its last byte).
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_ms: u64,
     /// Time to read a request body, milliseconds.

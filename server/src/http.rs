@@ -35,9 +35,13 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// The connection's stream, with two additions hyper does not make:
 ///
-/// - reads fail with `TimedOut` when no byte has arrived by a deadline. hyper's header
-///   read timeout starts only once HTTP/1.1 or HTTP/2 has been detected from the first
-///   bytes; until then an idle TLS connection would hold its slot forever (THREATS H16).
+/// - an idle timeout (THREATS H16): reads fail with `TimedOut` when no byte has arrived
+///   for a whole period while no request of the connection is being answered. hyper's
+///   header read timeout starts only once HTTP/1.1 or HTTP/2 has been detected from the
+///   first bytes, and HTTP/2 has no idle timeout at all, so a TLS connection that never
+///   sends a request, or an HTTP/2 connection past its preface or its last request,
+///   would hold its slot forever. The check runs when the period's timer fires, not per
+///   read: a connection is closed between one and two periods after its last byte.
 /// - a lingering close: when the server closes first (a 413 answered before the body
 ///   was read, H1), closing a socket with unread data makes the kernel send a reset,
 ///   which can destroy the response before the client has read it. So shutdown stops
@@ -45,7 +49,13 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 ///   still sends until it closes, up to [`LINGER_BYTES`] and [`LINGER_TIME`].
 struct ServerIo<T> {
     inner: T,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The idle period and its timer.
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Whether a byte arrived since the timer was armed.
+    read_since: bool,
+    /// The connection's requests being answered (counted by its service).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     linger: Option<Linger>,
 }
 
@@ -55,10 +65,13 @@ struct Linger {
 }
 
 impl<T> ServerIo<T> {
-    fn new(inner: T, within: Duration) -> Self {
+    fn new(inner: T, idle: Duration, in_flight: Arc<std::sync::atomic::AtomicUsize>) -> Self {
         ServerIo {
             inner,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            read_since: false,
+            in_flight,
             linger: None,
         }
     }
@@ -75,23 +88,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for ServerIo<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    this.deadline = None;
+                    this.read_since = true;
                 }
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
-                    Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no request",
-                    )))
-                } else {
-                    Poll::Pending
+                while this.deadline.as_mut().poll(cx).is_ready() {
+                    let busy = this.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0;
+                    if !this.read_since && !busy {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "idle connection",
+                        )));
+                    }
+                    // Active within the period, or answering: another period (the loop
+                    // polls the re-armed timer, so that it will wake this read).
+                    this.read_since = false;
+                    let next = tokio::time::Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(next);
                 }
+                Poll::Pending
             }
         }
     }
@@ -149,6 +165,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerIo<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// One request of a connection being answered, counted until it is dropped (also when
+/// the request is cancelled).
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -262,11 +295,15 @@ pub async fn serve(
                 .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()));
             let conn = Arc::new(Conn::new(remote, peer_chain));
             let pacer = quota.map(|q| Arc::new(Pacer::new(q)));
+            let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let answering = in_flight.clone();
             let svc = service_fn(move |req| {
                 let app = app.clone();
                 let conn = conn.clone();
                 let pacer = pacer.clone();
+                let busy = InFlight::enter(&answering);
                 async move {
+                    let _busy = busy;
                     if let Some(p) = pacer {
                         if p.admit().await {
                             app.metrics.paced();
@@ -275,7 +312,8 @@ pub async fn serve(
                     Ok::<_, std::convert::Infallible>(handle(app, conn, req).await)
                 }
             });
-            let io = ServerIo::new(tls, header_timeout);
+            // Idle for a header timeout: closed (THREATS H16).
+            let io = ServerIo::new(tls, header_timeout, in_flight);
             let c = builder.serve_connection(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(c.into_owned()).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
@@ -333,5 +371,94 @@ impl Drop for Running {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    const IDLE: Duration = Duration::from_millis(100);
+
+    /// A server-side stream over an in-memory pipe, and the client's end.
+    fn pipe() -> (
+        ServerIo<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Arc<AtomicUsize>,
+    ) {
+        let (server, client) = tokio::io::duplex(1024);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        (
+            ServerIo::new(server, IDLE, in_flight.clone()),
+            client,
+            in_flight,
+        )
+    }
+
+    async fn read(
+        io: &mut ServerIo<tokio::io::DuplexStream>,
+        within: Duration,
+    ) -> Option<std::io::Result<usize>> {
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(within, io.read(&mut buf)).await.ok()
+    }
+
+    /// THREATS H16: a connection that sends nothing is closed after one to two periods.
+    #[tokio::test]
+    async fn h16_a_connection_that_sends_nothing_times_out() {
+        let (mut io, _client, _) = pipe();
+        let start = std::time::Instant::now();
+        let r = read(&mut io, Duration::from_secs(5))
+            .await
+            .expect("closed in time");
+        assert_eq!(
+            r.map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::TimedOut)
+        );
+        assert!(start.elapsed() >= IDLE && start.elapsed() < Duration::from_secs(2));
+    }
+
+    /// THREATS H16: bytes keep a connection open; once they stop, it is closed.
+    #[tokio::test]
+    async fn h16_a_connection_is_closed_once_its_bytes_stop() {
+        let (mut io, mut client, _) = pipe();
+        for _ in 0..6 {
+            client.write_all(b"x").await.unwrap();
+            assert_eq!(
+                read(&mut io, Duration::from_secs(1)).await.map(|r| r.ok()),
+                Some(Some(1))
+            );
+            tokio::time::sleep(IDLE / 2).await;
+        }
+        let r = read(&mut io, Duration::from_secs(5))
+            .await
+            .expect("closed in time");
+        assert_eq!(
+            r.map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::TimedOut)
+        );
+    }
+
+    /// A request being answered is not cut off, however long it takes and however quiet
+    /// the client is; when the answer is done the idle clock runs again.
+    #[tokio::test]
+    async fn h16_a_quiet_connection_with_a_request_in_flight_stays_open() {
+        let (mut io, _client, in_flight) = pipe();
+        let busy = InFlight::enter(&in_flight);
+        assert!(
+            read(&mut io, IDLE * 6).await.is_none(),
+            "closed while answering"
+        );
+        drop(busy);
+        assert_eq!(in_flight.load(Ordering::Relaxed), 0);
+        let r = read(&mut io, Duration::from_secs(5))
+            .await
+            .expect("closed in time");
+        assert_eq!(
+            r.map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::TimedOut)
+        );
     }
 }

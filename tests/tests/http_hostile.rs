@@ -478,6 +478,49 @@ async fn h2_connection(s: &TestServer) -> (Tls, Vec<(u16, u32)>) {
     (t, server)
 }
 
+/// THREATS H16 over HTTP/2, which has no idle timeout of its own: a connection past its
+/// preface that asks for nothing, and one that goes quiet after a request, are closed
+/// within two header timeouts (500 ms here) instead of holding a connection slot for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn h16_idle_h2_connections_are_closed_after_the_preface_and_after_a_request() {
+    let s = TestServer::start(QUICK).await;
+    let (mut t, _) = h2_connection(&s).await;
+    let start = Instant::now();
+    let (_, closed) = read_frames(&mut t, Duration::from_secs(5), |_| false).await;
+    assert!(closed, "an h2 connection idle after its preface stays open");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let (mut t, _) = h2_connection(&s).await;
+    t.write_all(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &request_block(0x82, "/healthz"),
+    ))
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let (frames, closed) = read_frames(&mut t, Duration::from_secs(5), |_| false).await;
+    assert!(
+        frames
+            .iter()
+            .any(|(k, _, stream, _)| *k == HEADERS && *stream == 1),
+        "the request was answered first: {frames:?}"
+    );
+    assert!(closed, "an h2 connection idle after a request stays open");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_serving(&s, "H16 idle h2").await;
+    s.stop().await;
+}
+
 /// THREATS H4: SETTINGS cap streams and header lists; streams past the cap are refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn h4_h2_streams_and_header_lists_are_capped_and_excess_streams_refused() {
