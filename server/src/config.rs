@@ -574,8 +574,8 @@ pub struct LimitsConfig {
     #[serde(default = "default_headers")]
     pub max_header_bytes: usize,
     /// Time to read the request headers, milliseconds (slowloris); also the idle timeout
-    /// of a connection with no request being answered (closed one to two of these after
-    /// its last byte).
+    /// of a connection with no request being answered (closed one to three of these after
+    /// its last byte, gracefully first).
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_ms: u64,
     /// Time to read a request body, milliseconds.

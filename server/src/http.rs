@@ -1,11 +1,12 @@
 //! The listener: TLS accept, HTTP/1.1 and HTTP/2 (ALPN), limits and graceful shutdown.
 //!
 //! Limits: a cap on concurrent connections (further ones wait in the listen backlog),
-//! a TLS handshake and header read timeout (slowloris), the same bound on a connection's
-//! first request byte (an idle connection holds a slot: THREATS H16), a header size cap,
-//! and in the handlers a body size and body read timeout, and a per-connection request rate
-//! (requests beyond it are paced: [`Pacer`]). Shutdown stops accepting, lets in-flight
-//! requests finish (up to a grace period), then closes.
+//! a TLS handshake and header read timeout (slowloris), the same period as an idle
+//! timeout (an idle connection holds a slot: THREATS H16; [`ServerIo`]), a header size
+//! cap, and in the handlers a body size and body read timeout, and a per-connection
+//! request rate (requests beyond it are paced: [`Pacer`]). Shutdown stops accepting,
+//! closes every connection gracefully (HTTP/2: GOAWAY) and waits for their requests in
+//! flight (up to a grace period).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -35,13 +35,16 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// The connection's stream, with two additions hyper does not make:
 ///
-/// - an idle timeout (THREATS H16): reads fail with `TimedOut` when no byte has arrived
-///   for a whole period while no request of the connection is being answered. hyper's
-///   header read timeout starts only once HTTP/1.1 or HTTP/2 has been detected from the
-///   first bytes, and HTTP/2 has no idle timeout at all, so a TLS connection that never
-///   sends a request, or an HTTP/2 connection past its preface or its last request,
-///   would hold its slot forever. The check runs when the period's timer fires, not per
-///   read: a connection is closed between one and two periods after its last byte.
+/// - an idle timeout (THREATS H16): a connection is idle when no byte has arrived for a
+///   whole period while none of its requests is being answered. hyper's header read
+///   timeout starts only once HTTP/1.1 or HTTP/2 has been detected from the first bytes,
+///   and HTTP/2 has no idle timeout at all, so a TLS connection that never sends a
+///   request, or an HTTP/2 connection past its preface or its last request, would hold
+///   its slot forever. A connection idle before its first byte fails its read with
+///   `TimedOut`; one that has spoken is asked to close gracefully (`idle` is notified:
+///   HTTP/2 then sends GOAWAY, RFC 9113 §9.1, HTTP/1.1 closes), and if it is still idle a
+///   period later its read fails. The check runs when the period's timer fires, not per
+///   read: a connection is closed between one and three periods after its last byte.
 /// - a lingering close: when the server closes first (a 413 answered before the body
 ///   was read, H1), closing a socket with unread data makes the kernel send a reset,
 ///   which can destroy the response before the client has read it. So shutdown stops
@@ -54,8 +57,13 @@ struct ServerIo<T> {
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// Whether a byte arrived since the timer was armed.
     read_since: bool,
+    /// Whether any byte ever arrived (then the protocol is there to close gracefully).
+    spoken: bool,
     /// The connection's requests being answered (counted by its service).
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Told once when the connection has been idle a period: close it gracefully.
+    idle_signal: Arc<tokio::sync::Notify>,
+    signalled: bool,
     linger: Option<Linger>,
 }
 
@@ -65,13 +73,21 @@ struct Linger {
 }
 
 impl<T> ServerIo<T> {
-    fn new(inner: T, idle: Duration, in_flight: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+    fn new(
+        inner: T,
+        idle: Duration,
+        in_flight: Arc<std::sync::atomic::AtomicUsize>,
+        idle_signal: Arc<tokio::sync::Notify>,
+    ) -> Self {
         ServerIo {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
             read_since: false,
+            spoken: false,
             in_flight,
+            idle_signal,
+            signalled: false,
             linger: None,
         }
     }
@@ -89,6 +105,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ServerIo<T> {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     this.read_since = true;
+                    this.spoken = true;
                 }
                 Poll::Ready(r)
             }
@@ -96,13 +113,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for ServerIo<T> {
                 while this.deadline.as_mut().poll(cx).is_ready() {
                     let busy = this.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0;
                     if !this.read_since && !busy {
-                        return Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "idle connection",
-                        )));
+                        if !this.spoken || this.signalled {
+                            return Poll::Ready(Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "idle connection",
+                            )));
+                        }
+                        // Idle after speaking: a graceful close first, then a period to
+                        // carry it out.
+                        this.signalled = true;
+                        this.idle_signal.notify_one();
                     }
-                    // Active within the period, or answering: another period (the loop
-                    // polls the re-armed timer, so that it will wake this read).
+                    // Active within the period, answering, or closing: another period
+                    // (the loop polls the re-armed timer, so that it will wake this read).
                     this.read_since = false;
                     let next = tokio::time::Instant::now() + this.idle;
                     this.deadline.as_mut().reset(next);
@@ -249,7 +272,9 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Shutdown: each connection is told to close gracefully; the drain waits for their
+    // connection permits to come back.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -274,7 +299,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
@@ -313,18 +338,39 @@ pub async fn serve(
                 }
             });
             // Idle for a header timeout: closed (THREATS H16).
-            let io = ServerIo::new(tls, header_timeout, in_flight);
+            let idle = Arc::new(tokio::sync::Notify::new());
+            let io = ServerIo::new(tls, header_timeout, in_flight, idle.clone());
             let c = builder.serve_connection(TokioIo::new(io), svc);
-            if let Err(e) = watcher.watch(c.into_owned()).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            let mut c = std::pin::pin!(c);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = c.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%remote, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // In-flight requests are finished; HTTP/2 says GOAWAY first.
+                    () = idle.notified(), if !closing => {
+                        closing = true;
+                        c.as_mut().graceful_shutdown();
+                    }
+                    _ = stop.wait_for(|s| *s), if !closing => {
+                        closing = true;
+                        c.as_mut().graceful_shutdown();
+                    }
+                }
             }
         });
     }
     drop(listener);
     sweeper.abort();
     drop(coherence);
+    let _ = stopping.send(true);
+    let every = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = permits.acquire_many(every) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing"),
     }
 }
@@ -382,19 +428,24 @@ mod tests {
 
     const IDLE: Duration = Duration::from_millis(100);
 
+    struct Pipe {
+        io: ServerIo<tokio::io::DuplexStream>,
+        client: tokio::io::DuplexStream,
+        in_flight: Arc<AtomicUsize>,
+        idle: Arc<tokio::sync::Notify>,
+    }
+
     /// A server-side stream over an in-memory pipe, and the client's end.
-    fn pipe() -> (
-        ServerIo<tokio::io::DuplexStream>,
-        tokio::io::DuplexStream,
-        Arc<AtomicUsize>,
-    ) {
+    fn pipe() -> Pipe {
         let (server, client) = tokio::io::duplex(1024);
         let in_flight = Arc::new(AtomicUsize::new(0));
-        (
-            ServerIo::new(server, IDLE, in_flight.clone()),
+        let idle = Arc::new(tokio::sync::Notify::new());
+        Pipe {
+            io: ServerIo::new(server, IDLE, in_flight.clone(), idle.clone()),
             client,
             in_flight,
-        )
+            idle,
+        }
     }
 
     async fn read(
@@ -405,60 +456,62 @@ mod tests {
         tokio::time::timeout(within, io.read(&mut buf)).await.ok()
     }
 
-    /// THREATS H16: a connection that sends nothing is closed after one to two periods.
-    #[tokio::test]
-    async fn h16_a_connection_that_sends_nothing_times_out() {
-        let (mut io, _client, _) = pipe();
-        let start = std::time::Instant::now();
-        let r = read(&mut io, Duration::from_secs(5))
-            .await
-            .expect("closed in time");
-        assert_eq!(
-            r.map_err(|e| e.kind()).err(),
-            Some(std::io::ErrorKind::TimedOut)
-        );
-        assert!(start.elapsed() >= IDLE && start.elapsed() < Duration::from_secs(2));
+    fn timed_out(r: Option<std::io::Result<usize>>) -> bool {
+        matches!(r, Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut)
     }
 
-    /// THREATS H16: bytes keep a connection open; once they stop, it is closed.
+    /// THREATS H16: a connection that never sends a byte fails its read after one to two
+    /// periods (no protocol to close gracefully), and is not asked to close first.
     #[tokio::test]
-    async fn h16_a_connection_is_closed_once_its_bytes_stop() {
-        let (mut io, mut client, _) = pipe();
+    async fn h16_a_connection_that_sends_nothing_times_out() {
+        let mut p = pipe();
+        let start = std::time::Instant::now();
+        assert!(timed_out(read(&mut p.io, Duration::from_secs(5)).await));
+        assert!(start.elapsed() >= IDLE && start.elapsed() < Duration::from_secs(2));
+        let asked = tokio::time::timeout(Duration::from_millis(10), p.idle.notified()).await;
+        assert!(
+            asked.is_err(),
+            "a silent connection was asked to close gracefully"
+        );
+    }
+
+    /// THREATS H16: bytes keep a connection open; once they stop it is first asked to
+    /// close gracefully (HTTP/2 GOAWAY), and its read fails a period later if it is
+    /// still there.
+    #[tokio::test]
+    async fn h16_a_connection_whose_bytes_stop_is_asked_to_close_then_cut() {
+        let mut p = pipe();
         for _ in 0..6 {
-            client.write_all(b"x").await.unwrap();
-            assert_eq!(
-                read(&mut io, Duration::from_secs(1)).await.map(|r| r.ok()),
-                Some(Some(1))
-            );
+            p.client.write_all(b"x").await.unwrap();
+            let got = read(&mut p.io, Duration::from_secs(1)).await;
+            assert_eq!(got.map(|r| r.ok()), Some(Some(1)));
             tokio::time::sleep(IDLE / 2).await;
         }
-        let r = read(&mut io, Duration::from_secs(5))
+        let asked = p.idle.clone();
+        let reading = tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let r = read(&mut p.io, Duration::from_secs(5)).await;
+            (timed_out(r), start.elapsed())
+        });
+        tokio::time::timeout(Duration::from_secs(2), asked.notified())
             .await
-            .expect("closed in time");
-        assert_eq!(
-            r.map_err(|e| e.kind()).err(),
-            Some(std::io::ErrorKind::TimedOut)
-        );
+            .expect("asked to close gracefully");
+        let (cut, after) = reading.await.unwrap();
+        assert!(cut && after >= IDLE * 2, "{after:?}");
     }
 
     /// A request being answered is not cut off, however long it takes and however quiet
     /// the client is; when the answer is done the idle clock runs again.
     #[tokio::test]
     async fn h16_a_quiet_connection_with_a_request_in_flight_stays_open() {
-        let (mut io, _client, in_flight) = pipe();
-        let busy = InFlight::enter(&in_flight);
+        let mut p = pipe();
+        let busy = InFlight::enter(&p.in_flight);
         assert!(
-            read(&mut io, IDLE * 6).await.is_none(),
+            read(&mut p.io, IDLE * 6).await.is_none(),
             "closed while answering"
         );
         drop(busy);
-        assert_eq!(in_flight.load(Ordering::Relaxed), 0);
-        let r = read(&mut io, Duration::from_secs(5))
-            .await
-            .expect("closed in time");
-        assert_eq!(
-            r.map_err(|e| e.kind()).err(),
-            Some(std::io::ErrorKind::TimedOut)
-        );
+        assert_eq!(p.in_flight.load(Ordering::Relaxed), 0);
+        assert!(timed_out(read(&mut p.io, Duration::from_secs(5)).await));
     }
 }

@@ -479,17 +479,23 @@ async fn h2_connection(s: &TestServer) -> (Tls, Vec<(u16, u32)>) {
 }
 
 /// THREATS H16 over HTTP/2, which has no idle timeout of its own: a connection past its
-/// preface that asks for nothing, and one that goes quiet after a request, are closed
-/// within two header timeouts (500 ms here) instead of holding a connection slot for ever.
+/// preface that asks for nothing, and one that goes quiet after a request, are told
+/// GOAWAY (RFC 9113 §9.1: a GOAWAY before closing) and closed within a few header timeouts
+/// (500 ms here) instead of holding a connection slot for ever. This client never
+/// answers the server's PING, so the close itself comes from the period after the GOAWAY.
 #[tokio::test(flavor = "multi_thread")]
 async fn h16_idle_h2_connections_are_closed_after_the_preface_and_after_a_request() {
     let s = TestServer::start(QUICK).await;
     let (mut t, _) = h2_connection(&s).await;
     let start = Instant::now();
-    let (_, closed) = read_frames(&mut t, Duration::from_secs(5), |_| false).await;
+    let (frames, closed) = read_frames(&mut t, Duration::from_secs(8), |_| false).await;
     assert!(closed, "an h2 connection idle after its preface stays open");
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        frames.iter().any(|(k, ..)| *k == GOAWAY),
+        "closed without a GOAWAY: {frames:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
         "{:?}",
         start.elapsed()
     );
@@ -504,21 +510,85 @@ async fn h16_idle_h2_connections_are_closed_after_the_preface_and_after_a_reques
     .await
     .unwrap();
     let start = Instant::now();
-    let (frames, closed) = read_frames(&mut t, Duration::from_secs(5), |_| false).await;
+    let (frames, closed) = read_frames(&mut t, Duration::from_secs(8), |_| false).await;
+    let answered = frames
+        .iter()
+        .position(|(k, _, stream, _)| *k == HEADERS && *stream == 1);
+    let goaway = frames.iter().position(|(k, ..)| *k == GOAWAY);
     assert!(
-        frames
-            .iter()
-            .any(|(k, _, stream, _)| *k == HEADERS && *stream == 1),
-        "the request was answered first: {frames:?}"
+        matches!((answered, goaway), (Some(a), Some(g)) if a < g),
+        "the request answered, then GOAWAY: {frames:?}"
     );
     assert!(closed, "an h2 connection idle after a request stays open");
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(4),
         "{:?}",
         start.elapsed()
     );
     assert_serving(&s, "H16 idle h2").await;
     s.stop().await;
+}
+
+/// Graceful shutdown (issue: "graceful shutdown finishes in-flight requests"): a request
+/// whose body is still arriving when the server is told to stop is read to its end and
+/// answered; new connections are refused from the moment the server stops listening;
+/// the stop completes once the connection is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_answers_the_request_in_flight_and_takes_no_new_connection() {
+    let s = TestServer::start("").await;
+    let addr = s.addr;
+    let conn = s.raw_tls(&[b"http/1.1"]).await;
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let body = b"grant_type=client_credentials&client_id=nobody&scope=abcdefgh";
+    wr.write_all(&token_request(
+        &format!("Content-Length: {}\r\n", body.len()),
+        "",
+    ))
+    .await
+    .unwrap();
+    wr.write_all(&body[..10]).await.unwrap();
+    // The server is reading the body (the request is in flight) when it is told to stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(async move {
+        let start = Instant::now();
+        s.stop().await;
+        start.elapsed()
+    });
+    // The listener goes at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = match tokio::net::TcpStream::connect(addr).await {
+        Err(_) => true,
+        // Accepted by the kernel backlog of a closed listener cannot happen; a socket
+        // that connects must at least not be served.
+        Ok(mut tcp) => {
+            let mut b = [0u8; 1];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut b)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        }
+    };
+    assert!(refused, "a new connection was taken during shutdown");
+    assert!(
+        !stopping.is_finished(),
+        "the stop did not wait for the request in flight"
+    );
+    // The rest of the body, slowly: the request is still read and answered.
+    for chunk in body[10..].chunks(10) {
+        wr.write_all(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (got, _) = read_until_close(&mut rd, Duration::from_secs(8)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 401") && text.contains("invalid_client"),
+        "{text}"
+    );
+    let took = tokio::time::timeout(Duration::from_secs(12), stopping)
+        .await
+        .expect("the stop completes")
+        .unwrap();
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 /// THREATS H4: SETTINGS cap streams and header lists; streams past the cap are refused.
