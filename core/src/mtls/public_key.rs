@@ -200,16 +200,21 @@ pub fn match_self_signed_x5c<T: AsRef<[u8]>>(
     cert_der: &[u8],
     registered_cert_ders: &[T],
 ) -> Result<ClientCertMatch, MtlsError> {
-    match_x5c(thumbprint(cert_der)?, registered_cert_ders)
+    match_x5c(
+        thumbprint(cert_der)?,
+        registered_cert_ders
+            .iter()
+            .map(|r| X5tS256::digest_of(r.as_ref())),
+    )
 }
 
-fn match_x5c<T: AsRef<[u8]>>(
+/// Whether `presented` is one of the `registered` certificate thumbprints, compared in
+/// constant time over the whole list.
+fn match_x5c(
     presented: X5tS256,
-    registered_cert_ders: &[T],
+    registered: impl Iterator<Item = X5tS256>,
 ) -> Result<ClientCertMatch, MtlsError> {
-    let found = registered_cert_ders.iter().fold(Choice::from(0), |acc, r| {
-        acc | X5tS256::digest_of(r.as_ref()).ct_eq(&presented)
-    });
+    let found = registered.fold(Choice::from(0), |acc, r| acc | r.ct_eq(&presented));
     if bool::from(found) {
         Ok(ClientCertMatch::new(
             presented,
@@ -236,16 +241,11 @@ pub(crate) fn match_self_signed_jwks_facts(
     jwks: &crate::jose::JwkSet,
 ) -> Result<ClientCertMatch, MtlsError> {
     // The registered leaves' digests were taken when the set was read.
-    let found = (0..jwks.keys().len())
+    let leaves = (0..jwks.keys().len())
         .filter_map(|i| jwks.leaf_certificate_sha256(i))
-        .fold(Choice::from(0), |acc, d| {
-            acc | X5tS256(*d).ct_eq(&facts.thumbprint)
-        });
-    if bool::from(found) {
-        return Ok(ClientCertMatch::new(
-            facts.thumbprint,
-            MatchedBy::SelfSignedCertificate,
-        ));
+        .map(|d| X5tS256(*d));
+    if let Ok(m) = match_x5c(facts.thumbprint, leaves) {
+        return Ok(m);
     }
     let keys: Vec<CertPublicKey> = jwks.keys().iter().map(CertPublicKey::from).collect();
     match_self_signed_facts(facts, &keys)
