@@ -364,8 +364,17 @@ impl TestServer {
         };
         let mut cfg = (*self.tls_with(None, provider)).clone();
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        self.tls_connect(Arc::new(cfg)).await
+    }
+
+    /// A TLS connection to the server with the client configuration `cfg` (its session
+    /// store decides whether the handshake resumes), no HTTP on top.
+    pub async fn tls_connect(
+        &self,
+        cfg: Arc<rustls::ClientConfig>,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        tokio_rustls::TlsConnector::from(cfg)
             .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
             .await
             .unwrap()

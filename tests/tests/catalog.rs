@@ -581,14 +581,7 @@ async fn a_returning_client_resumes_its_tls_session_after_hundreds_of_others() {
         w: &World,
         cfg: &std::sync::Arc<rustls::ClientConfig>,
     ) -> Option<HandshakeKind> {
-        let tcp = tokio::net::TcpStream::connect(w.s.addr).await.unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(cfg.clone())
-            .connect(
-                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-                tcp,
-            )
-            .await
-            .unwrap();
+        let mut tls = w.s.tls_connect(cfg.clone()).await;
         let kind = tls.get_ref().1.handshake_kind();
         tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n")
             .await
@@ -652,27 +645,10 @@ async fn m9_old_protocols_weak_suites_and_odd_handshakes_are_refused() {
     assert!(!String::from_utf8_lossy(&got).contains("200"), "{got:02x?}");
 
     // A ClientHello fragmented into 64-byte records: a legal handshake.
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(s.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut cfg = (*s.client_tls()).clone();
     cfg.max_fragment_size = Some(64);
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let mut t = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(
-            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
-            tcp,
-        )
-        .await
-        .expect("a fragmented ClientHello completes");
+    // (`tls_connect` panics if the fragmented ClientHello does not complete.)
+    let mut t = s.tls_connect(std::sync::Arc::new(cfg)).await;
     t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

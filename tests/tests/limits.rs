@@ -10,8 +10,7 @@ use std::net::IpAddr;
 
 use heartgate_e2e::{cookie_pair, hidden_input, TestServer};
 use heartgate_server::app::{LoginFailure, User, Users};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMITS: &str = "[limits]\nheader_read_timeout_ms = 500\nmax_connections = 2\n";
@@ -20,18 +19,7 @@ const LIMITS: &str = "[limits]\nheader_read_timeout_ms = 500\nmax_connections = 
 const CAP: &str = "[limits]\nheader_read_timeout_ms = 5000\nmax_connections = 2\n";
 
 fn tls(s: &TestServer) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(s.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(s.client_tls())
 }
 
 #[tokio::test(flavor = "multi_thread")]
