@@ -41,7 +41,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 ///   and HTTP/2 has no idle timeout at all, so a TLS connection that never sends a
 ///   request, or an HTTP/2 connection past its preface or its last request, would hold
 ///   its slot forever. A connection idle before its first byte fails its read with
-///   `TimedOut`; one that has spoken is asked to close gracefully (`idle` is notified:
+///   `TimedOut`; one that has spoken is asked to close gracefully (`idle_signal` is notified:
 ///   HTTP/2 then sends GOAWAY, RFC 9113 §9.1, HTTP/1.1 closes), and if it is still idle a
 ///   period later its read fails. The check runs when the period's timer fires, not per
 ///   read: a connection is closed between one and three periods after its last byte.
