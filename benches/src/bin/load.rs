@@ -50,14 +50,24 @@
 //! scheduled start, so a server that falls behind shows it in p99 (open loop, for latency
 //! under a given load).
 //!
-//! Every request that authenticates the client signs a fresh ES256 assertion (unique
-//! `jti`), the same work against every server. The assertions of `flow` are addressed to
-//! the issuer (`--issuer`, else `--url`), which RFC 7523 servers accept for every
-//! endpoint.
+//! Every request that authenticates the client carries a fresh ES256 assertion (unique
+//! `jti`), the same work against every server. The assertions of `flow`, `flow-sso` and
+//! `ciba-poll` are addressed to the issuer (`--issuer`, else `--url`), which RFC 7523
+//! servers accept for every endpoint; the others to the endpoint's URL.
+//!
+//! The assertions are signed before the measured window (`--presign N`, by default
+//! enough for 15,000 requests a second; see `presign_count`), on every core, and each
+//! is used once: a real client signs on its own machine, and a driver signing in the
+//! window would take the cores from the server it measures — from a server that uses
+//! both cores more than from one Node process. A window that outruns the list signs
+//! the rest as it goes, counted in the output (`signed_in_window`).
+//!
+//! Each client has its own TLS session cache, and the output counts the window's full
+//! and resumed handshakes (`tls_full`, `tls_resumed`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: a benchmark tool; failures abort the run
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +112,8 @@ struct Opts {
     requests: u64,
     /// `ciba-poll`: backchannel requests started before the window.
     pending: usize,
+    /// Assertions to sign before the window (None: by the scenario, see `presign_count`).
+    presign: Option<usize>,
 }
 
 fn parse() -> Opts {
@@ -130,6 +142,7 @@ fn parse() -> Opts {
         rate: 0.0,
         requests: 0,
         pending: 500,
+        presign: None,
     };
     while let Some(k) = a.next() {
         let mut v = || a.next().expect("value");
@@ -155,6 +168,7 @@ fn parse() -> Opts {
             "--rate" => o.rate = v().parse().expect("requests a second"),
             "--requests" => o.requests = v().parse().expect("count"),
             "--pending" => o.pending = v().parse().expect("count"),
+            "--presign" => o.presign = Some(v().parse().expect("count")),
             other => panic!("unknown option {other}"),
         }
     }
@@ -163,7 +177,11 @@ fn parse() -> Opts {
 
 struct Ctx {
     o: Opts,
-    tls: tokio_rustls::TlsConnector,
+    /// One TLS client per concurrent client, each with its own session cache: client
+    /// `i` resumes with the tickets of its own earlier connections, as separate clients
+    /// do (one shared cache had clients take each other's tickets, and a server that
+    /// sends fewer of them paid more full handshakes).
+    tls: Vec<tokio_rustls::TlsConnector>,
     addrs: Vec<std::net::SocketAddr>,
     host: String,
     sni: String,
@@ -176,25 +194,98 @@ struct Ctx {
     /// `ciba-poll`: `slow_down` answers.
     slow_down: AtomicU64,
     token: std::sync::OnceLock<String>,
+    /// Assertions signed before the window, for `presigned_aud`; each used once.
+    presigned: Vec<String>,
+    presigned_aud: String,
+    next_presigned: AtomicUsize,
+    /// Assertions signed in the window (the list ran out, or another audience).
+    signed_in_window: AtomicU64,
+    /// TLS handshakes in the window: [full, resumed].
+    handshakes: [AtomicU64; 2],
+    /// The window has begun (assertions signed before it are not counted).
+    in_window: std::sync::atomic::AtomicBool,
+}
+
+/// One client assertion (RFC 7523 §3) of `client` for `aud`, its `jti` unique by `n`.
+fn sign_assertion(key: &SigningKey, client: &str, aud: &str, n: u64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    sign_jwt(
+        key,
+        None,
+        serde_json::json!({"iss": client, "sub": client, "aud": aud,
+            "iat": t, "exp": t + 120, "jti": format!("load-{}-{n}-{t}", std::process::id())})
+        .as_object()
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// How many assertions a scenario signs before its window: enough for 15,000 requests
+/// a second (400 for `flow`, whose sign-ins are slow), or twice `--rate` (a flow takes
+/// two), none where the client authenticates by its certificate; at most `--requests`
+/// (plus the `ciba-poll` starts). None for a window over a minute: an assertion is
+/// valid for two minutes from its signature.
+fn presign_count(o: &Opts) -> usize {
+    if let Some(n) = o.presign {
+        return n;
+    }
+    if o.duration > 60 {
+        return 0;
+    }
+    let mut per_second = match o.scenario.as_str() {
+        _ if o.key.is_none() => 0,
+        "token-mtls" | "get" => 0,
+        "introspect-hit" | "introspect-miss" if o.mtls.is_some() => 0,
+        "flow" => 400,
+        _ => 15_000,
+    };
+    if o.rate > 0.0 {
+        per_second = per_second.min((o.rate * 2.0).ceil() as usize);
+    }
+    let n = per_second * o.duration as usize;
+    match o.requests {
+        0 => n,
+        r => n.min(r as usize * 2 + o.pending),
+    }
+}
+
+/// `count` assertions for `aud`, signed on every core; `jti`s 0..count.
+fn presign(key: &SigningKey, client: &str, aud: &str, count: usize) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = count.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..count)
+            .step_by(chunk)
+            .map(|from| {
+                let to = (from + chunk).min(count);
+                s.spawn(move || {
+                    (from..to)
+                        .map(|n| sign_assertion(key, client, aud, n as u64))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap()).collect()
+    })
 }
 
 impl Ctx {
     fn assertion_to(&self, aud: &str) -> String {
+        if aud == self.presigned_aud {
+            let i = self.next_presigned.fetch_add(1, Ordering::Relaxed);
+            if let Some(a) = self.presigned.get(i) {
+                return a.clone();
+            }
+        }
+        if self.in_window.load(Ordering::Relaxed) {
+            self.signed_in_window.fetch_add(1, Ordering::Relaxed);
+        }
         let key = self.key.as_ref().expect("--key");
         let n = self.n.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        sign_jwt(
-            key,
-            None,
-            serde_json::json!({"iss": self.o.client, "sub": self.o.client, "aud": aud,
-                "iat": t, "exp": t + 120, "jti": format!("load-{}-{n}-{t}", std::process::id())})
-            .as_object()
-            .unwrap(),
-        )
-        .unwrap()
+        sign_assertion(key, &self.o.client, aud, n)
     }
 
     fn form(&self, fields: &[(&str, &str)]) -> Vec<u8> {
@@ -322,11 +413,14 @@ async fn connect(c: &Ctx, i: usize) -> Sender {
         .await
         .unwrap();
     tcp.set_nodelay(true).unwrap();
-    let tls = c
-        .tls
+    let tls = c.tls[i % c.tls.len()]
         .connect(ServerName::try_from(c.sni.clone()).unwrap(), tcp)
         .await
         .unwrap();
+    if c.in_window.load(Ordering::Relaxed) {
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        c.handshakes[usize::from(resumed)].fetch_add(1, Ordering::Relaxed);
+    }
     let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -673,18 +767,39 @@ async fn main() {
     });
     let base = o.issuer.as_deref().unwrap_or(&o.url);
     let aud = format!("{}{}", base.trim_end_matches('/'), o.path);
+    let issuer = base.trim_end_matches('/').to_owned();
+    let presigned_aud = match o.scenario.as_str() {
+        "flow" | "flow-sso" | "ciba-poll" => issuer.clone(),
+        _ => aud.clone(),
+    };
+    let presigned = match &key {
+        Some(k) => presign(k, &o.client, &presigned_aud, presign_count(&o)),
+        None => Vec::new(),
+    };
     let ctx = Arc::new(Ctx {
-        tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+        tls: (0..o.concurrency.max(1))
+            .map(|_| {
+                let mut cfg = cfg.clone();
+                cfg.resumption = rustls::client::Resumption::in_memory_sessions(8);
+                tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            })
+            .collect(),
         addrs,
         host: format!("{host}:{}", addr.port()),
         sni: host.clone(),
         key,
         aud,
-        issuer: base.trim_end_matches('/').to_owned(),
-        n: AtomicU64::new(0),
+        issuer,
+        n: AtomicU64::new(presigned.len() as u64),
         sent: AtomicU64::new(0),
         slow_down: AtomicU64::new(0),
         token: std::sync::OnceLock::new(),
+        presigned_aud,
+        next_presigned: AtomicUsize::new(0),
+        signed_in_window: AtomicU64::new(0),
+        in_window: std::sync::atomic::AtomicBool::new(false),
+        handshakes: Default::default(),
+        presigned,
         o,
     });
     if ctx.o.scenario == "introspect-hit" {
@@ -737,7 +852,10 @@ async fn main() {
                 }
             }
             barrier.wait().await;
-            let begin = *start.get_or_init(Instant::now);
+            let begin = *start.get_or_init(|| {
+                c.in_window.store(true, Ordering::Relaxed);
+                Instant::now()
+            });
             let deadline = begin + window;
             // Open loop: client i's k-th request is due at begin + (i + k·n) / rate.
             let step = (c.o.rate > 0.0)
@@ -857,6 +975,10 @@ async fn main() {
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "ok": ok, "errors": bad,
             "concurrency": ctx.o.concurrency, "new_connections": ctx.o.new_connections,
             "pages_per_flow": (pages as f64) / (ok.max(1) as f64),
-            "slow_down_share": (ctx.slow_down.load(Ordering::Relaxed) as f64) / (ok.max(1) as f64)})
+            "slow_down_share": (ctx.slow_down.load(Ordering::Relaxed) as f64) / (ok.max(1) as f64),
+            "presigned": ctx.presigned.len(),
+            "signed_in_window": ctx.signed_in_window.load(Ordering::Relaxed),
+            "tls_full": ctx.handshakes[0].load(Ordering::Relaxed),
+            "tls_resumed": ctx.handshakes[1].load(Ordering::Relaxed)})
     );
 }
