@@ -226,8 +226,8 @@ fn sign_assertion(key: &SigningKey, client: &str, aud: &str, n: u64) -> String {
 /// How many assertions a scenario signs before its window: enough for 15,000 requests
 /// a second (400 for `flow`, whose sign-ins are slow), or twice `--rate` (a flow takes
 /// two), none where the client authenticates by its certificate; at most `--requests`
-/// (plus the `ciba-poll` starts). None for a window over a minute: an assertion is
-/// valid for two minutes from its signature.
+/// (plus the `ciba-poll` starts), and at most [`PRESIGN_MAX`]. None for a window over
+/// a minute: an assertion is valid for two minutes from its signature.
 fn presign_count(o: &Opts) -> usize {
     if let Some(n) = o.presign {
         return n;
@@ -245,12 +245,15 @@ fn presign_count(o: &Opts) -> usize {
     if o.rate > 0.0 {
         per_second = per_second.min((o.rate * 2.0).ceil() as usize);
     }
-    let n = per_second * o.duration as usize;
+    let n = (per_second * o.duration as usize).min(PRESIGN_MAX);
     match o.requests {
         0 => n,
         r => n.min(r as usize * 2 + o.pending),
     }
 }
+
+/// The most assertions signed before a window (~120 MB, a few seconds of both cores).
+const PRESIGN_MAX: usize = 300_000;
 
 /// `count` assertions for `aud`, signed on every core; `jti`s 0..count.
 fn presign(key: &SigningKey, client: &str, aud: &str, count: usize) -> Vec<String> {
