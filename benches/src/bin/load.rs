@@ -224,10 +224,11 @@ fn sign_assertion(key: &SigningKey, client: &str, aud: &str, n: u64) -> String {
 }
 
 /// How many assertions a scenario signs before its window: enough for 15,000 requests
-/// a second (400 for `flow`, whose sign-ins are slow), or twice `--rate` (a flow takes
-/// two), none where the client authenticates by its certificate; at most `--requests`
-/// (plus the `ciba-poll` starts), and at most [`PRESIGN_MAX`]. None for a window over
-/// a minute: an assertion is valid for two minutes from its signature.
+/// a second (400 for `flow`, whose sign-ins are slow, 2,000 for `ciba-poll`, whose
+/// polls are paced by the server), or twice `--rate` (a flow takes two), none where the
+/// client authenticates by its certificate; at most `--requests` (plus the `ciba-poll`
+/// starts), and at most [`PRESIGN_MAX`]. None for a window over a minute: an assertion
+/// is valid for two minutes from its signature.
 fn presign_count(o: &Opts) -> usize {
     if let Some(n) = o.presign {
         return n;
@@ -240,6 +241,8 @@ fn presign_count(o: &Opts) -> usize {
         "token-mtls" | "get" => 0,
         "introspect-hit" | "introspect-miss" if o.mtls.is_some() => 0,
         "flow" => 400,
+        // Polls are paced by the server's interval: a few hundred a second.
+        "ciba-poll" => 2_000,
         _ => 15_000,
     };
     if o.rate > 0.0 {
