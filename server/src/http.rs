@@ -6,7 +6,10 @@
 //! cap, and in the handlers a body size and body read timeout, and a per-connection
 //! request rate (requests beyond it are paced: [`Pacer`]). Shutdown stops accepting,
 //! closes every connection gracefully (HTTP/2: GOAWAY) and waits for their requests in
-//! flight (up to a grace period).
+//! flight (up to a grace period). A connection that has not sent its first bytes yet
+//! when the stop comes may have its request on the way (it was accepted just before):
+//! it is given until [`NEW_CONNECTION_GRACE`] after its accept for them, as Go's
+//! `net/http` does with new connections, then closed gracefully like the others.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +31,10 @@ use crate::config::LimitsConfig;
 
 /// How long in-flight requests may take to finish on shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// On shutdown, how long after its accept a connection that has sent nothing yet may
+/// still send its first request (which is then answered); a silent one is closed then.
+pub const NEW_CONNECTION_GRACE: Duration = Duration::from_secs(2);
 
 /// How much a lingering close reads and discards at most, and for how long.
 const LINGER_BYTES: usize = 1024 * 1024;
@@ -59,6 +66,8 @@ struct ServerIo<T> {
     read_since: bool,
     /// Whether any byte ever arrived (then the protocol is there to close gracefully).
     spoken: bool,
+    /// Told once, when the first bytes arrive (shutdown waits for them a moment).
+    first_bytes: Arc<tokio::sync::Notify>,
     /// The connection's requests being answered (counted by its service).
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Told once when the connection has been idle a period: close it gracefully.
@@ -78,6 +87,7 @@ impl<T> ServerIo<T> {
         idle: Duration,
         in_flight: Arc<std::sync::atomic::AtomicUsize>,
         idle_signal: Arc<tokio::sync::Notify>,
+        first_bytes: Arc<tokio::sync::Notify>,
     ) -> Self {
         ServerIo {
             inner,
@@ -85,6 +95,7 @@ impl<T> ServerIo<T> {
             deadline: Box::pin(tokio::time::sleep(idle)),
             read_since: false,
             spoken: false,
+            first_bytes,
             in_flight,
             idle_signal,
             signalled: false,
@@ -105,7 +116,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ServerIo<T> {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
                     this.read_since = true;
-                    this.spoken = true;
+                    if !this.spoken {
+                        this.spoken = true;
+                        this.first_bytes.notify_one();
+                    }
                 }
                 Poll::Ready(r)
             }
@@ -300,6 +314,7 @@ pub async fn serve(
         let app = app.clone();
         let builder = builder.clone();
         let mut stop = stop.clone();
+        let accepted = tokio::time::Instant::now();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
@@ -339,10 +354,24 @@ pub async fn serve(
             });
             // Idle for a header timeout: closed (THREATS H16).
             let idle = Arc::new(tokio::sync::Notify::new());
-            let io = ServerIo::new(tls, header_timeout, in_flight, idle.clone());
+            let first_bytes = Arc::new(tokio::sync::Notify::new());
+            let io = ServerIo::new(
+                tls,
+                header_timeout,
+                in_flight,
+                idle.clone(),
+                first_bytes.clone(),
+            );
             let c = builder.serve_connection(TokioIo::new(io), svc);
             let mut c = std::pin::pin!(c);
             let mut closing = false;
+            // Once the stop has come: the connection closes gracefully as soon as it has
+            // spoken (at once for one that already had), or when its new-connection grace
+            // is over (a silent one; closing before hyper has read its first bytes drops
+            // the connection, and with it a request on the way).
+            let mut stopped = false;
+            let grace = tokio::time::sleep_until(accepted + NEW_CONNECTION_GRACE);
+            let mut grace = std::pin::pin!(grace);
             loop {
                 tokio::select! {
                     r = c.as_mut() => {
@@ -356,7 +385,12 @@ pub async fn serve(
                         closing = true;
                         c.as_mut().graceful_shutdown();
                     }
-                    _ = stop.wait_for(|s| *s), if !closing => {
+                    _ = stop.wait_for(|s| *s), if !stopped => stopped = true,
+                    () = first_bytes.notified(), if stopped && !closing => {
+                        closing = true;
+                        c.as_mut().graceful_shutdown();
+                    }
+                    () = &mut grace, if stopped && !closing => {
                         closing = true;
                         c.as_mut().graceful_shutdown();
                     }
@@ -433,6 +467,7 @@ mod tests {
         client: tokio::io::DuplexStream,
         in_flight: Arc<AtomicUsize>,
         idle: Arc<tokio::sync::Notify>,
+        first_bytes: Arc<tokio::sync::Notify>,
     }
 
     /// A server-side stream over an in-memory pipe, and the client's end.
@@ -440,11 +475,19 @@ mod tests {
         let (server, client) = tokio::io::duplex(1024);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let idle = Arc::new(tokio::sync::Notify::new());
+        let first_bytes = Arc::new(tokio::sync::Notify::new());
         Pipe {
-            io: ServerIo::new(server, IDLE, in_flight.clone(), idle.clone()),
+            io: ServerIo::new(
+                server,
+                IDLE,
+                in_flight.clone(),
+                idle.clone(),
+                first_bytes.clone(),
+            ),
             client,
             in_flight,
             idle,
+            first_bytes,
         }
     }
 
@@ -513,5 +556,24 @@ mod tests {
         drop(busy);
         assert_eq!(p.in_flight.load(Ordering::Relaxed), 0);
         assert!(timed_out(read(&mut p.io, Duration::from_secs(5)).await));
+    }
+
+    /// Shutdown waits for a new connection's first bytes: they are signalled when they
+    /// arrive, once, and not before.
+    #[tokio::test]
+    async fn the_first_bytes_are_signalled_once_when_they_arrive() {
+        let mut p = pipe();
+        let early = tokio::time::timeout(IDLE / 4, p.first_bytes.notified()).await;
+        assert!(early.is_err(), "signalled before any byte");
+        for _ in 0..3 {
+            p.client.write_all(b"GET").await.unwrap();
+            let got = read(&mut p.io, Duration::from_secs(1)).await;
+            assert_eq!(got.map(|r| r.ok()), Some(Some(3)));
+        }
+        tokio::time::timeout(Duration::from_secs(1), p.first_bytes.notified())
+            .await
+            .expect("the first bytes are signalled");
+        let again = tokio::time::timeout(IDLE / 4, p.first_bytes.notified()).await;
+        assert!(again.is_err(), "signalled more than once");
     }
 }

@@ -591,6 +591,62 @@ async fn shutdown_answers_the_request_in_flight_and_takes_no_new_connection() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
+/// Graceful shutdown of a connection accepted just before the stop, whose request is
+/// still on the way: it is given two seconds after its accept for its first bytes (as
+/// Go's `net/http` treats new connections; `NEW_CONNECTION_GRACE`), and the request that
+/// arrives then is answered — closing before hyper has read a byte would drop it. A
+/// connection that stays silent is closed when its grace is over, and the stop does not
+/// wait for it any longer.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_answers_a_request_arriving_on_a_new_connection_just_after_the_stop() {
+    let s = TestServer::start("").await;
+    let conn = s.raw_tls(&[b"http/1.1"]).await;
+    let mut silent = s.raw_tls(&[b"http/1.1"]).await;
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let stopping = tokio::spawn(async move {
+        let start = Instant::now();
+        s.stop().await;
+        start.elapsed()
+    });
+    // The request leaves after the stop has reached the connections.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let body = "grant_type=client_credentials&client_id=nobody&scope=abcdefgh";
+    let sent = Instant::now();
+    wr.write_all(&token_request(
+        &format!("Content-Length: {}\r\n", body.len()),
+        body,
+    ))
+    .await
+    .unwrap();
+    let (got, closed) = read_until_close(&mut rd, Duration::from_secs(8)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 401") && text.contains("invalid_client"),
+        "the request on the new connection was not answered: {text:?}"
+    );
+    // Closed right after its answer (its first bytes ended its grace), not when the
+    // grace would have run out (more than 1.5 s after the request left).
+    assert!(
+        closed && sent.elapsed() < Duration::from_millis(1200),
+        "the answered connection closed {:?} after its request (closed: {closed})",
+        sent.elapsed()
+    );
+    // The silent one: closed once its grace is over, and the stop ends with it.
+    let (nothing, closed) = read_until_close(&mut silent, Duration::from_secs(6)).await;
+    assert!(
+        nothing.is_empty() && closed,
+        "a silent connection stays open"
+    );
+    let took = tokio::time::timeout(Duration::from_secs(12), stopping)
+        .await
+        .expect("the stop completes")
+        .unwrap();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "the stop took {took:?}: the silent connection's grace is two seconds"
+    );
+}
+
 /// THREATS H4: SETTINGS cap streams and header lists; streams past the cap are refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn h4_h2_streams_and_header_lists_are_capped_and_excess_streams_refused() {
