@@ -373,27 +373,26 @@ pub async fn serve(
             let grace = tokio::time::sleep_until(accepted + NEW_CONNECTION_GRACE);
             let mut grace = std::pin::pin!(grace);
             loop {
-                tokio::select! {
+                // Whether to close gracefully now: in-flight requests are finished,
+                // HTTP/2 says GOAWAY first.
+                let close = tokio::select! {
                     r = c.as_mut() => {
                         if let Err(e) = r {
                             tracing::debug!(%remote, error = %e, "connection ended with an error");
                         }
                         break;
                     }
-                    // In-flight requests are finished; HTTP/2 says GOAWAY first.
-                    () = idle.notified(), if !closing => {
-                        closing = true;
-                        c.as_mut().graceful_shutdown();
+                    () = idle.notified(), if !closing => true,
+                    _ = stop.wait_for(|s| *s), if !stopped => {
+                        stopped = true;
+                        false
                     }
-                    _ = stop.wait_for(|s| *s), if !stopped => stopped = true,
-                    () = first_bytes.notified(), if stopped && !closing => {
-                        closing = true;
-                        c.as_mut().graceful_shutdown();
-                    }
-                    () = &mut grace, if stopped && !closing => {
-                        closing = true;
-                        c.as_mut().graceful_shutdown();
-                    }
+                    () = first_bytes.notified(), if stopped && !closing => true,
+                    () = &mut grace, if stopped && !closing => true,
+                };
+                if close {
+                    closing = true;
+                    c.as_mut().graceful_shutdown();
                 }
             }
         });
