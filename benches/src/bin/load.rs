@@ -202,8 +202,9 @@ struct Ctx {
     signed_in_window: AtomicU64,
     /// TLS handshakes in the window: [full, resumed].
     handshakes: [AtomicU64; 2],
-    /// The window has begun (assertions signed before it are not counted).
-    in_window: std::sync::atomic::AtomicBool,
+    /// When the window began, for all clients together (assertions signed and
+    /// handshakes made before it are not counted).
+    start: std::sync::OnceLock<Instant>,
 }
 
 /// One client assertion (RFC 7523 §3) of `client` for `aud`, its `jti` unique by `n`.
@@ -286,7 +287,7 @@ impl Ctx {
                 return a.clone();
             }
         }
-        if self.in_window.load(Ordering::Relaxed) {
+        if self.start.get().is_some() {
             self.signed_in_window.fetch_add(1, Ordering::Relaxed);
         }
         let key = self.key.as_ref().expect("--key");
@@ -423,7 +424,7 @@ async fn connect(c: &Ctx, i: usize) -> Sender {
         .connect(ServerName::try_from(c.sni.clone()).unwrap(), tcp)
         .await
         .unwrap();
-    if c.in_window.load(Ordering::Relaxed) {
+    if c.start.get().is_some() {
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         c.handshakes[usize::from(resumed)].fetch_add(1, Ordering::Relaxed);
     }
@@ -803,7 +804,7 @@ async fn main() {
         presigned_aud,
         next_presigned: AtomicUsize::new(0),
         signed_in_window: AtomicU64::new(0),
-        in_window: std::sync::atomic::AtomicBool::new(false),
+        start: std::sync::OnceLock::new(),
         handshakes: Default::default(),
         presigned,
         o,
@@ -820,13 +821,11 @@ async fn main() {
     // Every client connects (and for `flow-sso` signs in once) before the measured
     // window, which starts for all of them together.
     let barrier = Arc::new(tokio::sync::Barrier::new(ctx.o.concurrency));
-    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
     let window = Duration::from_secs(ctx.o.duration);
     let mut tasks = Vec::new();
     for i in 0..ctx.o.concurrency {
         let c = ctx.clone();
         let barrier = barrier.clone();
-        let start = start.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             let (mut ok, mut bad, mut pages) = (0u64, 0u64, 0u64);
@@ -858,10 +857,7 @@ async fn main() {
                 }
             }
             barrier.wait().await;
-            let begin = *start.get_or_init(|| {
-                c.in_window.store(true, Ordering::Relaxed);
-                Instant::now()
-            });
+            let begin = *c.start.get_or_init(Instant::now);
             let deadline = begin + window;
             // Open loop: client i's k-th request is due at begin + (i + k·n) / rate.
             let step = (c.o.rate > 0.0)
@@ -966,7 +962,8 @@ async fn main() {
         bad += b;
         pages += p;
     }
-    let secs = start
+    let secs = ctx
+        .start
         .get()
         .map_or(0.0, |s| s.elapsed().as_secs_f64())
         .max(1e-9);
